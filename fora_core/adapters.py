@@ -1,0 +1,104 @@
+"""Insert standard PEFT LoRA adapters at the chosen decoder layers, with a Stiefel init for FoRA.
+
+At an adapted linear layer with frozen W0 (d_out x d_in) PEFT computes
+    h = W0 x + (alpha / r) B A dropout(x),     B = lora_B.weight (d_out, r), A = lora_A.weight (r, d_in).
+
+Stiefel methods (fora, stiefel-lora) start on the manifold with the model unchanged:
+    factor B: B = Q of a sign-fixed QR of a Gaussian (d_out, r) matrix (B^T B = I_r), A = 0;
+    factor A: A = Q^T of a sign-fixed QR of a Gaussian (d_in, r) matrix (A A^T = I_r), B = 0.
+Plain methods (lora, fg-lora) keep PEFT's default init (A Kaiming-uniform, B = 0).
+Either way BA = 0 at step 0, so outputs equal the base model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn as nn
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+
+from .architecture import find_decoder_layers, module_names_for_layers
+from .cayley_adam import qr_retraction
+from .config import ForaConfig, ForaConfigError
+
+ADAPTER_NAME = "default"
+
+
+def lora_layers(peft_model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:
+    """Every PEFT LoRA layer of the model with its qualified name, in module order."""
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer) and ADAPTER_NAME in module.lora_A:
+            yield name, module
+
+
+def lora_factors(peft_model: nn.Module) -> list[tuple[str, nn.Parameter, nn.Parameter]]:
+    """(name, A, B) for every adapter: A = lora_A.weight (r, d_in), B = lora_B.weight (d_out, r)."""
+    return [
+        (name, layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight)
+        for name, layer in lora_layers(peft_model)
+    ]
+
+
+def build_lora_config(model: nn.Module, layers: list[int], config: ForaConfig) -> LoraConfig:
+    """The PEFT LoraConfig with explicit module names for the given layers (no substring matching)."""
+    names = module_names_for_layers(model, layers, config.target_modules)
+    is_conv1d = any(type(model.get_submodule(n)).__name__ == "Conv1D" for n in names)
+    return LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=names,
+        fan_in_fan_out=is_conv1d,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+@torch.no_grad()
+def stiefel_init_(peft_model: nn.Module, factor: str = "B", seed: int = 0) -> None:
+    """Put the constrained factor of every adapter on the Stiefel manifold and zero the other (see module doc)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for name, a, b in lora_factors(peft_model):
+        if a.device.type == "meta":
+            continue
+        if factor == "B":
+            d_out, r = b.shape
+            if d_out < r:
+                raise ForaConfigError(f"rank {r} exceeds d_out = {d_out} at '{name}': B cannot have orthonormal columns")
+            b.copy_(qr_retraction(torch.randn(d_out, r, generator=gen, dtype=torch.float64)).to(b.dtype))
+            a.zero_()
+        else:
+            r, d_in = a.shape
+            if d_in < r:
+                raise ForaConfigError(f"rank {r} exceeds d_in = {d_in} at '{name}': A cannot have orthonormal rows")
+            a.copy_(qr_retraction(torch.randn(d_in, r, generator=gen, dtype=torch.float64)).mT.to(a.dtype))
+            b.zero_()
+
+
+def apply_fora(model: nn.Module, layers: list[int] | None, config: ForaConfig) -> PeftModel:
+    """Wrap ``model`` in a PEFT LoRA model with adapters only at ``layers`` (all layers when None).
+
+    For methods without Fisher selection (lora, stiefel-lora) ``layers`` may be None. Returns a standard
+    ``peft.PeftModel``: it saves, loads and merges with plain PEFT.
+    """
+    num_layers = find_decoder_layers(model).num_layers
+    if layers is None:
+        if config.uses_fisher:
+            raise ForaConfigError(f"method '{config.method}' needs the selected layers (from select_layers)")
+        layers = list(range(num_layers))
+    if not layers:
+        raise ForaConfigError("no layers selected for adapters")
+    if len(set(layers)) != len(layers):
+        raise ForaConfigError(f"duplicate layer indices in {layers}")
+    lora_config = build_lora_config(model, list(layers), config)
+    torch.manual_seed(config.seed)  # PEFT's default A init draws from the global generator
+    peft_model = get_peft_model(model, lora_config)
+    if config.uses_stiefel:
+        stiefel_init_(peft_model, config.stiefel.factor, config.seed)
+    return peft_model
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
