@@ -13,9 +13,10 @@ LoRA factor B (n = d_out, p = r). One step, for a parameter X (n, p) with Euclid
     m  <- rho W X                                           momentum projected onto the tangent space
     X  <- (I + a/2 W)^-1 (I - a/2 W) X                      Cayley transform: X^T X = I exactly
 
-W is kept factored as W = U V^T with U = [M'/rho, X], V = [X, -M'/rho] (both (n, 2p)), so every product
-costs O(n p^2) and ||W||_F^2 = tr((U^T U)(V^T V)) comes from 2p x 2p matrices. The Cayley transform is
-applied by either
+W is kept factored as W = U V^T with U = [M'/rho, X], V = [X, -M'/rho] (both (n, 2p)). One Gram matrix
+U^T U (2p x 2p) gives V^T X, V^T U and ||W||_F^2 = tr((U^T U)(V^T V)), and every iterate of either solver
+has the form Y = X + U C with C (2p x p), so the solve runs on 2p x 2p matrices and the work in n is four
+batched products, O(n p^2) in all. The Cayley transform is applied by either
 
 * ``fixed-point`` (the paper): Y_0 = X - a W X, Y_{k+1} = X - a/2 W (X + Y_k), ``iterations`` times;
   it contracts by a/2 ||W|| <= q per iteration;
@@ -177,25 +178,28 @@ class CayleyAdam(Optimizer):
         v.mul_(beta2).add_(g.square().sum(dim=(1, 2)), alpha=1 - beta2)
         rho = (1 - beta1**t) * torch.sqrt(v / (1 - beta2**t) + eps)  # (g,)
 
+        pdim = x.shape[2]
         mp = (m - 0.5 * (x @ (x.mT @ m))) / rho.view(-1, 1, 1)  # M'/rho, (g, n, p)
-        u = torch.cat([mp, x], dim=2)  # (g, n, 2p)
-        vv = torch.cat([x, -mp], dim=2)  # (g, n, 2p)
-        utu = u.mT @ u
-        vtv = vv.mT @ vv
-        w_norm = (utu * vtv).sum(dim=(1, 2)).clamp_min(0).sqrt()  # ||U V^T||_F, (g,)
+        u = torch.cat([mp, x], dim=2)  # U = [M'/rho, X], (g, n, 2p)
+        gram = u.mT @ u  # [[A, B], [B^T, D]]: A = M'^T M', B = M'^T X, D = X^T X; (g, 2p, 2p)
+        a_blk, b_blk, d_blk = gram[:, :pdim, :pdim], gram[:, :pdim, pdim:], gram[:, pdim:, pdim:]
+        vtx = torch.cat([d_blk, -b_blk], dim=1)  # V^T X = [X^T X; -M'^T X], (g, 2p, p)
+        vtu = torch.cat([torch.cat([b_blk.mT, d_blk], 2), torch.cat([-a_blk, -b_blk], 2)], 1)  # V^T U
+        vtv = torch.cat([torch.cat([d_blk, -b_blk.mT], 2), torch.cat([-b_blk, a_blk], 2)], 1)  # V^T V
+        w_norm = (gram * vtv).sum(dim=(1, 2)).clamp_min(0).sqrt()  # ||U V^T||_F = sqrt(tr(U^T U V^T V))
         a = torch.clamp(2 * q / (w_norm + eps), max=lr).view(-1, 1, 1)  # (g, 1, 1)
 
-        vtx = vv.mT @ x  # (g, 2p, p)
-        wx = u @ vtx  # W X, (g, n, p)
-        m.copy_(rho.view(-1, 1, 1) * wx)  # tangent-space momentum
+        # Every iterate is Y = X + U C with C (2p x p): the Cayley solve happens in 2p x 2p coordinates.
         if group["solver"] == "exact":
-            eye = torch.eye(u.shape[2], dtype=cdtype, device=x.device)
-            kmat = eye + 0.5 * a * (vv.mT @ u)  # (g, 2p, 2p)
-            y = x - a * (u @ torch.linalg.solve(kmat, vtx))
+            eye = torch.eye(2 * pdim, dtype=cdtype, device=x.device)
+            c = -a * torch.linalg.solve(eye + 0.5 * a * vtu, vtx)
         else:
-            y = x - a * wx
+            c = -a * vtx  # Y_0 = X - a W X
             for _ in range(group["iterations"]):
-                y = x - 0.5 * a * (u @ (vv.mT @ (x + y)))
+                c = -0.5 * a * (2 * vtx + vtu @ c)  # Y_{k+1} = X - a/2 W (X + Y_k)
+        out = u @ torch.cat([vtx, c], dim=2)  # [W X | U C], (g, n, 2p)
+        m.copy_(rho.view(-1, 1, 1) * out[:, :, :pdim])  # tangent-space momentum rho W X
+        y = x + out[:, :, pdim:]
         period = group["qr_period"]
         if period and int(t) % period == 0:
             y = qr_retraction(y)

@@ -78,10 +78,16 @@ class FisherReport:
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy. logits: (B, T, V); labels: (B, T), IGNORE_INDEX where masked."""
-    shift_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1]).float()
-    shift_labels = labels[:, 1:].reshape(-1)
-    return F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX)
+    """Mean next-token cross-entropy. logits: (B, T, V); labels: (B, T), IGNORE_INDEX where masked.
+
+    Position t predicts labels[t + 1]; the labels are shifted (not the logits) so the (B, T, V) logits are
+    never copied.
+    """
+    shift_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].reshape(-1)
+    flat = logits.reshape(-1, logits.shape[-1])
+    if flat.dtype != torch.float32:
+        flat = flat.float()
+    return F.cross_entropy(flat, shift_labels, ignore_index=IGNORE_INDEX)
 
 
 def _sample_labels(logits: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -141,8 +147,11 @@ def fisher_scores(
     handles = []
 
     def reduce_and_free(param: torch.Tensor) -> None:
-        # F_l accumulates ||dL_n/dtheta||^2 in float64; the gradient is dropped at once.
-        sums[owner[id(param)]] += param.grad.detach().double().pow(2).sum()
+        # F_l accumulates ||dL_n/dtheta||^2 (a float32 dot, summed in float64); the gradient is dropped at once.
+        flat = param.grad.detach().reshape(-1)
+        if flat.dtype != torch.float32:
+            flat = flat.float()
+        sums[owner[id(param)]] += torch.dot(flat, flat)
         param.grad = None
 
     generator = torch.Generator(device="cpu").manual_seed(seed) if estimator == "true" else None
