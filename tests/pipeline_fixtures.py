@@ -1,0 +1,32 @@
+"""A tiny random Llama with the real SmolLM2 tokenizer, saved as a local model folder, and a few records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+from fora_core.model_source import convert_builtin
+
+
+def tiny_model_dir(root: Path, layers: int = 4) -> Path:
+    target = root / "tiny-llama"
+    if (target / "config.json").exists():
+        return target
+    tok = AutoTokenizer.from_pretrained(convert_builtin("smollm2-135m"))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(target)
+    tok.save_pretrained(target)
+    return target
+
+
+def write_records(path: Path, n: int = 40) -> Path:
+    records = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"The answer is {2 * i}.",
+                "answer": str(2 * i)} for i in range(n)]
+    path.write_text(json.dumps(records))
+    return path
