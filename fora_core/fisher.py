@@ -167,7 +167,10 @@ def fisher_scores(
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(batches, total=num_batches, desc="Fisher calibration", unit="batch")
+            total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+            if num_batches is not None:
+                total = min(num_batches, total) if total is not None else num_batches
+            iterator = tqdm(batches, total=total, desc="Fisher calibration", unit="batch")
         with peak:
             for batch in iterator:
                 if num_batches is not None and n_used >= num_batches:

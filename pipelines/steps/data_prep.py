@@ -253,7 +253,8 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
         tasks[ex.task or "user"] += 1
     if len(rows) < 2:
         raise DataError(f"{described}: fewer than 2 usable records after filtering ({dict(dropped)})")
-    n_val = min(cfg.max_validation, max(1, len(rows) // 10))
+    # enough rows: exactly max_validation held out; fewer: a tenth of them (at least one)
+    n_val = cfg.max_validation if len(rows) >= need else min(cfg.max_validation, max(1, len(rows) // 10))
     validation, train = rows[:n_val], rows[n_val:]
     calibration = train[: cfg.calibration_size]
     write_jsonl(out / "train.jsonl", train)

@@ -91,8 +91,15 @@ class _LocalContext:
         return str(found[-1]) if found else None
 
 
+def latest_local_checkpoint(run_dir: str | Path) -> str | None:
+    """The newest checkpoint folder (holding a trainer state) under a local Ray run directory."""
+    found = [p for p in Path(run_dir).glob("checkpoint_*") if (p / STATE_FILE).exists()]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
 class _RayContext:
-    def __init__(self) -> None:
+    def __init__(self, run_dir: str | None = None) -> None:
+        self.run_dir = run_dir
         import ray.train  # [ray]
 
         self._train = ray.train
@@ -105,8 +112,8 @@ class _RayContext:
 
     def latest_checkpoint(self) -> str | None:
         ckpt = self._train.get_checkpoint()  # [ray] set after a worker failure or on a resumed run
-        if ckpt is None:
-            return None
+        if ckpt is None:  # a re-run of the same run: pick up its newest checkpoint from local storage
+            return latest_local_checkpoint(self.run_dir) if self.run_dir else None
         local = tempfile.mkdtemp(prefix="fora-resume-")
         return ckpt.to_directory(local)
 
@@ -148,7 +155,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     run = RunConfig.from_dict(config["run"])
     tcfg = run.train
-    ctx = _RayContext() if config.get("use_ray") else _LocalContext(Path(config["storage"]))
+    ctx = _RayContext(config.get("ray_run_dir")) if config.get("use_ray") else _LocalContext(Path(config["storage"]))
     torch.manual_seed(run.seed)
     use_gpu = tcfg.use_gpu and torch.cuda.is_available()
     if use_gpu and config.get("use_ray"):
@@ -172,6 +179,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg.warmup_steps, tcfg.max_steps))
 
     start_step = 0
+    history: list[dict] = []
     resume = ctx.latest_checkpoint()
     if resume:
         state = torch.load(Path(resume) / STATE_FILE, weights_only=False)
@@ -179,6 +187,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_step = state["step"]
+        history = state.get("history", [])
 
     rows = read_jsonl(Path(config["data_dir"]) / "train.jsonl")
     val_rows = read_jsonl(Path(config["data_dir"]) / "validation.jsonl")
@@ -193,7 +202,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         bar = tqdm(total=tcfg.max_steps, initial=start_step, desc=f"training ({fora.method})", unit="step")
 
     model.train()
-    history: list[dict] = []
     for step in range(start_step, tcfg.max_steps):
         if config.get("fail_at_step") == step and not resume:
             raise RuntimeError(f"injected failure at step {step}")
@@ -229,8 +237,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if ctx.rank == 0 and (done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps):
             ckpt_dir = tempfile.mkdtemp(prefix="fora-ckpt-")
             save_adapter(inner, Path(ckpt_dir) / ADAPTER_DIR, fora, layers=config["layers"])
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": done},
-                       Path(ckpt_dir) / STATE_FILE)
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": done,
+                        "history": history}, Path(ckpt_dir) / STATE_FILE)
             (Path(ckpt_dir) / "history.json").write_text(json.dumps(history))
         ctx.report(metrics, ckpt_dir)
         if ckpt_dir:
@@ -282,6 +290,8 @@ def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
     tcfg = run.train
     backend = tcfg.backend if tcfg.backend != "auto" else ("nccl" if tcfg.use_gpu else "gloo")
     storage = run.checkpoint_dir if run.checkpoint_dir.startswith("s3://") else str(Path(run.checkpoint_dir).resolve())
+    run_dir = None if storage.startswith("s3://") else str(Path(storage) / run.name)
+    loop_config = {**loop_config, "ray_run_dir": run_dir}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -292,6 +302,6 @@ def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()  # [ray]
-    if result.checkpoint is None:
-        return None
+    if result.checkpoint is None:  # nothing left to train: the run had already finished
+        return latest_local_checkpoint(run_dir) if run_dir else None
     return result.checkpoint.to_directory(tempfile.mkdtemp(prefix="fora-final-"))

@@ -1,0 +1,137 @@
+"""The five steps end to end on a tiny random Llama: real Ray Train, real MLflow (SQLite), real lm-eval;
+plus resume after an interruption and one-line errors for bad input with no partial registration."""
+
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from pipeline_fixtures import tiny_model_dir, write_records
+from safetensors.torch import load_file
+
+from pipelines import cli
+from pipelines.local_run import run_pipeline
+from pipelines.run_config import RunConfig
+from pipelines.steps.train import run_training
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def make_run(root: Path, model_dir: Path, use_ray: bool, **train) -> RunConfig:
+    root.mkdir(parents=True, exist_ok=True)
+    records = write_records(root / "records.json", 40)
+    return RunConfig.from_dict({
+        "name": "tiny", "model": str(model_dir), "output_dir": str(root / "out"),
+        "data": {"source": str(records), "max_train": 32, "max_validation": 4, "calibration_size": 8},
+        "fora": {"rank": 4, "alpha": 8, "dropout": 0.0, "fisher": {"num_batches": 4, "batch_size": 2}},
+        "train": {"max_steps": 6, "batch_size": 4, "checkpoint_every": 2, "eval_every": 3, "use_ray": use_ray,
+                  "max_failures": 1, **train},
+        "eval": {"tasks": ["arc_easy", "boolq"], "limit": 4, "batch_size": 4},
+        "register": {"model_name": "tiny-fora"},
+    })
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory.mktemp("model"))
+
+
+def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
+    run = make_run(tmp_path, model_dir, use_ray=True)
+    summary = run_pipeline(run, progress=False)
+    out = run.out.resolve()
+    for rel in ("data/train.jsonl", "data/validation.jsonl", "data/calibration.jsonl", "data/data_card.json",
+                "calibration/fisher_report.json", "calibration/fisher_profile.png",
+                "train/adapter/adapter_model.safetensors", "train/adapter/fora_config.json",
+                "eval/eval_results.json", "eval/eval_table.md", "merged/config.json", "summary.json"):
+        assert (out / rel).exists(), rel
+    assert len(summary["selected_layers"]) == 2
+    assert set(summary["results"]) == {"base", "tuned"}
+    client = MlflowClient(run.tracking_uri)
+    version = client.get_model_version("tiny-fora", "1")
+    assert version.tags["method"] == "fora" and version.tags["K"] == "2"
+    assert version.tags["data_hash"].startswith("sha256:")
+    assert str(client.get_model_version_by_alias("tiny-fora", "champion").version) == "1"
+    mlrun = client.get_run(summary["run_id"])
+    assert "tuned/acc_avg" in mlrun.data.metrics
+    assert len(client.get_metric_history(summary["run_id"], "train/loss")) == 6
+    # the registered model loads and generates through MLflow's pyfunc interface
+    model = mlflow.pyfunc.load_model("models:/tiny-fora@champion")
+    assert isinstance(model.predict(["Question: 1 plus 1?\nAnswer:"], params={"max_new_tokens": 2})[0], str)
+
+    # a second run registers version 2; the alias moves only if its metric beats the champion's
+    summary2 = run_pipeline(run, progress=False)
+    reg2 = summary2["registration"]
+    assert reg2["version"] == 2
+    better = summary2["results"]["tuned"]["acc_avg"] > summary["results"]["tuned"]["acc_avg"]
+    assert reg2["champion"] == better
+    assert str(client.get_model_version_by_alias("tiny-fora", "champion").version) == ("2" if better else "1")
+
+
+def _adapter(path: str) -> dict:
+    return load_file(str(Path(path) / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("use_ray", [False, True], ids=["in-process", "ray"])
+def test_interrupted_training_resumes_without_losing_or_repeating_steps(tmp_path, model_dir, use_ray):
+    straight = make_run(tmp_path / "a", model_dir, use_ray=False)
+    from fora_core import ModelSource
+    from pipelines.steps.data_prep import prepare_data
+
+    _, tok = ModelSource(straight.model).load()
+    prepare_data(straight.data, tok, tmp_path / "data")
+    layers = [1, 3]
+    ref = run_training(straight, tmp_path / "data", layers, tmp_path / "a" / "train")
+
+    broken = make_run(tmp_path / "b", model_dir, use_ray=use_ray)
+    if use_ray:  # a worker dies after the step-2 checkpoint; FailureConfig restarts it from there
+        got = run_training(broken, tmp_path / "data", layers, tmp_path / "b" / "train", fail_at_step=3)
+    else:  # the process dies; the re-run resumes from the checkpoint
+        with pytest.raises(RuntimeError, match="injected failure at step 3"):
+            run_training(broken, tmp_path / "data", layers, tmp_path / "b" / "train", fail_at_step=3)
+        got = run_training(broken, tmp_path / "data", layers, tmp_path / "b" / "train")
+    history = __import__("json").loads((tmp_path / "b" / "train" / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    a, b = _adapter(ref["adapter_dir"]), _adapter(got["adapter_dir"])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        ({"fora": {"method": "dora"}}, "invalid value for 'method'"),
+        ({"fora": {"layer_budget": 9}}, "invalid value for 'layer_budget': 9 (allowed: 1..4 layers"),
+        ({"fora": {"target_modules": ["qkv_proj"]}}, "target module 'qkv_proj' not found"),
+        ({"data": {"source": "EMPTY"}}, "the file is empty"),
+        ({"data": {"source": "MALFORMED"}}, "bad.json row 1: field 'output' is missing"),
+        ({"model": "no-such-org/no-such-model"}, "could not load model 'no-such-org/no-such-model'"),
+    ],
+)
+def test_bad_input_is_one_line_and_registers_nothing(tmp_path, model_dir, capsys, edit, match):
+    import yaml
+
+    base = make_run(tmp_path, model_dir, use_ray=False).to_dict()
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "bad.json").write_text('[{"instruction": "x"}]')
+    for section, value in edit.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if v in ("EMPTY", "MALFORMED"):
+                    v = str(tmp_path / ("empty.json" if v == "EMPTY" else "bad.json"))
+                base[section][k] = v
+        else:
+            base[section] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(base))
+    code = cli.main(["run", str(path), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("fora: error: ") and match in err[-1], err[-1]
+    db = Path(base["output_dir"]) / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(f"sqlite:///{db.resolve()}")
+        assert client.search_registered_models() == []
