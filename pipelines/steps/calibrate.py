@@ -32,6 +32,19 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+@torch.no_grad()
+def mean_response_loss(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> float:
+    """Mean token cross-entropy over the unmasked (response) tokens of ``rows``; the caller sets eval mode."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        b = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
+        n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+        total += model(**b).loss.item() * n
+        count += n
+    return total / max(1, count)
+
+
 def plot_fisher_profile(report: FisherReport, selected: list[int], path: str | Path, title: str = "") -> Path:
     import matplotlib
 

@@ -14,10 +14,8 @@ import math
 import os
 from pathlib import Path
 
-import torch
-
 from ..commonsense import load_examples
-from .calibrate import collate
+from .calibrate import mean_response_loss
 from .data_prep import read_jsonl
 
 TASK_YAML = """task: fora_{task}
@@ -53,18 +51,10 @@ def write_task_definitions(tasks: list[str], limit: int, folder: str | Path) -> 
     return folder
 
 
-@torch.no_grad()
 def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> float:
     """exp of the mean token cross-entropy over the response tokens of ``rows``."""
     model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        b = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
-        n = int((b["labels"][:, 1:] != -100).sum())
-        total += model(**b).loss.item() * n
-        count += n
-    return math.exp(total / max(1, count))
+    return math.exp(mean_response_loss(model, rows, pad_id, batch_size))
 
 
 def lm_eval_scores(model, tokenizer, tasks: list[str], limit: int, task_dir: Path, batch_size: int) -> dict:

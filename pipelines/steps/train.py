@@ -35,7 +35,7 @@ from fora_core import (
 )
 
 from ..run_config import RunConfig
-from .calibrate import collate
+from .calibrate import collate, mean_response_loss
 from .data_prep import read_jsonl
 
 ADAPTER_DIR = "adapter"
@@ -134,17 +134,11 @@ def _mlflow_logger(config: dict, rank: int):
     return log
 
 
-@torch.no_grad()
-def validation_loss(model, rows: list[dict], pad_id: int, device, batch_size: int = 8) -> float:
+def validation_loss(model, rows: list[dict], pad_id: int, device=None, batch_size: int = 8) -> float:
     model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        b = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
-        n = int((b["labels"][:, 1:] != -100).sum())
-        total += model(**b).loss.item() * n
-        count += n
+    loss = mean_response_loss(model, rows, pad_id, batch_size)
     model.train()
-    return total / max(1, count)
+    return loss
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
