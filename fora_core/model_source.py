@@ -12,6 +12,7 @@ A spec is one of
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import os
@@ -151,18 +152,30 @@ class ModelSource:
 
     def load(self, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, object]:
         """Load (model, tokenizer). Raises ModelLoadError with a one-line reason on failure."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        where = self.resolve()
+        tokenizer = self.load_tokenizer()
+        with self._one_line_errors():
+            model = AutoModelForCausalLM.from_pretrained(self.resolve(), dtype=getattr(torch, self.dtype))
+        return model.to(device), tokenizer
+
+    def load_tokenizer(self):
+        """The tokenizer alone (with a pad token); the same one-line errors as :meth:`load`."""
+        from transformers import AutoTokenizer
+
+        with self._one_line_errors():
+            tokenizer = AutoTokenizer.from_pretrained(self.resolve())
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    @contextlib.contextmanager
+    def _one_line_errors(self):
         try:
-            tokenizer = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, self.dtype))
+            yield
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(
                 f"could not load model '{self.spec}': not a built-in ({', '.join(BUILTIN_MODELS)}), not a local "
                 f"folder, and the hub did not provide it ({first})"
             ) from None
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return model.to(device), tokenizer

@@ -1,11 +1,15 @@
 """The ``fora`` command line.
 
-    fora run CONFIG [--set section.field=value ...]   the five steps in this process (Ray Train inside)
-    fora validate CONFIG                              check a config and print it resolved
-    fora ui CONFIG                                    how to open the MLflow UI on this run's tracking store
+    fora run CONFIG [--kfp] [--set section.field=value ...]   the whole pipeline on this machine
+    fora data-prep | calibrate | train | evaluate | register CONFIG   one step (folders under output_dir)
+    fora compile [--output PATH] [--train-gpus N]             write the KFP pipeline YAML
+    fora submit CONFIG --host URL [--schedule CRON]           run (or schedule) it on a Kubeflow cluster
+    fora validate CONFIG                                      check a config and print it resolved
+    fora ui CONFIG                                            the MLflow UI command for this run
 
-A user mistake (bad config value, malformed data row, unknown model) ends with one line on stderr and
-exit code 2, never a traceback.
+``fora run`` chains the five steps in this process by default (one MLflow run, Ray Train for training);
+``--kfp`` runs them as the KFP components on the local KFP runner instead. A user mistake (bad config
+value, malformed data row, unknown model, unreachable host) ends with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,25 +19,22 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
-from fora_core import ForaConfigError, ModelLoadError
+from .errors import USER_ERRORS
+from .run_config import RunConfig, RunConfigError, load_run_config
 
-from .run_config import load_run_config
-from .steps.data_prep import DataError
-
-USER_ERRORS = (ForaConfigError, ModelLoadError, DataError, FileNotFoundError)
+STEP_DIRS = {"data": "data", "calibration": "calibration", "train": "train", "eval": "eval", "merged": "merged"}
 
 
-def _cmd_run(args) -> int:
-    from .local_run import run_pipeline
+def _config(args) -> RunConfig:
+    return load_run_config(args.config, args.set)
 
-    run = load_run_config(args.config, args.set)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    summary = run_pipeline(run, progress=not args.quiet)
-    table = (run.out / "eval" / "eval_table.md").read_text()
+
+def _print_summary(run: RunConfig, summary: dict) -> None:
+    print("\n" + (run.out / "eval" / "eval_table.md").read_text())
     t = summary["timings"]
     total = sum(t.values())
-    print("\n" + table)
     print("Wall time by step: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) +
           f"; total {total:.0f} s (Fisher {100 * t['fisher'] / total:.1f}%)")
     reg = summary["registration"]
@@ -41,38 +42,121 @@ def _cmd_run(args) -> int:
           f"{' as champion' if reg['champion'] else ' (champion unchanged)'}.")
     print(f"Artifacts: {summary['output_dir']}")
     print(f"MLflow UI: mlflow ui --backend-store-uri {summary['tracking_uri']}")
+
+
+def _cmd_run(args) -> int:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if args.kfp:
+        from .kfp_local import run_on_kfp_local
+
+        result = run_on_kfp_local(Path(args.config).read_text(), ",".join(args.set))
+        print(f"KFP outputs: {result['outputs_root']}")
+        print(f"MLflow UI: mlflow ui --backend-store-uri {result['run'].tracking_uri}")
+        return 0
+    from .local_run import run_pipeline
+
+    run = _config(args)
+    _print_summary(run, run_pipeline(run, progress=not args.quiet))
+    return 0
+
+
+def _cmd_step(args) -> int:
+    from . import stages
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    run = _config(args)
+    d = {k: run.out / v for k, v in STEP_DIRS.items()}
+    progress = not args.quiet
+    if args.step == "data-prep":
+        card = stages.data_prep(run, d["data"], progress=progress)
+        print(json.dumps(card["counts"]), f"-> {d['data']}")
+    elif args.step == "calibrate":
+        calib = stages.calibrate(run, d["data"], d["calibration"], progress=progress)
+        print(f"selected layers {calib['selected_layers']} -> {d['calibration']}")
+    elif args.step == "train":
+        trained = stages.train(run, d["data"], d["calibration"], d["train"], progress=progress)
+        print(f"adapter -> {trained['adapter_dir']}")
+    elif args.step == "evaluate":
+        stages.evaluate(run, d["data"], d["train"] / "adapter", d["eval"])
+        print((d["eval"] / "eval_table.md").read_text())
+    else:
+        reg = stages.register(run, d["data"], d["calibration"], d["train"] / "adapter", d["eval"], d["merged"])
+        print(f"registered '{run.register.model_name}' version {reg['version']}"
+              f"{' as champion' if reg['champion'] else ''}")
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    from .fora_pipeline import PIPELINE_YAML, compile_pipeline
+
+    path = compile_pipeline(args.output or PIPELINE_YAML, train_gpus=args.train_gpus)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    from .submit import submit
+
+    config_text = Path(args.config).read_text()
+    load_run_config(args.config, args.set)  # validate before anything leaves this machine
+    print(submit(args.host, config_text, ",".join(args.set), experiment=args.experiment,
+                 run_name=args.run_name, schedule=args.schedule, namespace=args.namespace))
     return 0
 
 
 def _cmd_validate(args) -> int:
-    run = load_run_config(args.config, args.set)
-    print(json.dumps(run.to_dict(), indent=2))
+    print(json.dumps(_config(args).to_dict(), indent=2))
     return 0
 
 
 def _cmd_ui(args) -> int:
-    run = load_run_config(args.config, args.set)
-    print(f"mlflow ui --backend-store-uri {run.tracking_uri} --port 5000")
+    print(f"mlflow ui --backend-store-uri {_config(args).tracking_uri} --port 5000")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fora", description="FoRA fine-tuning pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn, helptext in (("run", _cmd_run, "run the whole pipeline locally"),
-                               ("validate", _cmd_validate, "validate a config"),
-                               ("ui", _cmd_ui, "print the MLflow UI command")):
+
+    def with_config(name: str, fn, helptext: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("config")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set train.max_steps=10")
-        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(fn=fn)
-    args = parser.parse_args(argv)
+        return p
+
+    with_config("run", _cmd_run, "run the whole pipeline on this machine").add_argument(
+        "--kfp", action="store_true", help="run the KFP components on the local KFP runner")
+    for step, helptext in (("data-prep", "step 1: tokenized splits + data card"),
+                           ("calibrate", "step 2: Fisher layer scores and selection"),
+                           ("train", "step 3: FoRA fine-tune (Ray Train)"),
+                           ("evaluate", "step 4: lm-eval, base vs tuned"),
+                           ("register", "step 5: merge, log and register in MLflow")):
+        with_config(step, _cmd_step, helptext).set_defaults(step=step)
+    with_config("validate", _cmd_validate, "validate a config and print it resolved")
+    with_config("ui", _cmd_ui, "print the MLflow UI command")
+    p = with_config("submit", _cmd_submit, "submit the pipeline to a Kubeflow Pipelines endpoint")
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--experiment", default="fora")
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--schedule", default=None, metavar="CRON",
+                   help="create a recurring run instead (6-field cron, e.g. '0 0 3 * * 1' = Mondays 03:00)")
+    p = sub.add_parser("compile", help="compile the KFP pipeline to YAML")
+    p.add_argument("--output", default=None, help="default: pipelines/fora_pipeline.yaml")
+    p.add_argument("--train-gpus", type=int, default=0, help="NVIDIA GPUs to request for the train pod")
+    p.set_defaults(fn=_cmd_compile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         return args.fn(args)
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, RunConfigError) as err:
         print(f"fora: error: {err}", file=sys.stderr)
         return 2
 

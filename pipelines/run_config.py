@@ -84,6 +84,10 @@ class TrainConfig:
     """Local folder or s3:// URI for checkpoints (default: <output_dir>/checkpoints)."""
     eval_every: int = 25
     num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves per worker (scheduling only; fractions let Tune pack trials)."""
+    threads_per_worker: int = 0
+    """torch threads per worker (0: this node's cores divided by the workers on it). Ray would set 1."""
     use_gpu: bool = False
     backend: str = "auto"
     bf16: str = "auto"
@@ -95,6 +99,8 @@ class TrainConfig:
             _int(f"train.{name}", getattr(self, name), 1)
         _int("train.warmup_steps", self.warmup_steps, 0)
         _int("train.max_failures", self.max_failures, 0)
+        _int("train.threads_per_worker", self.threads_per_worker, 0)
+        _pos("train.cpus_per_worker", self.cpus_per_worker)
         _pos("train.lr", self.lr)
         _pos("train.stiefel_lr", self.stiefel_lr)
         _pos("train.weight_decay", self.weight_decay, allow_zero=True)
@@ -133,8 +139,98 @@ class RegisterConfig:
             _fail("register.model_name", self.model_name, "a non-empty name")
 
 
+SCHEDULERS = ("asha", "median", "fifo")
+SWEEP_METHODS = ("fora", "fg-lora", "stiefel-lora", "lora")
+SPACE_KINDS = ("grid", "choice", "loguniform", "uniform")
+
+
+def _space(name: str, value: Any) -> dict[str, list]:
+    """A search space: a list (grid over it) or {grid|choice: [...]} or {loguniform|uniform: [low, high]}."""
+    if isinstance(value, list):
+        value = {"grid": value}
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in SPACE_KINDS:
+        _fail(name, value, "a list of values, or one of {grid: [...]}, {choice: [...]}, "
+                           "{loguniform: [low, high]}, {uniform: [low, high]}")
+    kind, items = next(iter(value.items()))
+    if not isinstance(items, list) or not items:
+        raise RunConfigError(f"invalid value for '{name}': the search space is empty (give at least one value)")
+    for v in items:
+        _pos(name, v)
+    if kind in ("loguniform", "uniform") and (len(items) != 2 or not items[0] < items[1]):
+        _fail(name, value, f"{kind}: [low, high] with 0 < low < high")
+    return {kind: items}
+
+
+@dataclass
+class SweepConfig:
+    """A Ray Tune sweep over the layer budget K, the learning rates and (optionally) the method.
+
+    Data prep and the Fisher pass run once; every trial selects its top-K layers from the same report.
+    Methods without Fisher selection (stiefel-lora, lora) use all layers and get one trial per lr setting.
+    """
+
+    layer_budgets: list = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    """K values, each an integer 1..L or a fraction in (0, 1]; a grid dimension."""
+    methods: list = field(default_factory=lambda: ["fora"])
+    lr: Any = field(default_factory=lambda: [2e-4])
+    """Search space of the AdamW learning rate (factor A; every factor for lora/fg-lora)."""
+    stiefel_lr: Any = field(default_factory=lambda: [1e-3])
+    num_samples: int = 1
+    """Samples per grid point (random spaces: choice, loguniform, uniform)."""
+    max_trials: int = 16
+    """The budget: the sweep refuses to start if the grid times num_samples exceeds it."""
+    scheduler: str = "asha"
+    grace_period: int = 0
+    """ASHA/median: steps before a trial can be stopped (0: train.eval_every)."""
+    reduction_factor: int = 2
+    metric: str = "val_loss"
+    mode: str = "min"
+    max_concurrent: int = 0
+    """Trials at once (0: as many as the cluster's CPUs hold, at train.cpus_per_worker per worker)."""
+    register_best: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer_budgets, list) or not self.layer_budgets:
+            raise RunConfigError("invalid value for 'sweep.layer_budgets': the search space is empty "
+                                 "(give at least one K)")
+        for k in self.layer_budgets:
+            ok = (isinstance(k, int) and not isinstance(k, bool) and k >= 1) or (isinstance(k, float) and 0 < k <= 1)
+            if not ok:
+                _fail("sweep.layer_budgets", k, "integers 1..L (layers) or fractions in (0, 1]")
+        if not isinstance(self.methods, list) or not self.methods:
+            raise RunConfigError("invalid value for 'sweep.methods': the search space is empty")
+        for m in self.methods:
+            if m not in SWEEP_METHODS:
+                _fail("sweep.methods", m, ", ".join(SWEEP_METHODS))
+        self.lr = _space("sweep.lr", self.lr)
+        self.stiefel_lr = _space("sweep.stiefel_lr", self.stiefel_lr)
+        _int("sweep.num_samples", self.num_samples, 1)
+        _int("sweep.max_trials", self.max_trials, 1)
+        _int("sweep.grace_period", self.grace_period, 0)
+        _int("sweep.reduction_factor", self.reduction_factor, 2)
+        _int("sweep.max_concurrent", self.max_concurrent, 0)
+        if self.scheduler not in SCHEDULERS:
+            _fail("sweep.scheduler", self.scheduler, ", ".join(SCHEDULERS))
+        if self.metric not in ("val_loss", "loss"):
+            _fail("sweep.metric", self.metric, "val_loss, loss")
+        if self.mode not in ("min", "max"):
+            _fail("sweep.mode", self.mode, "min, max")
+
+
+def _fora_section(value: dict[str, Any]) -> ForaConfig:
+    """ForaConfig names its own fields ('layer_budget'); in a run config they live under 'fora.'."""
+    try:
+        return ForaConfig.from_dict(value)
+    except ForaConfigError as err:
+        msg = str(err)
+        for prefix in ("invalid value for '", "unknown field '"):
+            if msg.startswith(prefix) and not msg.startswith(prefix + "fora."):
+                msg = prefix + "fora." + msg[len(prefix):]
+        raise RunConfigError(msg) from None
+
+
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "register": RegisterConfig,
-            "fora": ForaConfig}
+            "fora": ForaConfig, "sweep": SweepConfig}
 
 
 @dataclass
@@ -149,6 +245,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    """Used by ``fora sweep`` only."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
@@ -187,7 +285,7 @@ class RunConfig:
                 for k in value:
                     if k not in sub:
                         raise RunConfigError(f"unknown field '{key}.{k}' (allowed: {', '.join(sorted(sub))})")
-                value = ForaConfig.from_dict(value) if section is ForaConfig else section(**value)
+                value = _fora_section(value) if section is ForaConfig else section(**value)
             kwargs[key] = value
         return cls(**kwargs)
 
@@ -197,17 +295,27 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     path = Path(path)
     if not path.exists():
         raise RunConfigError(f"config file not found: {path}")
+    return parse_run_config(path.read_text(), overrides, where=str(path))
+
+
+def parse_run_config(text: str, overrides: list[str] | None = None, where: str = "config") -> RunConfig:
+    """The same as :func:`load_run_config` for YAML text (how KFP components receive the config)."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise RunConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise RunConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
     for item in overrides or []:
         if "=" not in item:
             raise RunConfigError(f"override {item!r} must look like section.field=value")
         key, raw = item.split("=", 1)
         node = data
-        parts = key.split(".")
+        parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw)
     return RunConfig.from_dict(data)
+
+
+def split_overrides(text: str) -> list[str]:
+    """``"train.max_steps=10, fora.layer_budget=0.25"`` (commas or newlines) -> a list of overrides."""
+    return [item.strip() for line in text.splitlines() for item in line.split(",") if item.strip()]

@@ -21,14 +21,14 @@ def test_there_are_shipped_configs():
 @pytest.mark.parametrize(
     "body, match",
     [
-        ("fora: {method: dora}", "'method'"),
+        ("fora: {method: dora}", "'fora.method'"),
         ("train: {batch_size: 0}", "'train.batch_size'"),
         ("train: {bacth_size: 4}", "unknown field 'train.bacth_size'"),
         ("eval: {tasks: [mmlu]}", "'eval.tasks'"),
         ("data: {template: chat}", "'data.template'"),
         ("modle: x", "unknown field 'modle'"),
         ("train: [1, 2]", "'train' must be a mapping"),
-        ("fora: {layer_budget: 0}", "'layer_budget'"),
+        ("fora: {layer_budget: 0}", "'fora.layer_budget'"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, body, match):

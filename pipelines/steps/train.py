@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -77,6 +79,7 @@ class _LocalContext:
 
     rank = 0
     world = 1
+    local_world = 1
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
@@ -101,10 +104,15 @@ class _RayContext:
     def __init__(self, run_dir: str | None = None) -> None:
         self.run_dir = run_dir
         import ray.train  # [ray]
+        from ray.train.v2._internal.execution import context as ray_context  # [ray]
+
+        # Ray Train logs every report at INFO under the module's file name; our progress bar says it already
+        logging.getLogger(ray_context.__file__).setLevel(logging.WARNING)
 
         self._train = ray.train
         ctx = ray.train.get_context()  # [ray]
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.local_world = ctx.get_local_world_size()
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         ckpt = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -151,6 +159,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tcfg = run.train
     ctx = _RayContext(config.get("ray_run_dir")) if config.get("use_ray") else _LocalContext(Path(config["storage"]))
     torch.manual_seed(run.seed)
+    torch.set_num_threads(tcfg.threads_per_worker or max(1, (os.cpu_count() or 1) // ctx.local_world))
     use_gpu = tcfg.use_gpu and torch.cuda.is_available()
     if use_gpu and config.get("use_ray"):
         import ray.train.torch  # [ray]
@@ -195,6 +204,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         bar = tqdm(total=tcfg.max_steps, initial=start_step, desc=f"training ({fora.method})", unit="step")
 
+    # A Tune scheduler compares trials on every report, so a sweep asks for the validation loss in each
+    # one: measured at eval steps (val_fresh) and carried forward in between (measured once at step 0).
+    carry_val = config.get("report_val_loss_every_step", False)
+    last_val = next((h["val_loss"] for h in reversed(history) if "val_loss" in h), None)
+    if carry_val and last_val is None:
+        last_val = validation_loss(model, val_rows, pad_id, device)
     model.train()
     for step in range(start_step, tcfg.max_steps):
         if config.get("fail_at_step") == step and not resume:
@@ -215,14 +230,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        seconds = time.perf_counter() - t0
         metrics = {"step": done, "loss": loss_sum, "lr": optimizer.param_groups[0]["lr"],
-                   "tokens_per_s": tokens * ctx.world / (time.perf_counter() - t0)}
+                   "tokens_per_s": tokens * ctx.world / seconds, "step_seconds": seconds,
+                   "step_started": time.time() - seconds}
         if fora.uses_stiefel:
             metrics["stiefel_lr"] = optimizer.param_groups[-1]["lr"]
             metrics["orthogonality_error"] = max_orthogonality_error(inner, fora.stiefel.factor)
         if done % tcfg.eval_every == 0 or done == tcfg.max_steps:
             metrics["val_loss"] = validation_loss(model, val_rows, pad_id, device)
-        log({k: v for k, v in metrics.items() if k != "step"}, done)
+        log({k: v for k, v in metrics.items() if k not in ("step", "step_started")}, done)
         history.append(metrics)
         if bar is not None:
             bar.update(1)
@@ -234,7 +251,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": done,
                         "history": history}, Path(ckpt_dir) / STATE_FILE)
             (Path(ckpt_dir) / "history.json").write_text(json.dumps(history))
-        ctx.report(metrics, ckpt_dir)
+        reported = dict(metrics)
+        if carry_val:
+            last_val = metrics.get("val_loss", last_val)
+            reported.update(val_loss=last_val, val_fresh="val_loss" in metrics, max_steps=tcfg.max_steps)
+        ctx.report(reported, ckpt_dir)
         if ckpt_dir:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     if bar is not None:
@@ -245,14 +266,16 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
                  mlflow_run_id: str | None = None, progress: bool = False,
                  fail_at_step: int | None = None) -> dict:
     """Driver: fit the per-worker loop with Ray Train (or in-process when ``train.use_ray`` is off) and copy
-    the final adapter to ``out_dir/adapter``. Returns {"adapter_dir", "metrics", "seconds", "first_step_s"}."""
+    the final adapter to ``out_dir/adapter``. Returns {"adapter_dir", "metrics" (the last step's), "seconds" (wall), "steps_run" (this call),
+    "first_step_s" (stage start -> first step start: Ray start-up, worker group, model load),
+    "loop_seconds" (the steps themselves)}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(run.checkpoint_dir) if not run.checkpoint_dir.startswith("s3://") else None
     loop_config = {"run": run.to_dict(), "data_dir": str(Path(data_dir).resolve()), "layers": list(layers),
                    "use_ray": run.train.use_ray, "tracking_uri": run.tracking_uri,
                    "mlflow_run_id": mlflow_run_id, "progress": progress, "fail_at_step": fail_at_step}
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     if not run.train.use_ray:
         assert storage is not None, "in-process training needs a local checkpoint_dir"
         storage.mkdir(parents=True, exist_ok=True)
@@ -270,7 +293,13 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
     shutil.copytree(Path(final) / ADAPTER_DIR, adapter)
     history = json.loads((Path(final) / "history.json").read_text())
     (out / "history.json").write_text(json.dumps(history))
-    return {"adapter_dir": str(adapter), "metrics": history[-1] if history else {}, "seconds": seconds}
+    if history:
+        plot_history(history, out / "loss_curve.png", f"{run.fora.method}: {run.name}")
+    fresh = [h for h in history if h.get("step_started", 0) >= started]
+    return {"adapter_dir": str(adapter), "metrics": history[-1] if history else {}, "seconds": seconds,
+            "steps_run": len(fresh),
+            "first_step_s": min(h["step_started"] for h in fresh) - started if fresh else None,
+            "loop_seconds": sum(h["step_seconds"] for h in fresh)}
 
 
 def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
@@ -280,7 +309,7 @@ def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
     from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
 
     if not ray.is_initialized():
-        ray.init(num_cpus=None, include_dashboard=False, log_to_driver=True, configure_logging=False)
+        ray.init(log_to_driver=True, configure_logging=False)
     tcfg = run.train
     backend = tcfg.backend if tcfg.backend != "auto" else ("nccl" if tcfg.use_gpu else "gloo")
     storage = run.checkpoint_dir if run.checkpoint_dir.startswith("s3://") else str(Path(run.checkpoint_dir).resolve())
@@ -289,7 +318,8 @@ def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu),
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                     resources_per_worker={"CPU": tcfg.cpus_per_worker}),
         torch_config=TorchConfig(backend=backend),
         run_config=RayRunConfig(name=run.name, storage_path=storage,
                                 failure_config=FailureConfig(max_failures=tcfg.max_failures),
@@ -299,3 +329,25 @@ def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
     if result.checkpoint is None:  # nothing left to train: the run had already finished
         return latest_local_checkpoint(run_dir) if run_dir else None
     return result.checkpoint.to_directory(tempfile.mkdtemp(prefix="fora-final-"))
+
+
+def plot_history(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Training loss per step and validation loss where measured, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss", lw=1)
+    val = [h for h in history if "val_loss" in h]
+    if val:
+        ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (response tokens)")
+    ax.set_title(title or "FoRA training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

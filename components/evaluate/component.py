@@ -1,0 +1,32 @@
+"""KFP component for step 4: lm-eval (seven commonsense tasks) + perplexity, base vs tuned."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset], adapter: Input[Model],
+             evaluation: Output[Artifact], scores: Output[Metrics], table: Output[Markdown]) -> float:
+    """Scores both models with the project's offline lm-eval task definitions; returns the tuned
+    model's value of ``register.metric``."""
+    import shutil
+    from pathlib import Path
+
+    from pipelines import stages
+    from pipelines.errors import one_line_user_errors
+    from pipelines.run_config import parse_run_config, split_overrides
+
+    with one_line_user_errors():
+        run = parse_run_config(config_yaml, split_overrides(overrides))
+        results = stages.evaluate(run, data.path, adapter.path, evaluation.path, mlflow_run_id)
+    shutil.copy(Path(evaluation.path) / "eval_table.md", table.path)
+    for who, r in results.items():
+        scores.log_metric(f"{who}_acc_avg", r["acc_avg"])
+        for task, v in r["tasks"].items():
+            scores.log_metric(f"{who}_{task}", v["acc"])
+        if "perplexity" in r:
+            scores.log_metric(f"{who}_perplexity", r["perplexity"])
+    tuned = results["tuned"]
+    return float(tuned.get(run.register.metric, tuned["acc_avg"]))

@@ -1,0 +1,34 @@
+"""KFP component for step 3: FoRA fine-tune on Ray Train -> PEFT adapter."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def train(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset],
+          calibration: Input[Artifact], adapter: Output[Model], loss_curve: Output[HTML],
+          metrics: Output[Metrics]):
+    """Ray Train ``TorchTrainer`` at the calibrated layers. With ``RAY_ADDRESS`` set (a KubeRay cluster) the
+    workers run there; otherwise a one-node Ray starts inside this pod. Checkpoints go to
+    ``train.checkpoint_dir`` (use s3:// on a cluster) so a retried pod resumes where it stopped."""
+    import shutil
+    from pathlib import Path
+
+    from pipelines import stages
+    from pipelines.errors import one_line_user_errors
+    from pipelines.kfp_io import png_to_html
+    from pipelines.run_config import parse_run_config, split_overrides
+
+    with one_line_user_errors():
+        run = parse_run_config(config_yaml, split_overrides(overrides))
+        work = Path(adapter.path).parent / "train-work"
+        trained = stages.train(run, data.path, calibration.path, work, mlflow_run_id)
+    shutil.copytree(trained["adapter_dir"], adapter.path, dirs_exist_ok=True)
+    png_to_html(work / "loss_curve.png", loss_curve.path, "Training loss")
+    adapter.metadata.update({"method": run.fora.method, "base_model": run.model, "format": "peft-lora"})
+    for key in ("loss", "val_loss", "tokens_per_s", "orthogonality_error"):
+        if key in trained["metrics"]:
+            metrics.log_metric(key, trained["metrics"][key])
+    metrics.log_metric("train_seconds", trained["seconds"])

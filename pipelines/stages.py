@@ -1,0 +1,182 @@
+"""The five pipeline stages as functions of (config, folders, MLflow run id).
+
+One implementation, three callers: ``fora run`` chains them in one process (``local_run.py``), each KFP
+component calls one of them inside its own container (``components/<step>/component.py``), and
+``fora step <name>`` runs one from the shell. A stage reads its inputs from folders written by the
+stage before it and writes its outputs to a folder; nothing is passed in memory, so a stage can run
+on another machine, days later, from the artifacts alone:
+
+    data_prep  -> data/         train.jsonl validation.jsonl calibration.jsonl data_card.{json,md}
+    calibrate  -> calibration/  fisher_report.json fisher_profile.png
+    train      -> train/        adapter/ (PEFT) history.json
+    evaluate   -> eval/         eval_results.json eval_table.md
+    register   -> merged/       a plain transformers model; logged and registered in MLflow
+
+``run_id`` names the MLflow run a stage logs to (``None``: no tracking, except ``register``, which
+needs a run and opens one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from fora_core import ModelSource
+
+from .run_config import RunConfig
+
+log = logging.getLogger("fora")
+
+STAGES = ("data_prep", "calibrate", "train", "evaluate", "register")
+
+
+def _flat_params(run: RunConfig) -> dict[str, str]:
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = str(value)[:500]
+    walk("", run.to_dict())
+    return out
+
+
+def start_tracking(run: RunConfig, run_name: str | None = None) -> str:
+    """Create (or reuse) the experiment, open a run with every config field as a param; return its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(run.tracking_uri)
+    if run.tracking_uri.startswith("sqlite:") and mlflow.get_experiment_by_name(run.register.experiment) is None:
+        mlflow.create_experiment(run.register.experiment,
+                                 artifact_location=(run.out.resolve() / "mlartifacts").as_uri())
+    mlflow.set_experiment(run.register.experiment)
+    with mlflow.start_run(run_name=run_name or run.name) as active:
+        mlflow.log_params(_flat_params(run))
+        return active.info.run_id
+
+
+@contextlib.contextmanager
+def tracked(run: RunConfig, run_id: str | None) -> Iterator[bool]:
+    """Make ``run_id`` the active MLflow run for the block (re-opening it if needed); yields whether on."""
+    if run_id is None:
+        yield False
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(run.tracking_uri)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        yield True
+        return
+    with mlflow.start_run(run_id=run_id):
+        yield True
+
+
+def _load(run: RunConfig, model=None, tokenizer=None):
+    if model is None or tokenizer is None:
+        model, tokenizer = ModelSource(run.model, dtype=run.dtype).load()
+    return model, tokenizer
+
+
+def data_prep(run: RunConfig, data_dir: str | Path, run_id: str | None = None, tokenizer=None,
+              progress: bool = False) -> dict:
+    """Read ``run.data.source``, write the tokenized splits and the data card; returns the card."""
+    from .steps.data_prep import data_card_markdown, prepare_data
+
+    if tokenizer is None:
+        tokenizer = ModelSource(run.model, dtype=run.dtype).load_tokenizer()
+    data_dir = Path(data_dir)
+    card = prepare_data(run.data, tokenizer, data_dir, progress=progress)
+    (data_dir / "data_card.md").write_text(data_card_markdown(card))
+    with tracked(run, run_id) as on:
+        if on:
+            import mlflow
+
+            mlflow.log_artifact(str(data_dir / "data_card.json"), "data")
+            mlflow.log_artifact(str(data_dir / "data_card.md"), "data")
+            mlflow.log_metrics({f"data/{k}": float(v) for k, v in card["counts"].items()})
+            mlflow.set_tag("data_hash", card["content_hash"])
+    return card
+
+
+def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_id: str | None = None,
+              model=None, tokenizer=None, progress: bool = False) -> dict:
+    """Fisher scores on the calibration split; writes the report and the profile plot."""
+    from .steps.calibrate import run_calibration
+
+    model, tokenizer = _load(run, model, tokenizer)
+    calib = run_calibration(model, tokenizer, data_dir, run.fora, calib_dir, progress=progress)
+    log.info("selected %d of %d layers: %s", len(calib["selected_layers"]), calib["report"].num_layers,
+             calib["selected_layers"])
+    with tracked(run, run_id) as on:
+        if on:
+            import mlflow
+
+            mlflow.log_artifacts(str(calib_dir), "calibration")
+            mlflow.log_param("selected_layers", json.dumps(calib["selected_layers"]))
+    return calib
+
+
+def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir: str | Path,
+          run_id: str | None = None, progress: bool = False) -> dict:
+    """FoRA fine-tune at the calibrated layers (Ray Train unless ``train.use_ray`` is off)."""
+    from .steps.calibrate import load_selection
+    from .steps.train import run_training
+
+    _, layers = load_selection(calib_dir)
+    return run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress)
+
+
+def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | None, eval_dir: str | Path,
+             run_id: str | None = None, model=None, tokenizer=None) -> dict:
+    """lm-eval and held-out perplexity, base and tuned side by side."""
+    from .steps.evaluate import run_evaluation
+
+    os.environ.setdefault("HF_HOME", str(Path(eval_dir).resolve().parent / ".hf-home"))
+    model, tokenizer = _load(run, model, tokenizer)
+    results = run_evaluation(model, tokenizer, adapter_dir, data_dir, run.eval.tasks, run.eval.limit, eval_dir,
+                             run.eval.batch_size, run.eval.compare_base, run.eval.perplexity)
+    with tracked(run, run_id) as on:
+        if on:
+            import mlflow
+
+            for who, r in results.items():
+                mlflow.log_metrics({f"{who}/{t}/acc": v["acc"] for t, v in r["tasks"].items()})
+                mlflow.log_metric(f"{who}/acc_avg", r["acc_avg"])
+                if "perplexity" in r:
+                    mlflow.log_metric(f"{who}/perplexity", r["perplexity"])
+            mlflow.log_artifact(str(Path(eval_dir) / "eval_results.json"), "eval")
+            mlflow.log_artifact(str(Path(eval_dir) / "eval_table.md"), "eval")
+    return results
+
+
+def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapter_dir: str | Path,
+             eval_dir: str | Path, merged_dir: str | Path, run_id: str | None = None,
+             extra_tags: dict[str, str] | None = None, layers: list[int] | None = None) -> dict:
+    """Merge the adapter into fresh base weights, log model + adapter, register a version with tags and
+    move the ``champion`` alias only if ``register.metric`` beats the current champion's. ``layers``: the
+    adapted layers when they are not the calibration's own selection (a sweep's best trial)."""
+    from .steps.calibrate import load_selection
+    from .steps.register import merge_to_folder, register_model
+
+    if layers is None:
+        _, layers = load_selection(calib_dir)
+    card = json.loads((Path(data_dir) / "data_card.json").read_text())
+    results = json.loads((Path(eval_dir) / "eval_results.json").read_text())
+    tuned = results["tuned"]
+    metric = run.register.metric
+    value = tuned[metric] if metric in tuned else tuned["acc_avg"]
+    merged = merge_to_folder(ModelSource(run.model, dtype=run.dtype), adapter_dir, merged_dir)
+    tags = {"method": run.fora.method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
+            "data_hash": card["content_hash"], "base_model": run.model, **(extra_tags or {})}
+    if run_id is None:
+        run_id = start_tracking(run)
+    return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=run.register.model_name,
+                          merged_dir=merged, adapter_dir=adapter_dir, tags=tags, metric=metric, value=value,
+                          greater_is_better=run.register.greater_is_better)

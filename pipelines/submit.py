@@ -1,0 +1,51 @@
+"""Submit the compiled pipeline to a Kubeflow Pipelines endpoint: one run, or a recurring (scheduled) run."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from fora_core import ForaConfigError
+
+
+class SubmitError(ForaConfigError):
+    """The KFP endpoint could not be reached or refused the request (one line, no traceback)."""
+
+
+def _client(host: str, namespace: str | None):
+    import logging
+    import warnings
+
+    import kfp
+
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry lines would repeat the one error below
+    warnings.filterwarnings("ignore", message="This client only works", category=FutureWarning)
+    try:
+        return kfp.Client(host=host, namespace=namespace)
+    except Exception as err:  # urllib3/kfp_server_api errors carry multi-line reprs
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise SubmitError(f"cannot reach the KFP endpoint {host} ({first})") from None
+
+
+def submit(host: str, config_text: str, overrides: str = "", experiment: str = "fora",
+           run_name: str | None = None, schedule: str | None = None, namespace: str | None = None) -> str:
+    """Compile, then create a run (or a recurring run with a 6-field ``schedule`` cron); returns a line to print."""
+    from .fora_pipeline import compile_pipeline
+
+    client = _client(host, namespace)
+    package = Path(tempfile.mkdtemp(prefix="fora-submit-")) / "fora_pipeline.yaml"
+    compile_pipeline(package)
+    arguments = {"config_yaml": config_text, "overrides": overrides}
+    try:
+        if schedule:
+            exp = client.create_experiment(experiment, namespace=namespace)
+            job = client.create_recurring_run(exp.experiment_id, job_name=run_name or "fora-retrain",
+                                              cron_expression=schedule, pipeline_package_path=str(package),
+                                              params=arguments)
+            return f"scheduled recurring run {job.recurring_run_id} ({schedule}) in experiment '{experiment}'"
+        result = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=run_name,
+                                                         experiment_name=experiment, namespace=namespace)
+        return f"submitted run {result.run_id}: {host.rstrip('/')}/#/runs/details/{result.run_id}"
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise SubmitError(f"the KFP endpoint {host} refused the pipeline ({first})") from None

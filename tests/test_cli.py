@@ -1,0 +1,108 @@
+"""The ``fora`` CLI: one command per step chained by hand, compile, submit (against a stand-in KFP client,
+and against an endpoint that is not there), and one-line errors."""
+
+import json
+import types
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+from pipeline_fixtures import tiny_model_dir, write_records
+
+from pipelines import cli
+
+
+def _write_config(root: Path, model_dir: Path) -> Path:
+    records = write_records(root / "records.json", 30)
+    cfg = {"name": "steps", "model": str(model_dir), "output_dir": str(root / "out"),
+           "data": {"source": str(records), "max_train": 16, "max_validation": 4, "calibration_size": 4},
+           "fora": {"rank": 4, "alpha": 8, "dropout": 0.0, "fisher": {"num_batches": 2, "batch_size": 2}},
+           "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 2, "eval_every": 2, "use_ray": False},
+           "eval": {"tasks": ["arc_easy"], "limit": 4, "batch_size": 4},
+           "register": {"model_name": "tiny-steps"}}
+    path = root / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_each_step_from_the_shell_in_order(tmp_path, capsys):
+    config = _write_config(tmp_path, tiny_model_dir(tmp_path))
+    out = tmp_path / "out"
+    for step, produced in (("data-prep", "data/train.jsonl"), ("calibrate", "calibration/fisher_report.json"),
+                           ("train", "train/adapter/adapter_model.safetensors"),
+                           ("evaluate", "eval/eval_results.json"), ("register", "merged/config.json")):
+        assert cli.main([step, str(config), "--quiet"]) == 0, step
+        assert (out / produced).exists(), produced
+    assert "registered 'tiny-steps' version 1 as champion" in capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    assert client.get_model_version("tiny-steps", "1").tags["K"] == "2"
+
+
+def test_a_step_without_its_input_says_which_is_missing(tmp_path, capsys):
+    config = _write_config(tmp_path, tmp_path / "no-model")
+    assert cli.main(["calibrate", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-model" in err[0]
+
+
+def test_compile_writes_a_loadable_pipeline(tmp_path, capsys):
+    from kfp import components
+
+    assert cli.main(["compile", "--output", str(tmp_path / "p.yaml")]) == 0
+    assert components.load_component_from_file(str(tmp_path / "p.yaml")).name == "fora-pipeline"
+
+
+class _FakeClient:
+    calls: list = []
+
+    def __init__(self, host, namespace=None):
+        self.host = host
+
+    def create_run_from_pipeline_package(self, path, arguments, run_name, experiment_name, namespace):
+        spec = next(yaml.safe_load_all(Path(path).read_text()))
+        _FakeClient.calls.append(("run", spec["pipelineInfo"]["name"], arguments, experiment_name))
+        return types.SimpleNamespace(run_id="r-123")
+
+    def create_experiment(self, name, namespace=None):
+        return types.SimpleNamespace(experiment_id="e-1")
+
+    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, params):
+        _FakeClient.calls.append(("recurring", experiment_id, cron_expression, params))
+        return types.SimpleNamespace(recurring_run_id="rr-9")
+
+
+def test_submit_and_schedule_send_the_compiled_pipeline_and_config(monkeypatch, capsys):
+    import kfp
+
+    monkeypatch.setattr(kfp, "Client", _FakeClient)
+    _FakeClient.calls.clear()
+    config = Path("configs/smoke.yaml")
+    assert cli.main(["submit", str(config), "--host", "http://kfp.example", "--set", "train.max_steps=7"]) == 0
+    kind, name, arguments, experiment = _FakeClient.calls[0]
+    assert (kind, name, experiment) == ("run", "fora-pipeline", "fora")
+    assert arguments == {"config_yaml": config.read_text(), "overrides": "train.max_steps=7"}
+    assert "http://kfp.example/#/runs/details/r-123" in capsys.readouterr().out
+    assert cli.main(["submit", str(config), "--host", "http://kfp.example", "--schedule", "0 0 3 * * 1"]) == 0
+    assert _FakeClient.calls[1][:3] == ("recurring", "e-1", "0 0 3 * * 1")
+
+
+def test_submit_to_an_unreachable_endpoint_is_one_line(capsys):
+    assert cli.main(["submit", "configs/smoke.yaml", "--host", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the KFP endpoint http://127.0.0.1:9" in err[0]
+
+
+def test_submit_validates_the_config_before_sending(tmp_path, monkeypatch, capsys):
+    import kfp
+
+    monkeypatch.setattr(kfp, "Client", _FakeClient)
+    _FakeClient.calls.clear()
+    assert cli.main(["submit", "configs/smoke.yaml", "--host", "http://kfp.example",
+                     "--set", "fora.layer_budget=2.5"]) == 2
+    assert _FakeClient.calls == []
+    assert "fora.layer_budget" in capsys.readouterr().err
+
+
+def test_validate_prints_the_resolved_config(capsys):
+    assert cli.main(["validate", "configs/default.yaml", "--set", "train.max_steps=3"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["max_steps"] == 3
