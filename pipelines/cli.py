@@ -2,7 +2,8 @@
 
     fora run CONFIG [--kfp] [--set section.field=value ...]   the whole pipeline on this machine
     fora data-prep | calibrate | train | evaluate | register CONFIG   one step (folders under output_dir)
-    fora compile [--output PATH] [--train-gpus N]             write the KFP pipeline YAML
+    fora sweep CONFIG                                         Ray Tune sweep of K and learning rates
+    fora compile [--output-dir DIR] [--train-gpus N]          write both KFP pipeline YAMLs
     fora submit CONFIG --host URL [--schedule CRON]           run (or schedule) it on a Kubeflow cluster
     fora validate CONFIG                                      check a config and print it resolved
     fora ui CONFIG                                            the MLflow UI command for this run
@@ -88,9 +89,44 @@ def _cmd_step(args) -> int:
 
 def _cmd_compile(args) -> int:
     from .fora_pipeline import PIPELINE_YAML, compile_pipeline
+    from .fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
 
-    path = compile_pipeline(args.output or PIPELINE_YAML, train_gpus=args.train_gpus)
-    print(f"wrote {path}")
+    folder = Path(args.output_dir) if args.output_dir else None
+    for fn, default in ((compile_pipeline, PIPELINE_YAML), (compile_sweep_pipeline, SWEEP_PIPELINE_YAML)):
+        path = fn(folder / default.name if folder else default, train_gpus=args.train_gpus)
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    run = _config(args)
+    summary = run_sweep(run)
+    sweep_dir = run.out.resolve() / "sweep"
+    print("\n" + (sweep_dir / "results.md").read_text())
+    sec = summary["seconds"]
+    print(f"Fisher pass: {'computed' if summary['fisher_computed'] else 'reused'}; "
+          f"{summary['finished_trials']}/{summary['planned_trials']} trials finished "
+          f"({summary['stopped_early']} stopped early), {summary['concurrent']} at a time; "
+          f"Tune {sec['tune']:.0f} s, total {sec['total']:.0f} s")
+    if summary["failed_trials"]:
+        print(f"{summary['failed_trials']} trials failed; their errors are under {sweep_dir / 'tune'}. "
+              "Fix the cause and run the same command again: finished trials are kept.")
+        return 1
+    if not summary["finished"]:
+        print("The sweep did not finish: run the same command again to resume it.")
+        return 1
+    best = summary.get("best", {})
+    if "registration" in best:
+        reg = best["registration"]
+        print(f"Best trial {best['trial_id']}: {best['method']} K={best['K']} lr={best['lr']:.2g} "
+              f"stiefel_lr={best['stiefel_lr']:.2g}; registered '{run.register.model_name}' version "
+              f"{reg['version']}{' as champion' if reg['champion'] else ' (champion unchanged)'}.")
+        print("\n" + (sweep_dir / "best" / "eval" / "eval_table.md").read_text())
+    print(f"Plots and tables: {sweep_dir}")
+    print(f"MLflow UI: mlflow ui --backend-store-uri {run.tracking_uri}")
     return 0
 
 
@@ -144,8 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default=None)
     p.add_argument("--schedule", default=None, metavar="CRON",
                    help="create a recurring run instead (6-field cron, e.g. '0 0 3 * * 1' = Mondays 03:00)")
-    p = sub.add_parser("compile", help="compile the KFP pipeline to YAML")
-    p.add_argument("--output", default=None, help="default: pipelines/fora_pipeline.yaml")
+    with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)")
+    p = sub.add_parser("compile", help="compile the KFP pipelines (main and sweep) to YAML")
+    p.add_argument("--output-dir", default=None, help="default: pipelines/ (the checked-in files)")
     p.add_argument("--train-gpus", type=int, default=0, help="NVIDIA GPUs to request for the train pod")
     p.set_defaults(fn=_cmd_compile)
     return parser

@@ -36,7 +36,7 @@ S3_SECRET = "fora-s3-credentials"
 SERVICES_CONFIG_MAP = "fora-services"
 
 
-def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
+def configure_task(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
     """Requests = limits (a Guaranteed pod); S3 keys from a Secret and service URLs from a ConfigMap."""
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     kubernetes.use_secret_as_env(task, S3_SECRET, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
@@ -55,14 +55,14 @@ def make_pipeline(train_gpus: int = 0):
     def fora_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = ""):
         prep = data_prep(config_yaml=config_yaml, overrides=overrides,
                          pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-        _resources(prep, "2", "8G").set_display_name("data prep")
+        configure_task(prep, "2", "8G").set_display_name("data prep")
         common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": prep.outputs["Output"]}
 
         calib = calibrate(data=prep.outputs["data"], **common)
-        _resources(calib, "4", "16G").set_display_name("Fisher calibration")
+        configure_task(calib, "4", "16G").set_display_name("Fisher calibration")
 
         fit = train(data=prep.outputs["data"], calibration=calib.outputs["calibration"], **common)
-        _resources(fit, "8", "32G").set_display_name("FoRA fine-tune (Ray Train)")
+        configure_task(fit, "8", "32G").set_display_name("FoRA fine-tune (Ray Train)")
         fit.set_retry(num_retries=2, backoff_duration="60s")
         fit.set_caching_options(False)
         kubernetes.empty_dir_mount(fit, "shm", "/dev/shm", medium="Memory", size_limit="8Gi")  # Ray object store
@@ -70,11 +70,11 @@ def make_pipeline(train_gpus: int = 0):
             fit.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(train_gpus)
 
         scored = evaluate(data=prep.outputs["data"], adapter=fit.outputs["adapter"], **common)
-        _resources(scored, "4", "16G").set_display_name("lm-eval: base vs tuned").set_caching_options(False)
+        configure_task(scored, "4", "16G").set_display_name("lm-eval: base vs tuned").set_caching_options(False)
 
         reg = register(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                        adapter=fit.outputs["adapter"], evaluation=scored.outputs["evaluation"], **common)
-        _resources(reg, "2", "16G").set_display_name("merge and register").set_caching_options(False)
+        configure_task(reg, "2", "16G").set_display_name("merge and register").set_caching_options(False)
 
     return fora_pipeline
 

@@ -160,20 +160,23 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
              eval_dir: str | Path, merged_dir: str | Path, run_id: str | None = None,
              extra_tags: dict[str, str] | None = None, layers: list[int] | None = None) -> dict:
     """Merge the adapter into fresh base weights, log model + adapter, register a version with tags and
-    move the ``champion`` alias only if ``register.metric`` beats the current champion's. ``layers``: the
-    adapted layers when they are not the calibration's own selection (a sweep's best trial)."""
+    move the ``champion`` alias only if ``register.metric`` beats the current champion's. Layers and method
+    come from the adapter's ``fora_config.json`` (a sweep's best trial has its own), else the calibration."""
     from .steps.calibrate import load_selection
     from .steps.register import merge_to_folder, register_model
 
+    meta_file = Path(adapter_dir) / "fora_config.json"  # what the adapter was trained with (save_adapter)
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     if layers is None:
-        _, layers = load_selection(calib_dir)
+        layers = meta.get("layers") or load_selection(calib_dir)[1]
+    method = meta.get("fora", {}).get("method", run.fora.method)
     card = json.loads((Path(data_dir) / "data_card.json").read_text())
     results = json.loads((Path(eval_dir) / "eval_results.json").read_text())
     tuned = results["tuned"]
     metric = run.register.metric
     value = tuned[metric] if metric in tuned else tuned["acc_avg"]
     merged = merge_to_folder(ModelSource(run.model, dtype=run.dtype), adapter_dir, merged_dir)
-    tags = {"method": run.fora.method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
+    tags = {"method": method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
             "data_hash": card["content_hash"], "base_model": run.model, **(extra_tags or {})}
     if run_id is None:
         run_id = start_tracking(run)

@@ -48,8 +48,10 @@ def test_a_step_without_its_input_says_which_is_missing(tmp_path, capsys):
 def test_compile_writes_a_loadable_pipeline(tmp_path, capsys):
     from kfp import components
 
-    assert cli.main(["compile", "--output", str(tmp_path / "p.yaml")]) == 0
-    assert components.load_component_from_file(str(tmp_path / "p.yaml")).name == "fora-pipeline"
+    assert cli.main(["compile", "--output-dir", str(tmp_path)]) == 0
+    assert components.load_component_from_file(str(tmp_path / "fora_pipeline.yaml")).name == "fora-pipeline"
+    sweep = components.load_component_from_file(str(tmp_path / "fora_sweep_pipeline.yaml"))
+    assert sweep.name == "fora-sweep-pipeline"
 
 
 class _FakeClient:

@@ -38,6 +38,22 @@ def test_checked_in_pipeline_yaml_is_fresh(tmp_path):
     assert loaded.name == "fora-pipeline"
 
 
+def test_checked_in_sweep_pipeline_is_fresh_and_wired(tmp_path):
+    from pipelines.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
+
+    fresh = compile_sweep_pipeline(tmp_path / "sweep.yaml").read_text()
+    assert SWEEP_PIPELINE_YAML.read_text() == fresh, "pipelines/fora_sweep_pipeline.yaml is stale: `fora compile`"
+    tasks = _spec(SWEEP_PIPELINE_YAML)["root"]["dag"]["tasks"]
+    assert sorted(tasks) == ["calibrate", "data-prep", "evaluate", "register", "sweep"]
+    # the Fisher pass runs once, before the trials; the best trial flows into evaluate and register
+    assert set(tasks["sweep"]["dependentTasks"]) == {"data-prep", "calibrate"}
+    reg = tasks["register"]["inputs"]
+    assert reg["parameters"]["registry_tags"]["taskOutputParameter"] == {"outputParameterKey": "registry_tags",
+                                                                         "producerTask": "sweep"}
+    assert reg["parameters"]["config_yaml"]["taskOutputParameter"]["outputParameterKey"] == "best_config_yaml"
+    assert reg["artifacts"]["adapter"]["taskOutputArtifact"]["producerTask"] == "sweep"
+
+
 def test_dag_wiring_resources_caching_and_image():
     spec = _spec(PIPELINE_YAML)
     tasks = spec["root"]["dag"]["tasks"]

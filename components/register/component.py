@@ -9,9 +9,12 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset],
              calibration: Input[Artifact], adapter: Input[Model], evaluation: Input[Artifact],
-             merged: Output[Model], registration: Output[Markdown]) -> int:
+             merged: Output[Model], registration: Output[Markdown], registry_tags: str = "{}") -> int:
     """Registers a model version tagged with method, K, layers, data hash and base model; moves the
-    ``champion`` alias only if ``register.metric`` beats the current champion's. Returns the version."""
+    ``champion`` alias only if ``register.metric`` beats the current champion's. ``registry_tags``: JSON of
+    extra tags (the sweep pipeline says which trial). Returns the version."""
+    import json
+
     from pipelines import stages
     from pipelines.errors import one_line_user_errors
     from pipelines.run_config import parse_run_config, split_overrides
@@ -19,7 +22,7 @@ def register(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         reg = stages.register(run, data.path, calibration.path, adapter.path, evaluation.path, merged.path,
-                              mlflow_run_id)
+                              mlflow_run_id, extra_tags=json.loads(registry_tags))
     merged.metadata.update({"registered_model": run.register.model_name, "version": reg["version"]})
     verdict = "promoted to `champion`" if reg["champion"] else "champion unchanged"
     with open(registration.path, "w") as f:

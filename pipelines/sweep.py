@@ -1,0 +1,353 @@
+"""``fora sweep CONFIG``: a Ray Tune sweep over the layer budget K, the learning rates and the method.
+
+Data prep and the Fisher pass run **once** (and are reused when an interrupted sweep restarts); every
+trial selects its top-K layers from that one report. Each trial is a Ray Train run of the same
+``train_loop_per_worker`` as the train step, built by a small driver function per trial (the pattern
+that works in Ray 2.60: ``Tuner(TorchTrainer)`` does not), reporting to Tune through
+``TuneReportCallback``. ASHA (or median stopping, or FIFO) stops weak trials early. MLflow gets one
+parent run for the sweep and a nested child run per trial; the best trial flows into evaluation and
+registration like the train step's adapter.
+
+Outputs under ``<output_dir>/sweep/``: data/, calibration/, tune/ (Tune's experiment, restorable),
+results.csv + results.md, k_sensitivity.png (metric vs K per method: the FoRA paper's Figure 2 for your
+model), learning_curves.png, best/ (adapter, eval/, merged/), sweep_summary.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from fora_core import ModelSource, select_layers
+from fora_core.config import resolve_layer_budget
+
+from . import stages
+from .run_config import RunConfig, RunConfigError
+from .steps.calibrate import load_selection
+
+log = logging.getLogger("fora")
+
+FISHER_METHODS = ("fora", "fg-lora")  # the others adapt every layer, so K does not apply
+TRIAL_DRIVER_CPU = 0.1
+
+
+def num_decoder_layers(run: RunConfig) -> int:
+    """L from the model's config alone (no weights loaded), to check K values before any work starts."""
+    from transformers import AutoConfig
+
+    source = ModelSource(run.model, dtype=run.dtype)
+    with source._one_line_errors():
+        cfg = AutoConfig.from_pretrained(source.resolve())
+    cfg = getattr(cfg, "text_config", cfg)
+    return int(cfg.num_hidden_layers)
+
+
+def build_arms(run: RunConfig, num_layers: int) -> list[dict[str, Any]]:
+    """The (method, K) grid: each K resolved to a layer count (an error names K outside 1..L); all-layer
+    methods get K = L once; duplicates (two fractions rounding to the same K) are dropped."""
+    arms: list[dict[str, Any]] = []
+    for method in run.sweep.methods:
+        budgets = run.sweep.layer_budgets if method in FISHER_METHODS else [num_layers]
+        for budget in budgets:
+            try:
+                k = resolve_layer_budget(budget, num_layers)
+            except Exception:
+                raise RunConfigError(f"invalid value for 'sweep.layer_budgets': {budget!r} (allowed: 1..{num_layers} "
+                                     f"layers, this model has {num_layers}, or a fraction in (0, 1])") from None
+            arm = {"method": method, "K": k}
+            if arm not in arms:
+                arms.append(arm)
+    return arms
+
+
+def count_trials(run: RunConfig, arms: list[dict]) -> int:
+    """Trials Tune will run: the grid (arms x grid lr values) times num_samples."""
+    grid = len(arms)
+    for space in (run.sweep.lr, run.sweep.stiefel_lr):
+        kind, values = next(iter(space.items()))
+        if kind == "grid":
+            grid *= len(values)
+    return grid * run.sweep.num_samples
+
+
+def _tune_space(space: dict[str, list]):
+    from ray import tune
+
+    kind, values = next(iter(space.items()))
+    return {"grid": tune.grid_search, "choice": tune.choice}[kind](values) if kind in ("grid", "choice") \
+        else {"loguniform": tune.loguniform, "uniform": tune.uniform}[kind](*values)
+
+
+def _scheduler(run: RunConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    s = run.sweep
+    grace = s.grace_period or run.train.eval_every
+    if s.scheduler == "asha":
+        return ASHAScheduler(time_attr="step", metric=s.metric, mode=s.mode, max_t=run.train.max_steps,
+                             grace_period=grace, reduction_factor=s.reduction_factor)
+    if s.scheduler == "median":
+        return MedianStoppingRule(time_attr="step", metric=s.metric, mode=s.mode, grace_period=grace)
+    return FIFOScheduler()
+
+
+def _fingerprint(run: RunConfig) -> str:
+    """What the data and the Fisher report depend on; a restart with the same value reuses them."""
+    d = run.to_dict()
+    key = {"model": d["model"], "dtype": d["dtype"], "data": d["data"], "fisher": d["fora"]["fisher"],
+           "targets": d["fora"]["target_modules"], "seed": d["seed"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """One trial: a Ray Train run of ``train_loop_per_worker`` with this trial's method, K and lrs."""
+    import mlflow
+    from ray import tune  # [ray]
+    from ray.train import FailureConfig, ScalingConfig  # [ray]
+    from ray.train import RunConfig as RayRunConfig  # [ray]
+    from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
+    from ray.tune.integration.ray_train import TuneReportCallback  # [ray]
+
+    from .steps.train import train_loop_per_worker
+
+    base = ctx["run"]
+    arm = params["arm"]
+    run_dict = {**base, "fora": {**base["fora"], "method": arm["method"], "layer_budget": arm["K"]},
+                "train": {**base["train"], "lr": params["lr"], "stiefel_lr": params["stiefel_lr"]}}
+    run = RunConfig.from_dict(run_dict)
+    report, _ = load_selection(Path(ctx["report"]).parent)
+    layers = select_layers(report, arm["K"]) if arm["method"] in FISHER_METHODS else list(range(report.num_layers))
+    trial_id = tune.get_context().get_trial_id()  # [ray]
+
+    client = mlflow.MlflowClient(ctx["tracking_uri"])
+    found = client.search_runs([ctx["experiment_id"]], f"tags.`fora.trial_id` = '{trial_id}'")
+    child = found[0].info.run_id if found else client.create_run(
+        ctx["experiment_id"], run_name=f"trial {trial_id}: {arm['method']} K={arm['K']}",
+        tags={"mlflow.parentRunId": ctx["parent_run_id"], "fora.trial_id": trial_id}).info.run_id
+    if not found:
+        for k, v in {"method": arm["method"], "K": arm["K"], "lr": params["lr"], "stiefel_lr": params["stiefel_lr"],
+                     "layers": json.dumps(layers)}.items():
+            client.log_param(child, k, v)
+
+    loop_config = {"run": run.to_dict(), "data_dir": ctx["data_dir"], "layers": layers, "use_ray": True,
+                   "tracking_uri": ctx["tracking_uri"], "mlflow_run_id": child, "progress": False,
+                   "report_val_loss_every_step": True,
+                   # a trial restarted after an interruption continues from its own last checkpoint
+                   "ray_run_dir": str(Path(ctx["storage"]) / f"train-{trial_id}")}
+    tcfg = run.train
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                     resources_per_worker={"CPU": tcfg.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
+        run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=ctx["storage"],
+                                failure_config=FailureConfig(max_failures=tcfg.max_failures),
+                                callbacks=[TuneReportCallback()]),  # [ray]
+    )
+    trainer.fit()  # [ray]
+
+
+def _trial_callback(tracking_uri: str, experiment_id: str, max_steps: int):
+    """Closes each trial's MLflow child run with its final metrics and how it ended."""
+    import mlflow
+    from ray.tune import Callback  # [ray]
+
+    class MlflowTrialCloser(Callback):
+        def _close(self, trial, status: str) -> None:
+            client = mlflow.MlflowClient(tracking_uri)
+            found = client.search_runs([experiment_id], f"tags.`fora.trial_id` = '{trial.trial_id}'")
+            if not found:
+                return
+            run_id = found[0].info.run_id
+            last = trial.last_result or {}
+            steps = int(last.get("step", 0))
+            ended = "failed" if status == "FAILED" else ("completed" if steps >= max_steps else "stopped_early")
+            client.set_tag(run_id, "fora.trial_status", ended)
+            if last.get("checkpoint_path"):
+                client.set_tag(run_id, "fora.checkpoint", str(last["checkpoint_path"]))
+            client.set_terminated(run_id, status)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._close(trial, "FINISHED")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._close(trial, "FAILED")
+
+    return MlflowTrialCloser()
+
+
+def _prepare(run: RunConfig, sweep_dir: Path, parent_run_id: str) -> tuple[dict, bool]:
+    """Data prep + Fisher once; reused on a restart with the same inputs. Returns (calibration, computed)."""
+    stamp = sweep_dir / "calibration" / "fingerprint.txt"
+    report_path = sweep_dir / "calibration" / "fisher_report.json"
+    if report_path.exists() and stamp.exists() and stamp.read_text() == _fingerprint(run):
+        log.info("reusing data and the Fisher report from %s", sweep_dir)
+        return {"report": load_selection(report_path.parent)[0]}, False
+    model, tokenizer = ModelSource(run.model, dtype=run.dtype).load()
+    stages.data_prep(run, sweep_dir / "data", parent_run_id, tokenizer=tokenizer)
+    calib = stages.calibrate(run, sweep_dir / "data", sweep_dir / "calibration", parent_run_id, model, tokenizer)
+    stamp.write_text(_fingerprint(run))
+    return calib, True
+
+
+def _max_concurrent(run: RunConfig, total_cpus: float) -> int:
+    if run.sweep.max_concurrent:
+        return run.sweep.max_concurrent
+    per_trial = TRIAL_DRIVER_CPU + run.train.num_workers * run.train.cpus_per_worker
+    return max(1, int(total_cpus // per_trial))
+
+
+def plan(run: RunConfig) -> tuple[int, list[dict], int]:
+    """Check the sweep before any work: (L, the (method, K) arms, the number of trials)."""
+    num_layers = num_decoder_layers(run)
+    arms = build_arms(run, num_layers)
+    n_trials = count_trials(run, arms)
+    if n_trials > run.sweep.max_trials:
+        raise RunConfigError(f"the sweep has {n_trials} trials but 'sweep.max_trials' is {run.sweep.max_trials}: "
+                             "raise the budget or shrink the search space")
+    return num_layers, arms, n_trials
+
+
+def run_sweep(run: RunConfig) -> dict:
+    """The whole sweep (``fora sweep``); returns the summary (also in sweep/sweep_summary.json).
+
+    Interrupted (Ctrl-C, a killed driver), the same command resumes it: Tune restores its experiment,
+    finished trials are kept, unfinished ones start again, and the data and Fisher report are reused.
+    """
+    t_start = time.perf_counter()
+    plan(run)
+    sweep_dir = run.out.resolve() / "sweep"
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    state_file = sweep_dir / "parent_run_id.txt"
+    parent = state_file.read_text().strip() if state_file.exists() else stages.start_tracking(run, f"{run.name} sweep")
+    state_file.write_text(parent)
+    t = time.perf_counter()
+    _, fisher_computed = _prepare(run, sweep_dir, parent)
+    prep_seconds = time.perf_counter() - t
+    summary = tune_trials(run, sweep_dir / "data", sweep_dir / "calibration", sweep_dir, parent)
+    summary["fisher_computed"] = fisher_computed
+    summary["seconds"]["prepare"] = prep_seconds
+    if summary["finished"] and run.sweep.register_best:
+        t = time.perf_counter()
+        best_run, adapter = best_trial(run, summary, sweep_dir / "best")
+        results = stages.evaluate(best_run, sweep_dir / "data", adapter, sweep_dir / "best" / "eval", parent)
+        reg = stages.register(best_run, sweep_dir / "data", sweep_dir / "calibration", adapter,
+                              sweep_dir / "best" / "eval", sweep_dir / "best" / "merged", parent,
+                              extra_tags=sweep_tags(summary))
+        summary["best"].update(registration=reg, acc_avg={w: r["acc_avg"] for w, r in results.items()})
+        summary["seconds"]["evaluate_register"] = time.perf_counter() - t
+    summary["seconds"]["total"] = time.perf_counter() - t_start
+    (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, sweep_dir: str | Path,
+                parent_run_id: str) -> dict:
+    """Ray Tune over the trials on prepared data and a Fisher report; tables, plots and MLflow children.
+
+    Returns the summary: trials, how each ended, seconds, and ``best`` (the best trial's row)."""
+    import mlflow
+    import ray
+    from ray import tune  # [ray]
+
+    from .sweep_report import collect_results, plot_k_sensitivity, plot_learning_curves, write_tables
+
+    num_layers, arms, n_trials = plan(run)
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(run.tracking_uri)
+    experiment_id = mlflow.MlflowClient(run.tracking_uri).get_run(parent_run_id).info.experiment_id
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True, configure_logging=False)
+    concurrent = _max_concurrent(run, ray.cluster_resources().get("CPU", 1))
+    threads = run.train.threads_per_worker or max(1, int((os.cpu_count() or 1) // (concurrent * run.train.num_workers)))
+    base = run.to_dict()
+    base["train"]["threads_per_worker"] = threads
+    ctx = {"run": base, "report": str(Path(calib_dir).resolve() / "fisher_report.json"),
+           "data_dir": str(Path(data_dir).resolve()), "tracking_uri": run.tracking_uri,
+           "experiment_id": experiment_id, "parent_run_id": parent_run_id, "storage": str(sweep_dir / "train")}
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": TRIAL_DRIVER_CPU})
+    space = {"arm": tune.grid_search(arms), "lr": _tune_space(run.sweep.lr),
+             "stiefel_lr": _tune_space(run.sweep.stiefel_lr)}
+    exp_path = sweep_dir / "tune" / "experiment"
+    resumed = tune.Tuner.can_restore(str(exp_path))
+    t = time.perf_counter()
+    if resumed:
+        log.info("resuming the sweep in %s (finished trials are kept)", exp_path)
+        tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=True, param_space=space)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            run_config=tune.RunConfig(name=exp_path.name, storage_path=str(exp_path.parent),
+                                      callbacks=[_trial_callback(run.tracking_uri, experiment_id, run.train.max_steps)]),
+            tune_config=tune.TuneConfig(scheduler=_scheduler(run), num_samples=run.sweep.num_samples,
+                                        max_concurrent_trials=concurrent))
+    log.info("sweep: %d trials (%s x lr x stiefel_lr), %d at a time, %d torch threads each", n_trials,
+             ", ".join(f"{a['method']} K={a['K']}" for a in arms), concurrent, threads)
+    grid = tuner.fit()  # [ray]
+    tune_seconds = time.perf_counter() - t
+
+    results = collect_results(grid, run.train.max_steps)
+    outputs = write_tables(results, sweep_dir)
+    outputs += [plot_k_sensitivity(results, sweep_dir / "k_sensitivity.png", run.sweep.metric, num_layers),
+                plot_learning_curves(results, sweep_dir / "learning_curves.png")]
+    finished = [r for r in results if r["status"] in ("completed", "stopped_early")]
+    summary: dict[str, Any] = {
+        "parent_run_id": parent_run_id, "planned_trials": n_trials, "finished_trials": len(finished),
+        "finished": len(finished) == n_trials, "resumed": resumed, "concurrent": concurrent,
+        "threads_per_trial": threads, "failed_trials": sum(r["status"] == "failed" for r in results),
+        "stopped_early": sum(r["status"] == "stopped_early" for r in results),
+        "seconds": {"tune": tune_seconds, "trials_training": sum(r.get("train_seconds", 0.0) for r in results),
+                    "trials_wall": sum(r.get("wall_seconds") or 0.0 for r in results)},
+        "results": results,
+    }
+    if finished:
+        summary["best"] = _best(results, run.sweep.metric, run.sweep.mode)
+    with stages.tracked(run, parent_run_id):
+        for path in outputs:
+            mlflow.log_artifact(str(path), "sweep")
+        mlflow.log_metrics({"sweep/trials_finished": len(finished), "sweep/stopped_early": summary["stopped_early"],
+                            "sweep/seconds_tune": tune_seconds})
+        if "best" in summary:
+            mlflow.set_tag("sweep.best_trial", summary["best"]["trial_id"])
+    return summary
+
+
+def sweep_tags(summary: dict) -> dict[str, str]:
+    """Registry tags saying a version came from a sweep, and which trial."""
+    best = summary["best"]
+    return {"source": "sweep", "sweep_trial": best["trial_id"], "sweep_parent_run": summary["parent_run_id"],
+            "sweep_lr": str(best["lr"]), "sweep_stiefel_lr": str(best["stiefel_lr"])}
+
+
+def best_trial(run: RunConfig, summary: dict, out_dir: str | Path) -> tuple[RunConfig, Path]:
+    """The run config with the best trial's method, K and learning rates, and its adapter copied to
+    ``out_dir/adapter`` (from the trial's last checkpoint)."""
+    best = summary["best"]
+    out = Path(out_dir)
+    adapter = out / "adapter"
+    if adapter.exists():
+        shutil.rmtree(adapter)
+    shutil.copytree(Path(best["checkpoint_path"]) / "adapter", adapter)
+    run_dict = run.to_dict()
+    run_dict["fora"].update(method=best["method"], layer_budget=best["K"])
+    run_dict["train"].update(lr=best["lr"], stiefel_lr=best["stiefel_lr"])
+    log.info("best trial %s: %s K=%d lr=%.2g stiefel_lr=%.2g (%s %.4f)", best["trial_id"], best["method"],
+             best["K"], best["lr"], best["stiefel_lr"], run.sweep.metric, best[run.sweep.metric])
+    return RunConfig.from_dict(run_dict), adapter
+
+
+def _best(results: list[dict], metric: str, mode: str) -> dict:
+    """The best trial by its last reported metric; trials that ran to the end are preferred."""
+    pool = [r for r in results if r["status"] == "completed" and r.get(metric) is not None] or \
+           [r for r in results if r.get(metric) is not None]
+    if not pool:
+        raise RuntimeError("no trial reported the sweep metric")
+    return (min if mode == "min" else max)(pool, key=lambda r: r[metric])
