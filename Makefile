@@ -49,6 +49,7 @@ bench: setup
 	$(PY) benchmarks/bench_fisher.py
 	$(PY) benchmarks/bench_optimizer.py
 	$(PY) benchmarks/bench_throughput.py
+	$(PY) benchmarks/bench_ray_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

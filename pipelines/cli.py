@@ -110,7 +110,9 @@ def _cmd_sweep(args) -> int:
     print(f"Fisher pass: {'computed' if summary['fisher_computed'] else 'reused'}; "
           f"{summary['finished_trials']}/{summary['planned_trials']} trials finished "
           f"({summary['stopped_early']} stopped early), {summary['concurrent']} at a time; "
-          f"Tune {sec['tune']:.0f} s, total {sec['total']:.0f} s")
+          f"Tune {sec['tune']:.0f} s, total {sec['total']:.0f} s; trials spent {sec['trials_training']:.0f} s in "
+          f"training steps and {sec['trials_validation']:.0f} s validating; outside both (Ray start-up, worker "
+          f"groups, checkpoints): {100 * sec['overhead_share']:.0f}% of the trial slots' time")
     if summary["failed_trials"]:
         print(f"{summary['failed_trials']} trials failed; their errors are under {sweep_dir / 'tune'}. "
               "Fix the cause and run the same command again: finished trials are kept.")

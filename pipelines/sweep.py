@@ -30,6 +30,7 @@ from fora_core.config import resolve_layer_budget
 from . import stages
 from .run_config import RunConfig, RunConfigError
 from .steps.calibrate import load_selection
+from .steps.train import ray_dashboard
 
 log = logging.getLogger("fora")
 
@@ -265,7 +266,7 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
     mlflow.set_tracking_uri(run.tracking_uri)
     experiment_id = mlflow.MlflowClient(run.tracking_uri).get_run(parent_run_id).info.experiment_id
     if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False)
+        ray.init(log_to_driver=True, configure_logging=False, include_dashboard=ray_dashboard())
     concurrent = _max_concurrent(run, ray.cluster_resources().get("CPU", 1))
     threads = run.train.threads_per_worker or max(1, int((os.cpu_count() or 1) // (concurrent * run.train.num_workers)))
     base = run.to_dict()
@@ -305,9 +306,14 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
         "threads_per_trial": threads, "failed_trials": sum(r["status"] == "failed" for r in results),
         "stopped_early": sum(r["status"] == "stopped_early" for r in results),
         "seconds": {"tune": tune_seconds, "trials_training": sum(r.get("train_seconds", 0.0) for r in results),
+                    "trials_validation": sum(r.get("val_seconds", 0.0) for r in results),
                     "trials_wall": sum(r.get("wall_seconds") or 0.0 for r in results)},
         "results": results,
     }
+    sec = summary["seconds"]
+    # outside training: Ray start-up, worker groups, model loads, checkpoint I/O, Tune's own scheduling
+    busy = sec["trials_training"] + sec["trials_validation"]
+    sec["overhead_share"] = 1 - busy / (tune_seconds * concurrent) if tune_seconds else 0.0
     if finished:
         summary["best"] = _best(results, run.sweep.metric, run.sweep.mode)
     with stages.tracked(run, parent_run_id):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ("trial_id", "method", "K", "lr", "stiefel_lr", "status", "steps", "val_loss", "loss",
-           "best_val_loss", "train_seconds", "wall_seconds", "checkpoint_path")
+           "best_val_loss", "train_seconds", "val_seconds", "wall_seconds", "checkpoint_path")
 
 
 def _num(v: Any) -> float | None:
@@ -34,7 +34,8 @@ def collect_results(grid, max_steps: int) -> list[dict[str, Any]]:
         if df is not None and len(df):
             last = df.iloc[-1]
             row.update(steps=int(last["step"]), loss=_num(last.get("loss")), val_loss=_num(last.get("val_loss")),
-                       train_seconds=float(df["step_seconds"].sum()), wall_seconds=_num(last.get("time_total_s")))
+                       train_seconds=float(df["step_seconds"].sum()), wall_seconds=_num(last.get("time_total_s")),
+                       val_seconds=float(df["val_seconds"].sum()) if "val_seconds" in df else 0.0)
             if "val_loss" in df:
                 row["best_val_loss"] = _num(df["val_loss"].min())
             if "checkpoint_path" in df:

@@ -208,8 +208,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # one: measured at eval steps (val_fresh) and carried forward in between (measured once at step 0).
     carry_val = config.get("report_val_loss_every_step", False)
     last_val = next((h["val_loss"] for h in reversed(history) if "val_loss" in h), None)
+    val_seconds = 0.0  # validation time, reported with the next step (sweeps separate it from overhead)
     if carry_val and last_val is None:
+        t_val = time.perf_counter()
         last_val = validation_loss(model, val_rows, pad_id, device)
+        val_seconds = time.perf_counter() - t_val
     model.train()
     for step in range(start_step, tcfg.max_steps):
         if config.get("fail_at_step") == step and not resume:
@@ -238,7 +241,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics["stiefel_lr"] = optimizer.param_groups[-1]["lr"]
             metrics["orthogonality_error"] = max_orthogonality_error(inner, fora.stiefel.factor)
         if done % tcfg.eval_every == 0 or done == tcfg.max_steps:
+            t_val = time.perf_counter()
             metrics["val_loss"] = validation_loss(model, val_rows, pad_id, device)
+            val_seconds += time.perf_counter() - t_val
+        metrics["val_seconds"], val_seconds = val_seconds, 0.0
         log({k: v for k, v in metrics.items() if k not in ("step", "step_started")}, done)
         history.append(metrics)
         if bar is not None:
@@ -302,6 +308,13 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
             "loop_seconds": sum(h["step_seconds"] for h in fresh)}
 
 
+def ray_dashboard() -> bool:
+    """Start Ray's dashboard with a local Ray (FORA_RAY_DASHBOARD=0: not). It brings the State API that Ray
+    Train's placement-group cleaner polls (without it that actor logs warnings); on 2 CPUs it did not
+    change training throughput measurably (bench_ray_overhead.py: 0.82 vs 0.79 of no-Ray tokens/s)."""
+    return os.environ.get("FORA_RAY_DASHBOARD", "1") == "1"
+
+
 def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
     import ray  # [ray]
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig  # [ray]
@@ -309,7 +322,7 @@ def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
     from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False)
+        ray.init(log_to_driver=True, configure_logging=False, include_dashboard=ray_dashboard())
     tcfg = run.train
     backend = tcfg.backend if tcfg.backend != "auto" else ("nccl" if tcfg.use_gpu else "gloo")
     storage = run.checkpoint_dir if run.checkpoint_dir.startswith("s3://") else str(Path(run.checkpoint_dir).resolve())
