@@ -161,3 +161,34 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, m
         assert by_trial[trial_id] == [run_id]
         # a finished trial trained its 6 steps once: not one more step after the restart
         assert len(client.get_metric_history(run_id, "train/loss")) == 6
+
+
+@pytest.mark.integration
+def test_sweep_component_python_func_hands_the_best_trial_on(tmp_path, model_dir):
+    from kfp.dsl import HTML, Artifact, Markdown, Model
+
+    from components.sweep.component import sweep
+    from pipelines import stages
+
+    cfg = _config(tmp_path, model_dir, layer_budgets=[2], lr=[3e-2, 1e-7], scheduler="fifo")
+    run = RunConfig.from_dict(cfg)
+    parent = stages.start_tracking(run)
+    stages.data_prep(run, tmp_path / "data", parent)
+    stages.calibrate(run, tmp_path / "data", tmp_path / "calib", parent)
+
+    def art(cls, name):
+        return cls(name=name, uri=str(tmp_path / "kfp" / name), metadata={})
+
+    outs = {"results": art(Artifact, "results"), "results_table": art(Markdown, "table"),
+            "k_sensitivity": art(HTML, "k"), "learning_curves": art(HTML, "curves"),
+            "best_adapter": art(Model, "best")}
+    best_config, tags = sweep.python_func(
+        config_yaml=yaml.safe_dump(cfg), overrides="", mlflow_run_id=parent,
+        data=Artifact(name="d", uri=str(tmp_path / "data"), metadata={}),
+        calibration=Artifact(name="c", uri=str(tmp_path / "calib"), metadata={}), **outs)
+    best = yaml.safe_load(best_config)
+    assert best["train"]["lr"] == 3e-2 and best["fora"]["layer_budget"] == 2
+    assert json.loads(tags)["source"] == "sweep"
+    assert (tmp_path / "kfp" / "best" / "adapter_model.safetensors").exists()
+    assert "data:image/png;base64," in (tmp_path / "kfp" / "k").read_text()
+    assert outs["best_adapter"].metadata["lr"] == 3e-2
