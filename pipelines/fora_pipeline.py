@@ -48,18 +48,23 @@ def configure_task(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.Pipelin
     return task
 
 
+def prepare_and_calibrate(config_yaml: str, overrides: str, calibrate_name: str):
+    """The head both DAGs share: data prep (which opens the pipeline run's MLflow run), then the Fisher pass.
+    Returns (prep task, calibrate task, the arguments every later step takes)."""
+    prep = data_prep(config_yaml=config_yaml, overrides=overrides, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    configure_task(prep, "2", "8G").set_display_name("data prep")
+    common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": prep.outputs["Output"]}
+    calib = calibrate(data=prep.outputs["data"], **common)
+    configure_task(calib, "4", "16G").set_display_name(calibrate_name)
+    return prep, calib, common
+
+
 def make_pipeline(train_gpus: int = 0):
     """The pipeline function; ``train_gpus`` > 0 requests that many NVIDIA GPUs for the train pod."""
 
     @dsl.pipeline(name="fora-pipeline", description="FoRA fine-tuning: Fisher layer selection + Stiefel LoRA")
     def fora_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = ""):
-        prep = data_prep(config_yaml=config_yaml, overrides=overrides,
-                         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-        configure_task(prep, "2", "8G").set_display_name("data prep")
-        common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": prep.outputs["Output"]}
-
-        calib = calibrate(data=prep.outputs["data"], **common)
-        configure_task(calib, "4", "16G").set_display_name("Fisher calibration")
+        prep, calib, common = prepare_and_calibrate(config_yaml, overrides, "Fisher calibration")
 
         fit = train(data=prep.outputs["data"], calibration=calib.outputs["calibration"], **common)
         configure_task(fit, "8", "32G").set_display_name("FoRA fine-tune (Ray Train)")

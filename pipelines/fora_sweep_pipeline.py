@@ -10,12 +10,10 @@ from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
 
-from components.calibrate.component import calibrate
-from components.data_prep.component import data_prep
 from components.evaluate.component import evaluate
 from components.register.component import register
 from components.sweep.component import sweep
-from pipelines.fora_pipeline import DEFAULT_CONFIG, configure_task
+from pipelines.fora_pipeline import DEFAULT_CONFIG, configure_task, prepare_and_calibrate
 
 SWEEP_PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
 
@@ -26,12 +24,8 @@ def make_sweep_pipeline(train_gpus: int = 0):
     @dsl.pipeline(name="fora-sweep-pipeline",
                   description="FoRA sweep: Ray Tune over the layer budget K, learning rates and method")
     def fora_sweep_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = ""):
-        prep = data_prep(config_yaml=config_yaml, overrides=overrides,
-                         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-        configure_task(prep, "2", "8G").set_display_name("data prep")
-        common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": prep.outputs["Output"]}
-        calib = calibrate(data=prep.outputs["data"], **common)
-        configure_task(calib, "4", "16G").set_display_name("Fisher calibration (once for all trials)")
+        prep, calib, common = prepare_and_calibrate(config_yaml, overrides,
+                                                    "Fisher calibration (once for all trials)")
 
         trials = sweep(data=prep.outputs["data"], calibration=calib.outputs["calibration"], **common)
         configure_task(trials, "16", "64G").set_display_name("Ray Tune sweep").set_caching_options(False)
