@@ -3,7 +3,7 @@
     fora run CONFIG [--kfp] [--set section.field=value ...]   the whole pipeline on this machine
     fora data-prep | calibrate | train | evaluate | register CONFIG   one step (folders under output_dir)
     fora sweep CONFIG                                         Ray Tune sweep of K and learning rates
-    fora compile [--output-dir DIR] [--train-gpus N]          write both KFP pipeline YAMLs
+    fora compile [--config CONFIG] [--output-dir DIR]         write both KFP pipeline YAMLs (CONFIG's resources)
     fora submit CONFIG --host URL [--schedule CRON]           run (or schedule) it on a Kubeflow cluster
     fora validate CONFIG                                      check a config and print it resolved
     fora ui CONFIG                                            the MLflow UI command for this run
@@ -22,8 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import USER_ERRORS
-from .run_config import RunConfig, RunConfigError, load_run_config
+from .errors import FAILED_ELSEWHERE, USER_ERRORS
+from .run_config import RunConfig, RunConfigError, join_overrides, load_run_config
 
 STEP_DIRS = {"data": "data", "calibration": "calibration", "train": "train", "eval": "eval", "merged": "merged"}
 
@@ -50,7 +50,7 @@ def _cmd_run(args) -> int:
     if args.kfp:
         from .kfp_local import run_on_kfp_local
 
-        result = run_on_kfp_local(Path(args.config).read_text(), ",".join(args.set))
+        result = run_on_kfp_local(Path(args.config).read_text(), join_overrides(args.set))
         print(f"KFP outputs: {result['outputs_root']}")
         print(f"MLflow UI: mlflow ui --backend-store-uri {result['run'].tracking_uri}")
         return 0
@@ -61,39 +61,65 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _step_dirs(run: RunConfig, args) -> dict[str, str | Path]:
+    """Step folders: under output_dir by default; --data/--calibration/--adapter/--out name others (folders or
+    s3:// URIs: how a Ray job on another machine is told where its inputs and outputs are)."""
+    d: dict[str, str | Path] = {k: run.out / v for k, v in STEP_DIRS.items()}
+    d["adapter"] = d["train"] / "adapter"
+    for key, value in (("data", args.data), ("calibration", args.calibration), ("adapter", args.adapter),
+                       ("eval", args.eval)):
+        if value:
+            d[key] = value
+    if args.out:
+        d[{"data-prep": "data", "calibrate": "calibration", "train": "train", "evaluate": "eval",
+           "register": "merged"}[args.step]] = args.out
+    return d
+
+
 def _cmd_step(args) -> int:
-    from . import stages
+    from . import stages, storage
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     run = _config(args)
-    d = {k: run.out / v for k, v in STEP_DIRS.items()}
+    d = _step_dirs(run, args)
     progress = not args.quiet
     if args.step == "data-prep":
-        card = stages.data_prep(run, d["data"], progress=progress)
+        card = stages.data_prep(run, d["data"], args.mlflow_run_id, progress=progress)
         print(json.dumps(card["counts"]), f"-> {d['data']}")
     elif args.step == "calibrate":
-        calib = stages.calibrate(run, d["data"], d["calibration"], progress=progress)
+        calib = stages.calibrate(run, d["data"], d["calibration"], args.mlflow_run_id, progress=progress)
         print(f"selected layers {calib['selected_layers']} -> {d['calibration']}")
     elif args.step == "train":
-        trained = stages.train(run, d["data"], d["calibration"], d["train"], progress=progress)
-        print(f"adapter -> {trained['adapter_dir']}")
+        trained = stages.train(run, d["data"], d["calibration"], d["train"], args.mlflow_run_id, progress=progress,
+                               run_key=args.run_key)
+        print(f"adapter -> {trained['adapter_dir']} ({trained['steps_run']} steps run here; checkpoints in "
+              f"{trained['checkpoints']})")
     elif args.step == "evaluate":
-        stages.evaluate(run, d["data"], d["train"] / "adapter", d["eval"])
-        print((d["eval"] / "eval_table.md").read_text())
+        stages.evaluate(run, d["data"], d["adapter"], d["eval"], args.mlflow_run_id)
+        table = storage.join(str(d["eval"]), "eval_table.md")
+        print(storage.read_text(table) if storage.is_uri(table) else Path(table).read_text())
     else:
-        reg = stages.register(run, d["data"], d["calibration"], d["train"] / "adapter", d["eval"], d["merged"])
+        reg = stages.register(run, d["data"], d["calibration"], d["adapter"], d["eval"], d["merged"],
+                              args.mlflow_run_id)
         print(f"registered '{run.register.model_name}' version {reg['version']}"
               f"{' as champion' if reg['champion'] else ''}")
     return 0
 
 
 def _cmd_compile(args) -> int:
-    from .fora_pipeline import PIPELINE_YAML, compile_pipeline
+    from .fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
     from .fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
 
+    run = load_run_config(args.config or DEFAULT_CONFIG_PATH, args.set) if (args.config or args.set) else None
+    if args.train_gpus:  # the older shortcut for --set resources.train.gpus=N
+        run = run or load_run_config(DEFAULT_CONFIG_PATH)
+        run.resources.train.gpus = args.train_gpus
+        run.resources.sweep.gpus = args.train_gpus
     folder = Path(args.output_dir) if args.output_dir else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
     for fn, default in ((compile_pipeline, PIPELINE_YAML), (compile_sweep_pipeline, SWEEP_PIPELINE_YAML)):
-        path = fn(folder / default.name if folder else default, train_gpus=args.train_gpus)
+        path = fn(folder / default.name if folder else default, run=run)
         print(f"wrote {path}")
     return 0
 
@@ -103,6 +129,15 @@ def _cmd_sweep(args) -> int:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     run = _config(args)
+    if args.data or args.calibration or args.out:  # trials only, on prepared inputs (what the KFP step runs)
+        from .stages import sweep_trials
+
+        if not (args.data and args.calibration and args.out and args.mlflow_run_id):
+            raise RunConfigError("fora sweep with --data needs --calibration, --out and --mlflow-run-id too")
+        # a Ray job on the cluster when one is configured; here (or inside that job) otherwise
+        summary = sweep_trials(run, args.data, args.calibration, args.out, args.mlflow_run_id, args.run_key)
+        print(f"{summary['finished_trials']}/{summary['planned_trials']} trials finished -> {args.out}")
+        return 0 if summary["finished"] else 1
     summary = run_sweep(run)
     sweep_dir = run.out.resolve() / "sweep"
     print("\n" + (sweep_dir / "results.md").read_text())
@@ -137,8 +172,9 @@ def _cmd_submit(args) -> int:
 
     config_text = Path(args.config).read_text()
     load_run_config(args.config, args.set)  # validate before anything leaves this machine
-    print(submit(args.host, config_text, ",".join(args.set), experiment=args.experiment,
-                 run_name=args.run_name, schedule=args.schedule, namespace=args.namespace))
+    print(submit(args.host, config_text, join_overrides(args.set), experiment=args.experiment,
+                 run_name=args.run_name, schedule=args.schedule, namespace=args.namespace,
+                 service_account=args.service_account, run=load_run_config(args.config, args.set)))
     return 0
 
 
@@ -165,6 +201,18 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
+    def with_locations(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        for name, helptext in (("--data", "the prepared data (folder or s3:// URI)"),
+                               ("--calibration", "the Fisher report's folder (or s3:// URI)"),
+                               ("--adapter", "the adapter to evaluate or register"),
+                               ("--eval", "the evaluation results to register"),
+                               ("--out", "where this step writes (folder or s3:// URI)")):
+            p.add_argument(name, default=None, help=helptext + "; default: under output_dir")
+        p.add_argument("--mlflow-run-id", default=None, help="log to this MLflow run")
+        p.add_argument("--run-key", default=None,
+                       help="the pipeline run this belongs to (its checkpoint namespace; a retry resumes)")
+        return p
+
     with_config("run", _cmd_run, "run the whole pipeline on this machine").add_argument(
         "--kfp", action="store_true", help="run the KFP components on the local KFP runner")
     for step, helptext in (("data-prep", "step 1: tokenized splits + data card"),
@@ -172,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
                            ("train", "step 3: FoRA fine-tune (Ray Train)"),
                            ("evaluate", "step 4: lm-eval, base vs tuned"),
                            ("register", "step 5: merge, log and register in MLflow")):
-        with_config(step, _cmd_step, helptext).set_defaults(step=step)
+        with_locations(with_config(step, _cmd_step, helptext)).set_defaults(step=step)
     with_config("validate", _cmd_validate, "validate a config and print it resolved")
     with_config("ui", _cmd_ui, "print the MLflow UI command")
     p = with_config("submit", _cmd_submit, "submit the pipeline to a Kubeflow Pipelines endpoint")
@@ -182,10 +230,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default=None)
     p.add_argument("--schedule", default=None, metavar="CRON",
                    help="create a recurring run instead (6-field cron, e.g. '0 0 3 * * 1' = Mondays 03:00)")
-    with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)")
+    p.add_argument("--service-account", default=None,
+                   help="the pipeline pods' ServiceAccount (k8s/ creates fora-pipeline); default: KFP's")
+    with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
     p = sub.add_parser("compile", help="compile the KFP pipelines (main and sweep) to YAML")
+    p.add_argument("--config", default=None,
+                   help="take the steps' resources (CPU, memory, GPUs, node selector, tolerations, timeouts) "
+                        "from this run config; default: configs/cluster.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of that config, e.g. --set resources.train.gpus=1")
     p.add_argument("--output-dir", default=None, help="default: pipelines/ (the checked-in files)")
-    p.add_argument("--train-gpus", type=int, default=0, help="NVIDIA GPUs to request for the train pod")
+    p.add_argument("--train-gpus", type=int, default=0, help="shortcut for --set resources.train.gpus=N")
     p.set_defaults(fn=_cmd_compile)
     return parser
 
@@ -198,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, RunConfigError) as err:
         print(f"fora: error: {err}", file=sys.stderr)
         return 2
+    except FAILED_ELSEWHERE as err:
+        print(f"fora: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ import json
 import logging
 import time
 
-from fora_core import ModelSource
-
 from . import stages
+from .models import model_source
 from .run_config import RunConfig
 
 log = logging.getLogger("fora")
@@ -34,7 +33,7 @@ def run_pipeline(run: RunConfig, progress: bool = True) -> dict:
     with stages.tracked(run, run_id):
         t = time.perf_counter()
         log.info("[1/5] data prep: %s", run.data.source)
-        model, tokenizer = ModelSource(run.model, dtype=run.dtype).load()
+        model, tokenizer = model_source(run).load()
         card = stages.data_prep(run, out / "data", run_id, tokenizer=tokenizer, progress=progress)
         timings["data_prep"] = time.perf_counter() - t
 

@@ -8,6 +8,8 @@ The ``fora`` section is :class:`fora_core.ForaConfig` itself, so the method has 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,23 @@ import yaml
 
 from fora_core import ForaConfig, ForaConfigError
 
+from .resources import ResourcesConfig
+
 EVAL_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 DATA_FORMATS = ("auto", "builtin", "llm-adapters", "alpaca", "jsonl", "hf")
 TEMPLATES = ("answer-text", "index")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-3`` as a number (YAML 1.2; PyYAML's 1.1 rules need ``1.0e-3``
+    and would hand the learning rate over as the string '1e-3')."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
 
 
 class RunConfigError(ForaConfigError):
@@ -27,6 +43,11 @@ class RunConfigError(ForaConfigError):
 
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise RunConfigError(f"invalid value for '{name}': {value!r} (allowed: {allowed})")
+
+
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(name, value, "true, false")
 
 
 def _int(name: str, value: Any, minimum: int) -> None:
@@ -139,6 +160,49 @@ class RegisterConfig:
             _fail("register.model_name", self.model_name, "a non-empty name")
 
 
+@dataclass
+class StorageConfig:
+    """Object storage every step and the Ray cluster can reach (see ``pipelines/storage.py``)."""
+
+    uri: str = ""
+    """An s3:// prefix. Steps stage what a Ray job needs under <uri>/<name>/<run>/, checkpoints default to
+    <uri>/checkpoints. '' keeps everything on local disk (a laptop, or a single pod)."""
+    create_bucket: bool = True
+    """Create the bucket when it does not exist (else a one-line error names it)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.uri, str) or (self.uri and not self.uri.startswith("s3://")):
+            _fail("storage.uri", self.uri, "'' or an s3://bucket/prefix URI")
+        if self.uri and not self.uri[len("s3://"):].split("/")[0]:
+            _fail("storage.uri", self.uri, "an s3://bucket/prefix URI with a bucket")
+        _bool("storage.create_bucket", self.create_bucket)
+
+
+@dataclass
+class RayConfig:
+    """Where training runs. ``address`` (else the RAY_ADDRESS variable):
+
+    * '' or 'local': a one-node Ray inside this process's machine (the laptop, or the KFP pod);
+    * http(s)://head:8265: an existing Ray cluster's Jobs API; train and sweep are submitted as Ray jobs,
+      their logs streamed into the step's log, stopped when the step is cancelled;
+    * host:port or 'auto': connect to that cluster as its driver (what a process inside a Ray job does).
+    """
+
+    address: str = ""
+    placement_timeout_s: int = 300
+    """Seconds to wait for the training workers' CPUs/GPUs before failing in one line (an autoscaling
+    cluster needs time to add nodes)."""
+    job_poll_s: float = 2.0
+    """How often the step polls a submitted Ray job's status."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, str) or self.address.startswith("ray://"):
+            _fail("ray.address", self.address, "'', 'local', http(s)://head:8265 (the Jobs API; Ray Client "
+                                                "ray:// is not for long jobs), host:port or 'auto'")
+        _int("ray.placement_timeout_s", self.placement_timeout_s, 1)
+        _pos("ray.job_poll_s", self.job_poll_s)
+
+
 SCHEDULERS = ("asha", "median", "fifo")
 SWEEP_METHODS = ("fora", "fg-lora", "stiefel-lora", "lora")
 SPACE_KINDS = ("grid", "choice", "loguniform", "uniform")
@@ -230,7 +294,9 @@ def _fora_section(value: dict[str, Any]) -> ForaConfig:
 
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "register": RegisterConfig,
-            "fora": ForaConfig, "sweep": SweepConfig}
+            "fora": ForaConfig, "sweep": SweepConfig, "storage": StorageConfig, "ray": RayConfig,
+            "resources": ResourcesConfig}
+NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 
 
 @dataclass
@@ -247,8 +313,15 @@ class RunConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     """Used by ``fora sweep`` only."""
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """Kubernetes resources of each step's pod, baked into the compiled pipeline."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME.match(self.name) or ".." in self.name:
+            _fail("name", self.name, "1-64 letters, digits, '.', '_' or '-', starting and ending with a letter "
+                                     "or digit (it names folders, checkpoints and MLflow runs)")
         if self.dtype not in ("float32", "bfloat16"):
             _fail("dtype", self.dtype, "float32, bfloat16")
         _int("seed", self.seed, 0)
@@ -263,7 +336,12 @@ class RunConfig:
 
     @property
     def checkpoint_dir(self) -> str:
-        return self.train.checkpoint_dir or str(self.out.resolve() / "checkpoints")
+        """train.checkpoint_dir, else <storage.uri>/checkpoints, else <output_dir>/checkpoints."""
+        if self.train.checkpoint_dir:
+            return self.train.checkpoint_dir
+        if self.storage.uri:
+            return self.storage.uri.rstrip("/") + "/checkpoints"
+        return str(self.out.resolve() / "checkpoints")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -285,13 +363,26 @@ class RunConfig:
                 for k in value:
                     if k not in sub:
                         raise RunConfigError(f"unknown field '{key}.{k}' (allowed: {', '.join(sorted(sub))})")
-                value = _fora_section(value) if section is ForaConfig else section(**value)
+                if section is ForaConfig:
+                    value = _fora_section(value)
+                else:
+                    try:
+                        value = section(**value)
+                    except RunConfigError:
+                        raise
+                    except ForaConfigError as err:  # a section defined in its own module (resources)
+                        raise RunConfigError(str(err)) from None
             kwargs[key] = value
         return cls(**kwargs)
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config; ``overrides`` are dotted ``key=value`` strings (values parsed as YAML)."""
+    """Read a YAML run config (a file, or an s3:// URI: how a Ray job gets it); ``overrides`` are dotted
+    ``key=value`` strings (values parsed as YAML)."""
+    if str(path).startswith("s3://"):
+        from . import storage
+
+        return parse_run_config(storage.read_text(str(path)), overrides, where=str(path))
     path = Path(path)
     if not path.exists():
         raise RunConfigError(f"config file not found: {path}")
@@ -301,7 +392,7 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
 def parse_run_config(text: str, overrides: list[str] | None = None, where: str = "config") -> RunConfig:
     """The same as :func:`load_run_config` for YAML text (how KFP components receive the config)."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=ConfigLoader) or {}
     except yaml.YAMLError as err:
         raise RunConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
     for item in overrides or []:
@@ -312,10 +403,45 @@ def parse_run_config(text: str, overrides: list[str] | None = None, where: str =
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = yaml.load(raw, Loader=ConfigLoader)
     return RunConfig.from_dict(data)
 
 
+_KEY = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_.]*\s*=")
+
+
+def join_overrides(items: list[str]) -> str:
+    """Overrides as one pipeline parameter: a JSON list, so each reaches the pods exactly as typed
+    (``eval.tasks=[boolq, piqa]`` keeps its comma)."""
+    return json.dumps(list(items)) if items else ""
+
+
 def split_overrides(text: str) -> list[str]:
-    """``"train.max_steps=10, fora.layer_budget=0.25"`` (commas or newlines) -> a list of overrides."""
-    return [item.strip() for line in text.splitlines() for item in line.split(",") if item.strip()]
+    """One pipeline parameter back to overrides: a JSON list of strings (what ``fora submit`` sends), or
+    what a person types in the Kubeflow UI: items separated by newlines, or by commas that start a new
+    ``key=`` (a comma inside brackets, braces or quotes, or inside a value, stays in the value)."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError:
+            items = None
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return [i.strip() for i in items if i.strip()]
+    out, current, depth, quote = [], [], 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(0, depth - 1)
+        elif depth == 0 and (ch == "\n" or (ch == "," and _KEY.match(text, i + 1))):
+            out.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    out.append("".join(current))
+    return [item.strip() for item in out if item.strip()]

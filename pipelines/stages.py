@@ -25,9 +25,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from fora_core import ModelSource
-
+from . import storage
+from .models import model_source
+from .resources import step_device
 from .run_config import RunConfig
+from .tracking import check_server
 
 log = logging.getLogger("fora")
 
@@ -51,6 +53,7 @@ def start_tracking(run: RunConfig, run_name: str | None = None) -> str:
     """Create (or reuse) the experiment, open a run with every config field as a param; return its id."""
     import mlflow
 
+    check_server(run.tracking_uri)
     mlflow.set_tracking_uri(run.tracking_uri)
     if run.tracking_uri.startswith("sqlite:") and mlflow.get_experiment_by_name(run.register.experiment) is None:
         mlflow.create_experiment(run.register.experiment,
@@ -71,6 +74,8 @@ def tracked(run: RunConfig, run_id: str | None) -> Iterator[bool]:
 
     mlflow.set_tracking_uri(run.tracking_uri)
     active = mlflow.active_run()
+    if active is None:
+        check_server(run.tracking_uri)
     if active is not None and active.info.run_id == run_id:
         yield True
         return
@@ -78,10 +83,12 @@ def tracked(run: RunConfig, run_id: str | None) -> Iterator[bool]:
         yield True
 
 
-def _load(run: RunConfig, model=None, tokenizer=None):
+def _load(run: RunConfig, step: str, model=None, tokenizer=None):
+    """The base model on the step's device (``resources.<step>.gpus`` > 0: cuda)."""
+    device = step_device(run.resources.of(step), step)
     if model is None or tokenizer is None:
-        model, tokenizer = ModelSource(run.model, dtype=run.dtype).load()
-    return model, tokenizer
+        model, tokenizer = model_source(run).load(device)
+    return model.to(device), tokenizer
 
 
 def data_prep(run: RunConfig, data_dir: str | Path, run_id: str | None = None, tokenizer=None,
@@ -90,18 +97,18 @@ def data_prep(run: RunConfig, data_dir: str | Path, run_id: str | None = None, t
     from .steps.data_prep import data_card_markdown, prepare_data
 
     if tokenizer is None:
-        tokenizer = ModelSource(run.model, dtype=run.dtype).load_tokenizer()
-    data_dir = Path(data_dir)
-    card = prepare_data(run.data, tokenizer, data_dir, progress=progress)
-    (data_dir / "data_card.md").write_text(data_card_markdown(card))
-    with tracked(run, run_id) as on:
-        if on:
-            import mlflow
+        tokenizer = model_source(run).load_tokenizer()
+    with storage.local_output(data_dir) as out:
+        card = prepare_data(run.data, tokenizer, out, progress=progress)
+        (out / "data_card.md").write_text(data_card_markdown(card))
+        with tracked(run, run_id) as on:
+            if on:
+                import mlflow
 
-            mlflow.log_artifact(str(data_dir / "data_card.json"), "data")
-            mlflow.log_artifact(str(data_dir / "data_card.md"), "data")
-            mlflow.log_metrics({f"data/{k}": float(v) for k, v in card["counts"].items()})
-            mlflow.set_tag("data_hash", card["content_hash"])
+                mlflow.log_artifact(str(out / "data_card.json"), "data")
+                mlflow.log_artifact(str(out / "data_card.md"), "data")
+                mlflow.log_metrics({f"data/{k}": float(v) for k, v in card["counts"].items()})
+                mlflow.set_tag("data_hash", card["content_hash"])
     return card
 
 
@@ -110,27 +117,56 @@ def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_i
     """Fisher scores on the calibration split; writes the report and the profile plot."""
     from .steps.calibrate import run_calibration
 
-    model, tokenizer = _load(run, model, tokenizer)
-    calib = run_calibration(model, tokenizer, data_dir, run.fora, calib_dir, progress=progress)
-    log.info("selected %d of %d layers: %s", len(calib["selected_layers"]), calib["report"].num_layers,
-             calib["selected_layers"])
-    with tracked(run, run_id) as on:
-        if on:
-            import mlflow
+    model, tokenizer = _load(run, "calibrate", model, tokenizer)
+    with storage.local_input(data_dir) as data, storage.local_output(calib_dir) as out:
+        calib = run_calibration(model, tokenizer, data, run.fora, out, device=str(model.device), progress=progress)
+        log.info("selected %d of %d layers: %s", len(calib["selected_layers"]), calib["report"].num_layers,
+                 calib["selected_layers"])
+        with tracked(run, run_id) as on:
+            if on:
+                import mlflow
 
-            mlflow.log_artifacts(str(calib_dir), "calibration")
-            mlflow.log_param("selected_layers", json.dumps(calib["selected_layers"]))
+                mlflow.log_artifacts(str(out), "calibration")
+                mlflow.log_param("selected_layers", json.dumps(calib["selected_layers"]))
     return calib
 
 
 def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir: str | Path,
-          run_id: str | None = None, progress: bool = False) -> dict:
-    """FoRA fine-tune at the calibrated layers (Ray Train unless ``train.use_ray`` is off)."""
+          run_id: str | None = None, progress: bool = False, run_key: str | None = None,
+          data_uri: str | None = None, calib_uri: str | None = None) -> dict:
+    """FoRA fine-tune at the calibrated layers: a Ray job on the cluster when ``ray.address``/RAY_ADDRESS is
+    a Jobs API (``ray_jobs.py``), else Ray Train here (or in-process when ``train.use_ray`` is off).
+
+    ``run_key`` names the pipeline run (its checkpoint namespace; a retry with the same key resumes).
+    ``data_uri``/``calib_uri``: the inputs' artifact URIs, used by a Ray job when they are s3://."""
+    from .ray_runtime import is_jobs_api, resolve_address
+
+    address = resolve_address(run)
+    if is_jobs_api(address):
+        from .ray_jobs import train_on_cluster
+
+        return train_on_cluster(run, address, data_dir, calib_dir, train_dir, run_id, run_key, data_uri, calib_uri)
     from .steps.calibrate import load_selection
     from .steps.train import run_training
 
     _, layers = load_selection(calib_dir)
-    return run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress)
+    return run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress, run_key=run_key)
+
+
+def sweep_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, out_dir: str | Path, run_id: str,
+                 run_key: str | None = None, data_uri: str | None = None, calib_uri: str | None = None) -> dict:
+    """The sweep's trials on prepared data (a Ray job on the cluster when configured, like ``train``);
+    tables, plots, ``best/adapter`` and ``sweep_summary.json`` land in ``out_dir``."""
+    from .ray_runtime import is_jobs_api, resolve_address
+
+    address = resolve_address(run)
+    if is_jobs_api(address):
+        from .ray_jobs import sweep_on_cluster
+
+        return sweep_on_cluster(run, address, data_dir, calib_dir, out_dir, run_id, run_key, data_uri, calib_uri)
+    from .sweep import tune_trials_to
+
+    return tune_trials_to(run, data_dir, calib_dir, out_dir, run_id, run_key)
 
 
 def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | None, eval_dir: str | Path,
@@ -138,21 +174,24 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
     """lm-eval and held-out perplexity, base and tuned side by side."""
     from .steps.evaluate import run_evaluation
 
-    os.environ.setdefault("HF_HOME", str(Path(eval_dir).resolve().parent / ".hf-home"))
-    model, tokenizer = _load(run, model, tokenizer)
-    results = run_evaluation(model, tokenizer, adapter_dir, data_dir, run.eval.tasks, run.eval.limit, eval_dir,
-                             run.eval.batch_size, run.eval.compare_base, run.eval.perplexity)
-    with tracked(run, run_id) as on:
-        if on:
-            import mlflow
+    if not storage.is_uri(str(eval_dir)):
+        os.environ.setdefault("HF_HOME", str(Path(eval_dir).resolve().parent / ".hf-home"))
+    model, tokenizer = _load(run, "evaluate", model, tokenizer)
+    with storage.local_input(data_dir) as data, storage.local_input(adapter_dir) as adapter, \
+            storage.local_output(eval_dir) as out:
+        results = run_evaluation(model, tokenizer, adapter, data, run.eval.tasks, run.eval.limit, out,
+                                 run.eval.batch_size, run.eval.compare_base, run.eval.perplexity)
+        with tracked(run, run_id) as on:
+            if on:
+                import mlflow
 
-            for who, r in results.items():
-                mlflow.log_metrics({f"{who}/{t}/acc": v["acc"] for t, v in r["tasks"].items()})
-                mlflow.log_metric(f"{who}/acc_avg", r["acc_avg"])
-                if "perplexity" in r:
-                    mlflow.log_metric(f"{who}/perplexity", r["perplexity"])
-            mlflow.log_artifact(str(Path(eval_dir) / "eval_results.json"), "eval")
-            mlflow.log_artifact(str(Path(eval_dir) / "eval_table.md"), "eval")
+                for who, r in results.items():
+                    mlflow.log_metrics({f"{who}/{t}/acc": v["acc"] for t, v in r["tasks"].items()})
+                    mlflow.log_metric(f"{who}/acc_avg", r["acc_avg"])
+                    if "perplexity" in r:
+                        mlflow.log_metric(f"{who}/perplexity", r["perplexity"])
+                mlflow.log_artifact(str(out / "eval_results.json"), "eval")
+                mlflow.log_artifact(str(out / "eval_table.md"), "eval")
     return results
 
 
@@ -165,21 +204,24 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
     from .steps.calibrate import load_selection
     from .steps.register import merge_to_folder, register_model
 
-    meta_file = Path(adapter_dir) / "fora_config.json"  # what the adapter was trained with (save_adapter)
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    if layers is None:
-        layers = meta.get("layers") or load_selection(calib_dir)[1]
-    method = meta.get("fora", {}).get("method", run.fora.method)
-    card = json.loads((Path(data_dir) / "data_card.json").read_text())
-    results = json.loads((Path(eval_dir) / "eval_results.json").read_text())
-    tuned = results["tuned"]
-    metric = run.register.metric
-    value = tuned[metric] if metric in tuned else tuned["acc_avg"]
-    merged = merge_to_folder(ModelSource(run.model, dtype=run.dtype), adapter_dir, merged_dir)
-    tags = {"method": method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
-            "data_hash": card["content_hash"], "base_model": run.model, **(extra_tags or {})}
-    if run_id is None:
-        run_id = start_tracking(run)
-    return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=run.register.model_name,
-                          merged_dir=merged, adapter_dir=adapter_dir, tags=tags, metric=metric, value=value,
-                          greater_is_better=run.register.greater_is_better)
+    check_server(run.tracking_uri)  # before anything: nothing is half-registered when the server is down
+    with storage.local_input(adapter_dir) as adapter, storage.local_output(merged_dir) as merged_out:
+        meta_file = adapter / "fora_config.json"  # what the adapter was trained with (save_adapter)
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        if layers is None:
+            layers = meta.get("layers") or load_selection(calib_dir)[1]
+        method = meta.get("fora", {}).get("method", run.fora.method)
+        card = storage.read_json(storage.join(str(data_dir), "data_card.json"))
+        results = storage.read_json(storage.join(str(eval_dir), "eval_results.json"))
+        tuned = results["tuned"]
+        metric = run.register.metric
+        value = tuned[metric] if metric in tuned else tuned["acc_avg"]
+        merged = merge_to_folder(model_source(run), adapter, merged_out,
+                                 device=step_device(run.resources.register, "register"))
+        tags = {"method": method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
+                "data_hash": card["content_hash"], "base_model": run.model, **(extra_tags or {})}
+        if run_id is None:
+            run_id = start_tracking(run)
+        return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=run.register.model_name,
+                              merged_dir=merged, adapter_dir=adapter, tags=tags, metric=metric, value=value,
+                              greater_is_better=run.register.greater_is_better)

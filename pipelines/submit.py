@@ -7,6 +7,8 @@ from pathlib import Path
 
 from fora_core import ForaConfigError
 
+from .run_config import RunConfig
+
 
 class SubmitError(ForaConfigError):
     """The KFP endpoint could not be reached or refused the request (one line, no traceback)."""
@@ -28,23 +30,27 @@ def _client(host: str, namespace: str | None):
 
 
 def submit(host: str, config_text: str, overrides: str = "", experiment: str = "fora",
-           run_name: str | None = None, schedule: str | None = None, namespace: str | None = None) -> str:
-    """Compile, then create a run (or a recurring run with a 6-field ``schedule`` cron); returns a line to print."""
+           run_name: str | None = None, schedule: str | None = None, namespace: str | None = None,
+           service_account: str | None = None, run: RunConfig | None = None) -> str:
+    """Compile (with ``run``'s per-step resources), then create a run (or a recurring run with a 6-field
+    ``schedule`` cron) whose pods use ``service_account``; returns a line to print. ``overrides`` is what
+    ``join_overrides`` makes of ``--set`` items: a JSON list, so every item reaches the pods as typed."""
     from .fora_pipeline import compile_pipeline
 
     client = _client(host, namespace)
     package = Path(tempfile.mkdtemp(prefix="fora-submit-")) / "fora_pipeline.yaml"
-    compile_pipeline(package)
+    compile_pipeline(package, run=run)
     arguments = {"config_yaml": config_text, "overrides": overrides}
     try:
         if schedule:
             exp = client.create_experiment(experiment, namespace=namespace)
             job = client.create_recurring_run(exp.experiment_id, job_name=run_name or "fora-retrain",
                                               cron_expression=schedule, pipeline_package_path=str(package),
-                                              params=arguments)
+                                              params=arguments, service_account=service_account)
             return f"scheduled recurring run {job.recurring_run_id} ({schedule}) in experiment '{experiment}'"
         result = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=run_name,
-                                                         experiment_name=experiment, namespace=namespace)
+                                                         experiment_name=experiment, namespace=namespace,
+                                                         service_account=service_account)
         return f"submitted run {result.run_id}: {host.rstrip('/')}/#/runs/details/{result.run_id}"
     except Exception as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__

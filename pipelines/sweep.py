@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fora_core import ModelSource, select_layers
+from fora_core import select_layers
 from fora_core.config import resolve_layer_budget
 
-from . import stages
+from . import checkpoints, stages, storage
+from .models import model_source, resolve_model
+from .ray_runtime import check_placement, init_ray
 from .run_config import RunConfig, RunConfigError
 from .steps.calibrate import load_selection
-from .steps.train import ray_dashboard
 
 log = logging.getLogger("fora")
 
@@ -42,7 +43,9 @@ def num_decoder_layers(run: RunConfig) -> int:
     """L from the model's config alone (no weights loaded), to check K values before any work starts."""
     from transformers import AutoConfig
 
-    source = ModelSource(run.model, dtype=run.dtype)
+    from fora_core import ModelSource
+
+    source = ModelSource(resolve_model(run.model), dtype=run.dtype)
     with source._one_line_errors():
         cfg = AutoConfig.from_pretrained(source.resolve())
     cfg = getattr(cfg, "text_config", cfg)
@@ -122,7 +125,7 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     run_dict = {**base, "fora": {**base["fora"], "method": arm["method"], "layer_budget": arm["K"]},
                 "train": {**base["train"], "lr": params["lr"], "stiefel_lr": params["stiefel_lr"]}}
     run = RunConfig.from_dict(run_dict)
-    report, _ = load_selection(Path(ctx["report"]).parent)
+    report, _ = load_selection(ctx["calibration"])
     layers = select_layers(report, arm["K"]) if arm["method"] in FISHER_METHODS else list(range(report.num_layers))
     trial_id = tune.get_context().get_trial_id()  # [ray]
 
@@ -136,19 +139,21 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
                      "layers": json.dumps(layers)}.items():
             client.log_param(child, k, v)
 
+    # a trial restarted after an interruption continues from its own last checkpoint (Ray Train restores
+    # the run of the same name and storage path)
     loop_config = {"run": run.to_dict(), "data_dir": ctx["data_dir"], "layers": layers, "use_ray": True,
                    "tracking_uri": ctx["tracking_uri"], "mlflow_run_id": child, "progress": False,
-                   "report_val_loss_every_step": True,
-                   # a trial restarted after an interruption continues from its own last checkpoint
-                   "ray_run_dir": str(Path(ctx["storage"]) / f"train-{trial_id}")}
+                   "report_val_loss_every_step": True, "run_key": trial_id,
+                   "fingerprint": checkpoints.fingerprint(run, ctx["data_hash"], layers)}
     tcfg = run.train
+    storage_path, filesystem = storage.ray_storage(ctx["storage"])
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
                                      resources_per_worker={"CPU": tcfg.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
-        run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=ctx["storage"],
+        run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=storage_path, storage_filesystem=filesystem,
                                 failure_config=FailureConfig(max_failures=tcfg.max_failures),
                                 callbacks=[TuneReportCallback()]),  # [ray]
     )
@@ -191,7 +196,7 @@ def _prepare(run: RunConfig, sweep_dir: Path, parent_run_id: str) -> tuple[dict,
     if report_path.exists() and stamp.exists() and stamp.read_text() == _fingerprint(run):
         log.info("reusing data and the Fisher report from %s", sweep_dir)
         return {"report": load_selection(report_path.parent)[0]}, False
-    model, tokenizer = ModelSource(run.model, dtype=run.dtype).load()
+    model, tokenizer = model_source(run).load()
     stages.data_prep(run, sweep_dir / "data", parent_run_id, tokenizer=tokenizer)
     calib = stages.calibrate(run, sweep_dir / "data", sweep_dir / "calibration", parent_run_id, model, tokenizer)
     stamp.write_text(_fingerprint(run))
@@ -249,9 +254,40 @@ def run_sweep(run: RunConfig) -> dict:
     return summary
 
 
+def tune_trials_to(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, out: str | Path,
+                   parent_run_id: str, run_key: str | None = None) -> dict:
+    """The trials, the best trial's adapter (``best/adapter``), the tables and plots and
+    ``sweep_summary.json``, written to ``out`` (a folder, or an s3:// URI when this runs as a Ray job)."""
+    import tempfile
+
+    remote = storage.is_uri(str(out))
+    local = Path(tempfile.mkdtemp(prefix="fora-sweep-")) if remote else Path(out)
+    try:
+        summary = tune_trials(run, data_dir, calib_dir, local, parent_run_id, run_key)
+        if summary["finished"]:
+            best_trial(run, summary, local / "best")
+        (local / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if remote:
+            storage.upload_dir(local, str(out))
+    finally:
+        if remote:
+            shutil.rmtree(local, ignore_errors=True)
+    return summary
+
+
+def state_root(run: RunConfig, sweep_dir: str | Path, run_key: str | None) -> str:
+    """Where Tune's experiment and the trials' checkpoints live: <storage.uri>/<name>/<run>/sweep when
+    storage is configured (a retried pod, or a Ray job on another machine, finds them there), else the
+    local sweep folder."""
+    if run.storage.uri:
+        return storage.join(run.storage.uri, run.name, checkpoints.safe_key(run_key), "sweep")
+    return str(Path(sweep_dir).resolve())
+
+
 def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, sweep_dir: str | Path,
-                parent_run_id: str) -> dict:
+                parent_run_id: str, run_key: str | None = None) -> dict:
     """Ray Tune over the trials on prepared data and a Fisher report; tables, plots and MLflow children.
+    ``data_dir`` and ``calib_dir`` may be s3:// URIs (trials on other machines read them from there).
 
     Returns the summary: trials, how each ended, seconds, and ``best`` (the best trial's row)."""
     import mlflow
@@ -265,28 +301,37 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
     sweep_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(run.tracking_uri)
     experiment_id = mlflow.MlflowClient(run.tracking_uri).get_run(parent_run_id).info.experiment_id
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False, include_dashboard=ray_dashboard())
+    where = init_ray(run)
+    check_placement(run, where)  # at least one trial's workers must fit
     concurrent = _max_concurrent(run, ray.cluster_resources().get("CPU", 1))
     threads = run.train.threads_per_worker or max(1, int((os.cpu_count() or 1) // (concurrent * run.train.num_workers)))
     base = run.to_dict()
     base["train"]["threads_per_worker"] = threads
-    ctx = {"run": base, "report": str(Path(calib_dir).resolve() / "fisher_report.json"),
-           "data_dir": str(Path(data_dir).resolve()), "tracking_uri": run.tracking_uri,
-           "experiment_id": experiment_id, "parent_run_id": parent_run_id, "storage": str(sweep_dir / "train")}
+    root = state_root(run, sweep_dir, run_key)
+    if storage.is_uri(root):
+        storage.ensure_bucket(root, create=run.storage.create_bucket)
+    elif run_key and run_key != checkpoints.LOCAL_RUN_KEY:
+        log.warning("Tune's state is on this pod's disk (%s): set storage.uri so that a retried pod resumes the "
+                    "sweep instead of starting it again", root)
+    data_hash = storage.read_json(storage.join(str(data_dir), "data_card.json"))["content_hash"]
+    ctx = {"run": base, "calibration": storage.absolute(calib_dir), "data_dir": storage.absolute(data_dir),
+           "data_hash": data_hash, "tracking_uri": run.tracking_uri,
+           "experiment_id": experiment_id, "parent_run_id": parent_run_id, "storage": storage.join(root, "train")}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": TRIAL_DRIVER_CPU})
     space = {"arm": tune.grid_search(arms), "lr": _tune_space(run.sweep.lr),
              "stiefel_lr": _tune_space(run.sweep.stiefel_lr)}
-    exp_path = sweep_dir / "tune" / "experiment"
-    resumed = tune.Tuner.can_restore(str(exp_path))
+    tune_storage, filesystem = storage.ray_storage(storage.join(root, "tune"))
+    exp_path = f"{tune_storage}/experiment"
+    resumed = tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem)
     t = time.perf_counter()
     if resumed:
-        log.info("resuming the sweep in %s (finished trials are kept)", exp_path)
-        tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=True, param_space=space)
+        log.info("resuming the sweep in %s (finished trials are kept)", storage.join(root, "tune", "experiment"))
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True, param_space=space,
+                                   storage_filesystem=filesystem)
     else:
         tuner = tune.Tuner(
             trainable, param_space=space,
-            run_config=tune.RunConfig(name=exp_path.name, storage_path=str(exp_path.parent),
+            run_config=tune.RunConfig(name="experiment", storage_path=tune_storage, storage_filesystem=filesystem,
                                       callbacks=[_trial_callback(run.tracking_uri, experiment_id, run.train.max_steps)]),
             tune_config=tune.TuneConfig(scheduler=_scheduler(run), num_samples=run.sweep.num_samples,
                                         max_concurrent_trials=concurrent))
@@ -296,6 +341,9 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
     tune_seconds = time.perf_counter() - t
 
     results = collect_results(grid, run.train.max_steps)
+    for r in results:  # Ray reports paths on its filesystem: bucket/key for S3
+        if storage.is_uri(root) and r.get("checkpoint_path") and not storage.is_uri(r["checkpoint_path"]):
+            r["checkpoint_path"] = "s3://" + r["checkpoint_path"].lstrip("/")
     outputs = write_tables(results, sweep_dir)
     outputs += [plot_k_sensitivity(results, sweep_dir / "k_sensitivity.png", run.sweep.metric, num_layers),
                 plot_learning_curves(results, sweep_dir / "learning_curves.png")]
@@ -341,13 +389,23 @@ def best_trial(run: RunConfig, summary: dict, out_dir: str | Path) -> tuple[RunC
     adapter = out / "adapter"
     if adapter.exists():
         shutil.rmtree(adapter)
-    shutil.copytree(Path(best["checkpoint_path"]) / "adapter", adapter)
+    source = storage.join(str(best["checkpoint_path"]), "adapter")
+    if storage.is_uri(source):
+        storage.download_dir(source, adapter)
+    else:
+        shutil.copytree(source, adapter)
+    log.info("best trial %s: %s K=%d lr=%.2g stiefel_lr=%.2g (%s %.4f)", best["trial_id"], best["method"],
+             best["K"], best["lr"], best["stiefel_lr"], run.sweep.metric, best[run.sweep.metric])
+    return best_run_config(run, summary), adapter
+
+
+def best_run_config(run: RunConfig, summary: dict) -> RunConfig:
+    """The run config with the best trial's method, K and learning rates."""
+    best = summary["best"]
     run_dict = run.to_dict()
     run_dict["fora"].update(method=best["method"], layer_budget=best["K"])
     run_dict["train"].update(lr=best["lr"], stiefel_lr=best["stiefel_lr"])
-    log.info("best trial %s: %s K=%d lr=%.2g stiefel_lr=%.2g (%s %.4f)", best["trial_id"], best["method"],
-             best["K"], best["lr"], best["stiefel_lr"], run.sweep.metric, best[run.sweep.metric])
-    return RunConfig.from_dict(run_dict), adapter
+    return RunConfig.from_dict(run_dict)
 
 
 def _best(results: list[dict], metric: str, mode: str) -> dict:

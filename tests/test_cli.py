@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from pipeline_fixtures import tiny_model_dir, write_records
 
 from pipelines import cli
+from pipelines.run_config import parse_run_config, split_overrides
 
 
 def _write_config(root: Path, model_dir: Path) -> Path:
@@ -60,16 +61,19 @@ class _FakeClient:
     def __init__(self, host, namespace=None):
         self.host = host
 
-    def create_run_from_pipeline_package(self, path, arguments, run_name, experiment_name, namespace):
+    def create_run_from_pipeline_package(self, path, arguments, run_name, experiment_name, namespace,
+                                         service_account=None):
         spec = next(yaml.safe_load_all(Path(path).read_text()))
-        _FakeClient.calls.append(("run", spec["pipelineInfo"]["name"], arguments, experiment_name))
+        _FakeClient.calls.append(("run", spec["pipelineInfo"]["name"], arguments, experiment_name, service_account,
+                                  spec))
         return types.SimpleNamespace(run_id="r-123")
 
     def create_experiment(self, name, namespace=None):
         return types.SimpleNamespace(experiment_id="e-1")
 
-    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, params):
-        _FakeClient.calls.append(("recurring", experiment_id, cron_expression, params))
+    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, params,
+                             service_account=None):
+        _FakeClient.calls.append(("recurring", experiment_id, cron_expression, params, service_account))
         return types.SimpleNamespace(recurring_run_id="rr-9")
 
 
@@ -79,10 +83,19 @@ def test_submit_and_schedule_send_the_compiled_pipeline_and_config(monkeypatch, 
     monkeypatch.setattr(kfp, "Client", _FakeClient)
     _FakeClient.calls.clear()
     config = Path("configs/smoke.yaml")
-    assert cli.main(["submit", str(config), "--host", "http://kfp.example", "--set", "train.max_steps=7"]) == 0
-    kind, name, arguments, experiment = _FakeClient.calls[0]
-    assert (kind, name, experiment) == ("run", "fora-pipeline", "fora")
-    assert arguments == {"config_yaml": config.read_text(), "overrides": "train.max_steps=7"}
+    typed = ["train.max_steps=7", "eval.tasks=[boolq, piqa]", "resources.train.gpus=1"]
+    argv = ["submit", str(config), "--host", "http://kfp.example", "--service-account", "fora-pipeline"]
+    assert cli.main(argv + [a for t in typed for a in ("--set", t)]) == 0
+    kind, name, arguments, experiment, account, spec = _FakeClient.calls[0]
+    assert (kind, name, experiment, account) == ("run", "fora-pipeline", "fora", "fora-pipeline")
+    assert arguments["config_yaml"] == config.read_text()
+    # R7: the list override keeps its comma all the way to the pods' parser
+    assert split_overrides(arguments["overrides"]) == typed
+    assert parse_run_config(arguments["config_yaml"], split_overrides(arguments["overrides"])).eval.tasks == \
+        ["boolq", "piqa"]
+    # the config's resources were compiled in: the train pod asks for the GPU
+    res = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert res["accelerator"]["resourceCount"] == "1"
     assert "http://kfp.example/#/runs/details/r-123" in capsys.readouterr().out
     assert cli.main(["submit", str(config), "--host", "http://kfp.example", "--schedule", "0 0 3 * * 1"]) == 0
     assert _FakeClient.calls[1][:3] == ("recurring", "e-1", "0 0 3 * * 1")

@@ -81,8 +81,15 @@ def test_dag_wiring_resources_caching_and_image():
         assert container["resources"]["memoryRequest"] >= 8  # GB
     platform = _platform(PIPELINE_YAML)
     for name in executors:
-        assert platform[name]["secretAsEnv"][0]["secretName"] == "fora-s3-credentials"
-        assert platform[name]["secretAsEnv"][0]["optional"] is True
+        secrets = {s["secretName"]: s for s in platform[name]["secretAsEnv"]}
+        # R9/R3: S3 and MLflow credentials are required (a missing Secret stops the pod before it starts);
+        # the Ray token only matters with a Ray cluster
+        assert secrets["fora-s3-credentials"]["optional"] is False
+        assert secrets["fora-mlflow-credentials"]["optional"] is False
+        assert secrets["fora-ray-token"]["optional"] is True
+        assert platform[name]["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000",
+                                                     "runAsNonRoot": True}
+        assert int(platform[name]["activeDeadlineSeconds"]) > 0  # R6: no step hangs forever
     assert platform["exec-train"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     outputs = spec["components"]["comp-calibrate"]["outputDefinitions"]["artifacts"]
     assert outputs["fisher_profile"]["artifactType"]["schemaTitle"] == "system.HTML"
@@ -91,15 +98,35 @@ def test_dag_wiring_resources_caching_and_image():
     params = spec["root"]["inputDefinitions"]["parameters"]
     default = yaml.safe_load(params["config_yaml"]["defaultValue"])
     assert default["register"]["tracking_uri"].startswith("http")
-    assert default["train"]["checkpoint_dir"].startswith("s3://")
+    assert default["storage"]["uri"].startswith("s3://")  # checkpoints and Ray-job inputs on shared storage
     assert params["overrides"]["defaultValue"] == ""
 
 
-def test_train_gpus_request_an_accelerator(tmp_path):
-    spec = _spec(compile_pipeline(tmp_path / "gpu.yaml", train_gpus=2))
-    res = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
-    assert res["accelerator"]["resourceCount"] == "2"
-    assert "nvidia.com/gpu" in json.dumps(res["accelerator"])
+def test_resources_come_from_the_compiling_config(tmp_path):
+    """An 8B-on-GPU config puts calibrate, train, evaluate and register on GPU nodes; data prep stays on CPU."""
+    from pipelines.run_config import load_run_config
+
+    run = load_run_config(Path("configs/cluster-8b-gpu.yaml"))
+    spec = _spec(compile_pipeline(tmp_path / "gpu.yaml", run=run))
+    executors = spec["deploymentSpec"]["executors"]
+    platform = _platform(tmp_path / "gpu.yaml")
+    for step in ("calibrate", "train", "evaluate", "register"):
+        res = executors[f"exec-{step}"]["container"]["resources"]
+        want = run.resources.of(step)
+        assert res["accelerator"]["resourceCount"] == str(want.gpus), step
+        assert res["accelerator"]["resourceType"] == want.accelerator
+        assert res["memoryLimit"] == res["memoryRequest"] and res["cpuLimit"] == res["cpuRequest"]
+        assert platform[f"exec-{step}"]["nodeSelector"]["labels"] == want.node_selector
+        assert {t["key"] for t in platform[f"exec-{step}"]["tolerations"]} == {t["key"] for t in want.tolerations}
+        assert int(platform[f"exec-{step}"]["activeDeadlineSeconds"]) == want.timeout_s
+    assert "accelerator" not in executors["exec-data-prep"]["container"]["resources"]
+    assert "nodeSelector" not in platform["exec-data-prep"]
+    # the CLI's shortcut still works
+    from pipelines import cli
+
+    assert cli.main(["compile", "--output-dir", str(tmp_path / "cli"), "--train-gpus", "2"]) == 0
+    res = _spec(tmp_path / "cli" / "fora_pipeline.yaml")["deploymentSpec"]["executors"]["exec-train"]
+    assert res["container"]["resources"]["accelerator"]["resourceCount"] == "2"
 
 
 def _tiny_config(root: Path, model_dir: Path) -> dict:

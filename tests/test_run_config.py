@@ -29,6 +29,18 @@ def test_there_are_shipped_configs():
         ("modle: x", "unknown field 'modle'"),
         ("train: [1, 2]", "'train' must be a mapping"),
         ("fora: {layer_budget: 0}", "'fora.layer_budget'"),
+        ("name: ../../etc", "'name'"),                      # R9: the name names folders and S3 prefixes
+        ("name: a/b", "'name'"),
+        ("storage: {uri: /tmp/x}", "'storage.uri'"),
+        ("storage: {create_bucket: 'yes'}", "'storage.create_bucket'"),
+        ("ray: {address: 'ray://head:10001'}", "'ray.address'"),
+        ("ray: {placement_timeout_s: 0}", "'ray.placement_timeout_s'"),
+        ("resources: {train: {gpus: -1}}", "'resources.train.gpus'"),
+        ("resources: {train: {memory: lots}}", "'resources.train.memory'"),
+        ("resources: {train: {cpu: 0}}", "'resources.train.cpu'"),
+        ("resources: {evaluate: {tolerations: [{key: a, effect: Never}]}}", r"'resources.evaluate.tolerations\[0\].effect'"),
+        ("resources: {train: {gpu: 1}}", "unknown field 'resources.train.gpu'"),
+        ("resources: {trian: {}}", "unknown field 'resources.trian'"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, body, match):
@@ -46,3 +58,56 @@ def test_overrides_and_missing_file(tmp_path):
     assert run.train.max_steps == 7 and run.fora.rank == 4
     with pytest.raises(RunConfigError, match="not found"):
         load_run_config(tmp_path / "nope.yaml")
+
+
+def test_resources_keep_the_step_defaults_for_unset_fields(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("resources: {train: {gpus: 2, node_selector: {pool: gpu}}}\n")
+    run = load_run_config(path)
+    assert run.resources.train.gpus == 2 and run.resources.train.node_selector == {"pool": "gpu"}
+    assert (run.resources.train.cpu, run.resources.train.memory, run.resources.train.retries) == ("8", "32G", 2)
+    assert run.resources.data_prep.gpus == 0 and run.resources.data_prep.cpu == "2"
+    # a round trip through the resolved dict (how a Ray job receives the config) keeps them
+    from pipelines.run_config import RunConfig
+
+    assert RunConfig.from_dict(run.to_dict()).resources == run.resources
+
+
+def test_checkpoints_default_under_storage(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("storage: {uri: 's3://bkt/runs/'}\n")
+    assert load_run_config(path).checkpoint_dir == "s3://bkt/runs/checkpoints"
+    path.write_text("storage: {uri: 's3://bkt/runs'}\ntrain: {checkpoint_dir: /ckpt}\n")
+    assert load_run_config(path).checkpoint_dir == "/ckpt"
+
+
+@pytest.mark.parametrize("typed", [
+    ["eval.tasks=[boolq, piqa]", "train.max_steps=3"],
+    ["sweep.lr={loguniform: [1e-5, 1e-3]}", "name=x"],
+    ["data.source=a,b.json", 'register.model_name="m, n=o"'],
+])
+def test_overrides_travel_to_the_pods_exactly_as_typed(typed):
+    """R7: the CLI joins --set items into one pipeline parameter; the components split it back."""
+    from pipelines.run_config import join_overrides, split_overrides
+
+    assert split_overrides(join_overrides(typed)) == typed
+
+
+def test_overrides_typed_in_the_kfp_ui():
+    from pipelines.run_config import split_overrides
+
+    assert split_overrides("train.max_steps=200, fora.layer_budget=0.25") == ["train.max_steps=200",
+                                                                             "fora.layer_budget=0.25"]
+    assert split_overrides("eval.tasks=[boolq, piqa], train.lr=1e-4") == ["eval.tasks=[boolq, piqa]", "train.lr=1e-4"]
+    assert split_overrides("a.b=1\nc.d=[x, y]\n") == ["a.b=1", "c.d=[x, y]"]
+    assert split_overrides("") == []
+
+
+def test_exponent_numbers_without_a_dot_are_numbers_in_files_and_overrides():
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; a learning rate typed that way must still be a number."""
+    from pipelines.run_config import parse_run_config
+
+    run = parse_run_config("name: x\ntrain: {lr: 1e-3, stiefel_lr: 2E-4}", ["sweep.lr=[1e-3, 3e-4]"])
+    assert run.train.lr == 0.001 and run.train.stiefel_lr == 0.0002
+    assert run.sweep.lr == {"grid": [0.001, 0.0003]}
+    assert parse_run_config("name: x1e3").name == "x1e3"  # not a number: stays text

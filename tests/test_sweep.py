@@ -183,7 +183,7 @@ def test_sweep_component_python_func_hands_the_best_trial_on(tmp_path, model_dir
             "k_sensitivity": art(HTML, "k"), "learning_curves": art(HTML, "curves"),
             "best_adapter": art(Model, "best")}
     best_config, tags = sweep.python_func(
-        config_yaml=yaml.safe_dump(cfg), overrides="", mlflow_run_id=parent,
+        config_yaml=yaml.safe_dump(cfg), overrides="", mlflow_run_id=parent, pipeline_run="unit-run",
         data=Artifact(name="d", uri=str(tmp_path / "data"), metadata={}),
         calibration=Artifact(name="c", uri=str(tmp_path / "calib"), metadata={}), **outs)
     best = yaml.safe_load(best_config)

@@ -9,13 +9,14 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def sweep(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset],
+def sweep(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: str, data: Input[Dataset],
           calibration: Input[Artifact], results: Output[Artifact], results_table: Output[Markdown],
           k_sensitivity: Output[HTML], learning_curves: Output[HTML],
           best_adapter: Output[Model]) -> NamedTuple("SweepOutputs", best_config_yaml=str, registry_tags=str):
-    """Trials reuse the one Fisher report in ``calibration``; Tune's experiment lives in ``results`` (on a
-    cluster: put ``train.checkpoint_dir`` on S3 so a retried pod can restore it). Returns the config of the
-    best trial (method, K, learning rates) for evaluate/register, and the registry tags naming the trial."""
+    """Trials reuse the one Fisher report in ``calibration``. Tune's experiment lives under ``storage.uri``
+    (per pipeline run), so a retried pod restores it; with a Ray cluster configured, the trials run there
+    as one Ray job. Returns the config of the best trial (method, K, learning rates) for evaluate/register,
+    and the registry tags naming the trial."""
     import json
     import shutil
     from collections import namedtuple
@@ -23,6 +24,7 @@ def sweep(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Data
 
     import yaml
 
+    from pipelines import stages
     from pipelines import sweep as sweeps
     from pipelines.errors import one_line_user_errors
     from pipelines.kfp_io import png_to_html
@@ -30,15 +32,16 @@ def sweep(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Data
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))
-        summary = sweeps.tune_trials(run, data.path, calibration.path, results.path, mlflow_run_id)
+        summary = stages.sweep_trials(run, data.path, calibration.path, results.path, mlflow_run_id,
+                                      run_key=pipeline_run, data_uri=data.uri, calib_uri=calibration.uri)
     if not summary["finished"]:
         raise RuntimeError(f"only {summary['finished_trials']} of {summary['planned_trials']} trials finished")
     out = Path(results.path)
     shutil.copy(out / "results.md", results_table.path)
     png_to_html(out / "k_sensitivity.png", k_sensitivity.path, "Metric vs layer budget K")
     png_to_html(out / "learning_curves.png", learning_curves.path, "Learning curves")
-    best_run, adapter = sweeps.best_trial(run, summary, Path(results.path) / "best")
-    shutil.copytree(adapter, best_adapter.path, dirs_exist_ok=True)
+    best_run = sweeps.best_run_config(run, summary)
+    shutil.copytree(out / "best" / "adapter", best_adapter.path, dirs_exist_ok=True)
     best_adapter.metadata.update({k: summary["best"][k] for k in ("trial_id", "method", "K", "lr", "stiefel_lr")})
     outputs = namedtuple("SweepOutputs", ["best_config_yaml", "registry_tags"])
     return outputs(yaml.safe_dump(best_run.to_dict()), json.dumps(sweeps.sweep_tags(summary)))

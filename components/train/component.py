@@ -7,12 +7,13 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def train(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset],
+def train(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: str, data: Input[Dataset],
           calibration: Input[Artifact], adapter: Output[Model], loss_curve: Output[HTML],
           metrics: Output[Metrics]):
-    """Ray Train ``TorchTrainer`` at the calibrated layers. With ``RAY_ADDRESS`` set (a KubeRay cluster) the
-    workers run there; otherwise a one-node Ray starts inside this pod. Checkpoints go to
-    ``train.checkpoint_dir`` (use s3:// on a cluster) so a retried pod resumes where it stopped."""
+    """Ray Train ``TorchTrainer`` at the calibrated layers. With a Ray cluster's Jobs API in ``RAY_ADDRESS``
+    (or ``ray.address``) the training is submitted there as a Ray job, its inputs staged under
+    ``storage.uri``; otherwise a one-node Ray starts inside this pod. Checkpoints go to the pipeline run's
+    own namespace under ``train.checkpoint_dir`` (s3:// on a cluster), so a retried pod resumes."""
     import shutil
     from pathlib import Path
 
@@ -24,11 +25,14 @@ def train(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Data
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         work = Path(adapter.path).parent / "train-work"
-        trained = stages.train(run, data.path, calibration.path, work, mlflow_run_id)
+        trained = stages.train(run, data.path, calibration.path, work, mlflow_run_id, run_key=pipeline_run,
+                               data_uri=data.uri, calib_uri=calibration.uri)
     shutil.copytree(trained["adapter_dir"], adapter.path, dirs_exist_ok=True)
     png_to_html(work / "loss_curve.png", loss_curve.path, "Training loss")
-    adapter.metadata.update({"method": run.fora.method, "base_model": run.model, "format": "peft-lora"})
+    adapter.metadata.update({"method": run.fora.method, "base_model": run.model, "format": "peft-lora",
+                             "checkpoints": trained["checkpoints"], "ray_job": trained.get("job", "")})
     for key in ("loss", "val_loss", "tokens_per_s", "orthogonality_error"):
         if key in trained["metrics"]:
             metrics.log_metric(key, trained["metrics"][key])
     metrics.log_metric("train_seconds", trained["seconds"])
+    metrics.log_metric("steps_run", trained["steps_run"])

@@ -85,6 +85,9 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
 
 
 def load_selection(calib_dir: str | Path) -> tuple[FisherReport, list[int]]:
-    data = json.loads((Path(calib_dir) / "fisher_report.json").read_text())
+    """The Fisher report and selected layers from a calibration folder (or its s3:// copy)."""
+    from .. import storage
+
+    data = storage.read_json(storage.join(str(calib_dir), "fisher_report.json"))
     selected = data.pop("selected_layers")
     return FisherReport(**data), selected

@@ -7,7 +7,8 @@ Sources (``data.source``):
   Alpaca format (instruction, input, output);
 * a JSONL file, one record per line: {prompt, response}, {instruction, input?, output} or {text};
 * an HF dataset id or a folder saved by ``datasets`` (needs the hub for ids);
-* an ``s3://bucket/key`` URI of any file above (AWS_* and S3_ENDPOINT_URL from the environment).
+* an ``s3://bucket/key`` URI of any file above (endpoint and keys from the environment: AWS_ENDPOINT_URL,
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; errors name the endpoint and the bucket).
 
 A malformed record stops the step with an error naming the file, the row and the field. Records dropped
 for a reason (too long, duplicate) are counted in the data card; nothing is dropped silently.
@@ -112,22 +113,13 @@ def _read_records(path: Path) -> list[Any]:
 
 
 def _download_s3(uri: str, dest: Path) -> Path:
-    import os
+    """The object at ``uri`` (endpoint and keys from the environment, see ``pipelines/storage.py``)."""
+    from .. import storage
 
-    import boto3
-    from botocore.config import Config
-
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket or not key:
+    target = storage.S3Uri.parse(uri)
+    if not target.key:
         raise DataError(f"invalid S3 URI {uri!r} (expected s3://bucket/key)")
-    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL"),
-                          config=Config(s3={"addressing_style": "path"}))
-    target = dest / Path(key).name
-    try:
-        client.download_file(bucket, key, str(target))
-    except Exception as err:  # botocore raises many kinds; the user needs one line
-        raise DataError(f"could not read {uri}: {str(err).splitlines()[0]}") from None
-    return target
+    return storage.download_file(uri, dest / target.name)
 
 
 def read_source(cfg: DataConfig) -> tuple[list[Example], str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -18,40 +19,28 @@ from fora_core import ModelSource, load_adapter, merge_adapter
 CHAMPION = "champion"
 
 
-class MergedModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: ``predict`` takes a list of prompts (or a DataFrame with a 'prompt' column) and
-    returns generated continuations from the merged model."""
-
-    def load_context(self, context) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(context.artifacts["merged_model"])
-        self.model = AutoModelForCausalLM.from_pretrained(context.artifacts["merged_model"])
-
-    def predict(self, context, model_input, params=None):
-        prompts = list(model_input["prompt"]) if hasattr(model_input, "columns") else list(model_input)
-        outs = []
-        for p in prompts:
-            ids = self.tokenizer(p, return_tensors="pt")
-            gen = self.model.generate(**ids, max_new_tokens=(params or {}).get("max_new_tokens", 32))
-            outs.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
-        return outs
-
-
-def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str | Path) -> Path:
+def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str | Path,
+                    device: str = "cpu") -> Path:
     """W <- W0 + (alpha/r) B A at the adapted layers; saves a plain transformers model + tokenizer.
 
     The base model is loaded afresh from ``source``: a model object that has carried PEFT adapters (even
     unloaded ones) keeps PEFT markers that make ``save_pretrained`` write an adapter instead of weights.
+    Written beside ``out_dir`` and renamed into place, so a crash never leaves half a model there.
     """
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    base_model, tokenizer = source.load()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    base_model, tokenizer = source.load(device)
     peft_model, _, _ = load_adapter(base_model, adapter_dir)
     merged = merge_adapter(peft_model)
-    merged.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        merged.save_pretrained(staging / "model", safe_serialization=True)
+        tokenizer.save_pretrained(staging / "model")
+        if out.exists():
+            shutil.rmtree(out)
+        (staging / "model").rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -74,14 +63,17 @@ def register_model(
     same = active is not None and active.info.run_id == run_id
     with contextlib.nullcontext() if same else mlflow.start_run(run_id=run_id):
         mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
-        info = mlflow.pyfunc.log_model(name="model", python_model=MergedModel(),
-                                       artifacts={"merged_model": str(merged_dir)})
+        # a loader module and plain data (safetensors): nothing in the artifact is unpickled or executed
+        info = mlflow.pyfunc.log_model(name="model", loader_module="pipelines.pyfunc_model",
+                                       data_path=str(merged_dir))
         mlflow.log_metric(metric, value)
     try:
         client.get_registered_model(model_name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(model_name, description="FoRA fine-tuned models (fora-pipelines)")
-    version = client.create_model_version(model_name, info.model_uri, run_id=run_id, tags=tags)
+    # model_id: an MLflow server (REST store) refuses a models:/ source without it; SQLite accepts either
+    version = client.create_model_version(model_name, info.model_uri, run_id=run_id, tags=tags,
+                                          model_id=info.model_id)
     previous = None
     try:
         champ = client.get_model_version_by_alias(model_name, CHAMPION)

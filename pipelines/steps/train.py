@@ -6,9 +6,11 @@ it). Data order is a function of the step alone (a seeded permutation per epoch)
 checkpoint at step s continues with exactly the batches it would have seen: no step lost or repeated.
 
 Checkpoints (every ``train.checkpoint_every`` steps and at the end) hold the PEFT adapter, the optimizer
-and scheduler states and the step. They go to ``train.checkpoint_dir`` (a folder or an s3:// URI, via Ray's
-storage). A worker failure restarts from the latest one (``FailureConfig``); re-running the same run
-resumes from it too.
+and scheduler states (tensors only, loaded with ``weights_only=True``), the step and the run's fingerprint.
+They go to the run's own namespace under ``train.checkpoint_dir`` (a folder or an s3:// URI, through Ray's
+storage; see ``pipelines/checkpoints.py``). A worker failure restarts from the latest one
+(``FailureConfig``); re-running the same run (same config, data and layers) resumes from it too; any other
+run starts fresh.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -29,16 +32,21 @@ import torch
 
 from fora_core import (
     ForaConfig,
-    ModelSource,
     apply_fora,
     create_fora_optimizer,
     max_orthogonality_error,
     save_adapter,
 )
 
+from .. import checkpoints, storage
+from ..metric_buffer import BufferedMetricLogger, mlflow_sender
+from ..models import model_source
+from ..ray_runtime import check_placement, init_ray
 from ..run_config import RunConfig
 from .calibrate import collate, mean_response_loss
 from .data_prep import read_jsonl
+
+logger = logging.getLogger("fora")
 
 ADAPTER_DIR = "adapter"
 STATE_FILE = "trainer_state.pt"
@@ -71,11 +79,12 @@ def batch_indices(step: int, global_batch: int, n_rows: int, seed: int) -> list[
 
 
 class _LocalContext:
-    """Stands in for Ray Train's context when the loop runs in-process (no Ray)."""
+    """Stands in for Ray Train's context when the loop runs in-process (no Ray): checkpoints go to the
+    namespace folder (or S3 prefix) as ``checkpoint_step_<n>``, each written whole or not at all."""
 
-    def __init__(self, storage: Path) -> None:
-        self.storage = storage
-        self.last_checkpoint: str | None = None
+    def __init__(self, storage_path: str, resume_from: str | None = None) -> None:
+        self.storage = storage_path
+        self.resume_from = resume_from
 
     rank = 0
     world = 1
@@ -83,26 +92,17 @@ class _LocalContext:
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         if checkpoint_dir:
-            target = self.storage / f"checkpoint_step_{metrics['step']:06d}"
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(checkpoint_dir, target)
-            self.last_checkpoint = str(target)
+            storage.copy_to(checkpoint_dir, storage.join(self.storage, f"checkpoint_step_{metrics['step']:06d}"))
 
-    def latest_checkpoint(self) -> str | None:
-        found = sorted(self.storage.glob("checkpoint_step_*"))
-        return str(found[-1]) if found else None
-
-
-def latest_local_checkpoint(run_dir: str | Path) -> str | None:
-    """The newest checkpoint folder (holding a trainer state) under a local Ray run directory."""
-    found = [p for p in Path(run_dir).glob("checkpoint_*") if (p / STATE_FILE).exists()]
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    def latest_checkpoint(self, scratch: Path) -> str | None:
+        found = checkpoints.latest(self.storage)
+        location = found["checkpoint"] if found else self.resume_from
+        return str(storage.localize(location, scratch / "resume")) if location else None
 
 
 class _RayContext:
-    def __init__(self, run_dir: str | None = None) -> None:
-        self.run_dir = run_dir
+    def __init__(self, resume_from: str | None = None) -> None:
+        self.resume_from = resume_from
         import ray.train  # [ray]
         from ray.train.v2._internal.execution import context as ray_context  # [ray]
 
@@ -118,28 +118,38 @@ class _RayContext:
         ckpt = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         self._train.report(metrics, checkpoint=ckpt)  # [ray]
 
-    def latest_checkpoint(self) -> str | None:
-        ckpt = self._train.get_checkpoint()  # [ray] set after a worker failure or on a resumed run
-        if ckpt is None:  # a re-run of the same run: pick up its newest checkpoint from local storage
-            return latest_local_checkpoint(self.run_dir) if self.run_dir else None
-        local = tempfile.mkdtemp(prefix="fora-resume-")
-        return ckpt.to_directory(local)
+    def latest_checkpoint(self, scratch: Path) -> str | None:
+        ckpt = self._train.get_checkpoint()  # [ray] after a worker failure, or restored from the run's storage
+        if ckpt is not None:
+            return ckpt.to_directory(str(scratch / "resume"))
+        # the driver found an unfinished checkpoint of this very run (same namespace and fingerprint)
+        return str(storage.localize(self.resume_from, scratch / "resume")) if self.resume_from else None
 
 
-def _mlflow_logger(config: dict, rank: int):
-    """A step-metric logger writing to the driver's MLflow run (rank 0 only), or a no-op."""
+def _metric_logger(config: dict, rank: int) -> BufferedMetricLogger | None:
+    """Step metrics to the driver's MLflow run (rank 0 only), buffered: an MLflow outage never stops training."""
     if rank != 0 or not config.get("mlflow_run_id"):
-        return lambda metrics, step: None
-    import mlflow
+        return None
+    return BufferedMetricLogger(mlflow_sender(config["tracking_uri"], config["mlflow_run_id"]),
+                                flush_timeout_s=config.get("metrics_flush_timeout_s", 60.0))
 
-    client = mlflow.tracking.MlflowClient(config["tracking_uri"])
-    run_id = config["mlflow_run_id"]
 
-    def log(metrics: dict, step: int) -> None:
-        ts = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[mlflow.entities.Metric(f"train/{k}", float(v), ts, step)
-                                          for k, v in metrics.items()])
-    return log
+def load_trainer_state(resume: str | Path, expected_fingerprint: str | None) -> dict | None:
+    """The optimizer/scheduler state of a checkpoint, or None when it belongs to another run.
+
+    Loaded with ``weights_only=True``: a checkpoint comes from shared storage, and a pickle there would run
+    whatever code whoever can write the bucket put in it."""
+    meta_file = Path(resume) / checkpoints.META_FILE
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    if expected_fingerprint and meta.get("fingerprint") != expected_fingerprint:
+        logger.warning("checkpoint %s belongs to another run (fingerprint %s, this run %s): starting fresh",
+                       resume, meta.get("fingerprint"), expected_fingerprint)
+        return None
+    try:
+        return torch.load(Path(resume) / STATE_FILE, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        raise RuntimeError(f"refusing to load {Path(resume) / STATE_FILE}: it is not a plain tensor checkpoint "
+                           f"({str(err).splitlines()[0][:160]})") from None
 
 
 def validation_loss(model, rows: list[dict], pad_id: int, device=None, batch_size: int = 8) -> float:
@@ -150,14 +160,27 @@ def validation_loss(model, rows: list[dict], pad_id: int, device=None, batch_siz
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Per-worker FoRA training. ``config``: run (RunConfig dict), data_dir, layers, use_ray, storage,
-    tracking_uri, mlflow_run_id, progress, fail_at_step (tests)."""
+    """Per-worker FoRA training. ``config``: run (RunConfig dict), data_dir (folder or s3:// URI: a worker on
+    another machine reads the data from storage, never from the submitting process's disk), layers, use_ray,
+    storage (in-process), resume_from, fingerprint, run_key, tracking_uri, mlflow_run_id, progress,
+    fail_at_step (tests)."""
+    scratch = Path(tempfile.mkdtemp(prefix="fora-worker-"))
+    try:
+        _train(config, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(config: dict[str, Any], scratch: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     run = RunConfig.from_dict(config["run"])
     tcfg = run.train
-    ctx = _RayContext(config.get("ray_run_dir")) if config.get("use_ray") else _LocalContext(Path(config["storage"]))
+    if config.get("use_ray"):
+        ctx: _LocalContext | _RayContext = _RayContext(config.get("resume_from"))
+    else:
+        ctx = _LocalContext(config["storage"], config.get("resume_from"))
     torch.manual_seed(run.seed)
     torch.set_num_threads(tcfg.threads_per_worker or max(1, (os.cpu_count() or 1) // ctx.local_world))
     use_gpu = tcfg.use_gpu and torch.cuda.is_available()
@@ -169,7 +192,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         device = torch.device("cuda" if use_gpu else "cpu")
     bf16 = tcfg.bf16 == "on" or (tcfg.bf16 == "auto" and use_gpu)
 
-    model, tokenizer = ModelSource(run.model, dtype=run.dtype).load(device)
+    model, tokenizer = model_source(run).load(device)
     fora: ForaConfig = run.fora
     model = apply_fora(model, config["layers"], fora)
     inner = model
@@ -183,26 +206,37 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     start_step = 0
     history: list[dict] = []
-    resume = ctx.latest_checkpoint()
-    if resume:
-        state = torch.load(Path(resume) / STATE_FILE, weights_only=False)
+    resume = ctx.latest_checkpoint(scratch)
+    state = load_trainer_state(resume, config.get("fingerprint")) if resume else None
+    if state is not None:
         set_peft_model_state_dict(inner, load_file(str(Path(resume) / ADAPTER_DIR / "adapter_model.safetensors")))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_step = state["step"]
         history = state.get("history", [])
+    else:
+        resume = None
 
-    rows = read_jsonl(Path(config["data_dir"]) / "train.jsonl")
-    val_rows = read_jsonl(Path(config["data_dir"]) / "validation.jsonl")
+    data_dir = storage.localize(config["data_dir"], scratch / "data")
+    rows = read_jsonl(data_dir / "train.jsonl")
+    val_rows = read_jsonl(data_dir / "validation.jsonl")
     pad_id = tokenizer.pad_token_id
     per_worker = tcfg.batch_size
     global_batch = per_worker * tcfg.grad_accum * ctx.world
-    log = _mlflow_logger(config, ctx.rank)
+    metrics_log = _metric_logger(config, ctx.rank)
     bar = None
     if config.get("progress") and ctx.rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=tcfg.max_steps, initial=start_step, desc=f"training ({fora.method})", unit="step")
+    say = _say if ctx.rank == 0 and bar is None else (lambda text: None)
+    if config.get("use_ray"):
+        import ray  # [ray]
+
+        say(f"training worker {ctx.rank}/{ctx.world} on Ray node {ray.get_runtime_context().get_node_id()}")
+    if start_step:
+        say(f"resumed at step {start_step} of {tcfg.max_steps} from {resume}")
+    every = max(1, tcfg.max_steps // 10)
 
     # A Tune scheduler compares trials on every report, so a sweep asks for the validation loss in each
     # one: measured at eval steps (val_fresh) and carried forward in between (measured once at step 0).
@@ -214,134 +248,170 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         last_val = validation_loss(model, val_rows, pad_id, device)
         val_seconds = time.perf_counter() - t_val
     model.train()
-    for step in range(start_step, tcfg.max_steps):
-        if config.get("fail_at_step") == step and not resume:
-            raise RuntimeError(f"injected failure at step {step}")
-        t0 = time.perf_counter()
-        idx = batch_indices(step, global_batch, len(rows), run.data.seed)
-        mine = idx[ctx.rank :: ctx.world]
-        loss_sum, tokens = 0.0, 0
-        for micro in range(tcfg.grad_accum):
-            chunk = [rows[i] for i in mine[micro * per_worker : (micro + 1) * per_worker]]
-            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = model(**batch).loss / tcfg.grad_accum
-            loss.backward()
-            loss_sum += loss.item()
-            tokens += int(batch["attention_mask"].sum())
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        seconds = time.perf_counter() - t0
-        metrics = {"step": done, "loss": loss_sum, "lr": optimizer.param_groups[0]["lr"],
-                   "tokens_per_s": tokens * ctx.world / seconds, "step_seconds": seconds,
-                   "step_started": time.time() - seconds}
-        if fora.uses_stiefel:
-            metrics["stiefel_lr"] = optimizer.param_groups[-1]["lr"]
-            metrics["orthogonality_error"] = max_orthogonality_error(inner, fora.stiefel.factor)
-        if done % tcfg.eval_every == 0 or done == tcfg.max_steps:
-            t_val = time.perf_counter()
-            metrics["val_loss"] = validation_loss(model, val_rows, pad_id, device)
-            val_seconds += time.perf_counter() - t_val
-        metrics["val_seconds"], val_seconds = val_seconds, 0.0
-        log({k: v for k, v in metrics.items() if k not in ("step", "step_started")}, done)
-        history.append(metrics)
+    try:
+        for step in range(start_step, tcfg.max_steps):
+            if config.get("fail_at_step") == step and not resume:
+                raise RuntimeError(f"injected failure at step {step}")
+            t0 = time.perf_counter()
+            idx = batch_indices(step, global_batch, len(rows), run.data.seed)
+            mine = idx[ctx.rank :: ctx.world]
+            loss_sum, tokens = 0.0, 0
+            for micro in range(tcfg.grad_accum):
+                chunk = [rows[i] for i in mine[micro * per_worker : (micro + 1) * per_worker]]
+                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = model(**batch).loss / tcfg.grad_accum
+                loss.backward()
+                loss_sum += loss.item()
+                tokens += int(batch["attention_mask"].sum())
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            seconds = time.perf_counter() - t0
+            metrics = {"step": done, "loss": loss_sum, "lr": optimizer.param_groups[0]["lr"],
+                       "tokens_per_s": tokens * ctx.world / seconds, "step_seconds": seconds,
+                       "step_started": time.time() - seconds}
+            if fora.uses_stiefel:
+                metrics["stiefel_lr"] = optimizer.param_groups[-1]["lr"]
+                metrics["orthogonality_error"] = max_orthogonality_error(inner, fora.stiefel.factor)
+            if done % tcfg.eval_every == 0 or done == tcfg.max_steps:
+                t_val = time.perf_counter()
+                metrics["val_loss"] = validation_loss(model, val_rows, pad_id, device)
+                val_seconds += time.perf_counter() - t_val
+            metrics["val_seconds"], val_seconds = val_seconds, 0.0
+            if metrics_log is not None:
+                metrics_log.log({k: v for k, v in metrics.items() if k not in ("step", "step_started")}, done,
+                                prefix="train/")
+            history.append(metrics)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.3f}")
+            elif done % every == 0 or done == tcfg.max_steps:
+                say(f"step {done}/{tcfg.max_steps} loss {loss_sum:.4f}"
+                    + (f" val_loss {metrics['val_loss']:.4f}" if "val_loss" in metrics else "")
+                    + f" {metrics['tokens_per_s']:.0f} tokens/s")
+            ckpt_dir = None
+            if ctx.rank == 0 and (done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps):
+                ckpt_dir = tempfile.mkdtemp(prefix="ckpt-", dir=scratch)
+                save_checkpoint(Path(ckpt_dir), inner, fora, config, optimizer, scheduler, done, history)
+            reported = dict(metrics)
+            if carry_val:
+                last_val = metrics.get("val_loss", last_val)
+                reported.update(val_loss=last_val, val_fresh="val_loss" in metrics, max_steps=tcfg.max_steps)
+            ctx.report(reported, ckpt_dir)
+            if ckpt_dir:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum:.3f}")
-        ckpt_dir = None
-        if ctx.rank == 0 and (done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps):
-            ckpt_dir = tempfile.mkdtemp(prefix="fora-ckpt-")
-            save_adapter(inner, Path(ckpt_dir) / ADAPTER_DIR, fora, layers=config["layers"])
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": done,
-                        "history": history}, Path(ckpt_dir) / STATE_FILE)
-            (Path(ckpt_dir) / "history.json").write_text(json.dumps(history))
-        reported = dict(metrics)
-        if carry_val:
-            last_val = metrics.get("val_loss", last_val)
-            reported.update(val_loss=last_val, val_fresh="val_loss" in metrics, max_steps=tcfg.max_steps)
-        ctx.report(reported, ckpt_dir)
-        if ckpt_dir:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-    if bar is not None:
-        bar.close()
+            bar.close()
+        if metrics_log is not None:
+            metrics_log.close()
+
+
+def _say(text: str) -> None:
+    """A progress line on stdout (a Ray worker's stdout reaches the driver's log and the Ray job's log)."""
+    print(f"[fora] {text}", flush=True)
+
+
+def save_checkpoint(path: Path, model, fora: ForaConfig, config: dict, optimizer, scheduler, step: int,
+                    history: list[dict]) -> None:
+    """Adapter (safetensors), optimizer + scheduler state (tensors only), history and the run's fingerprint."""
+    save_adapter(model, path / ADAPTER_DIR, fora, layers=config["layers"])
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "history": history}, path / STATE_FILE)
+    (path / "history.json").write_text(json.dumps(history))
+    run = config["run"]
+    (path / checkpoints.META_FILE).write_text(json.dumps(checkpoints.meta(
+        config.get("fingerprint") or "", step, run["train"]["max_steps"], config.get("run_key") or "")))
 
 
 def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_dir: str | Path,
                  mlflow_run_id: str | None = None, progress: bool = False,
-                 fail_at_step: int | None = None) -> dict:
-    """Driver: fit the per-worker loop with Ray Train (or in-process when ``train.use_ray`` is off) and copy
-    the final adapter to ``out_dir/adapter``. Returns {"adapter_dir", "metrics" (the last step's), "seconds" (wall), "steps_run" (this call),
+                 fail_at_step: int | None = None, run_key: str | None = None) -> dict:
+    """Driver: pick the run's checkpoint namespace (``checkpoints.py``), fit the per-worker loop with Ray
+    Train (or in-process when ``train.use_ray`` is off), and write the final adapter, history and loss curve
+    to ``out_dir`` (a folder or an s3:// URI). ``data_dir`` may be an s3:// URI too.
+
+    Returns {"adapter_dir", "metrics" (the last step's), "seconds" (wall), "steps_run" (this call),
     "first_step_s" (stage start -> first step start: Ray start-up, worker group, model load),
-    "loop_seconds" (the steps themselves)}."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    storage = Path(run.checkpoint_dir) if not run.checkpoint_dir.startswith("s3://") else None
-    loop_config = {"run": run.to_dict(), "data_dir": str(Path(data_dir).resolve()), "layers": list(layers),
-                   "use_ray": run.train.use_ray, "tracking_uri": run.tracking_uri,
-                   "mlflow_run_id": mlflow_run_id, "progress": progress, "fail_at_step": fail_at_step}
+    "loop_seconds" (the steps themselves), "checkpoints" (the namespace), "resumed_from_step"}."""
     t0, started = time.perf_counter(), time.time()
-    if not run.train.use_ray:
-        assert storage is not None, "in-process training needs a local checkpoint_dir"
-        storage.mkdir(parents=True, exist_ok=True)
-        loop_config["storage"] = str(storage)
-        train_loop_per_worker(loop_config)
-        final = _LocalContext(storage).latest_checkpoint()
-    else:
-        final = _fit_with_ray(run, loop_config)
-    seconds = time.perf_counter() - t0
-    if final is None:
-        raise RuntimeError("training finished without a checkpoint")
-    adapter = out / ADAPTER_DIR
-    if adapter.exists():
-        shutil.rmtree(adapter)
-    shutil.copytree(Path(final) / ADAPTER_DIR, adapter)
-    history = json.loads((Path(final) / "history.json").read_text())
-    (out / "history.json").write_text(json.dumps(history))
-    if history:
-        plot_history(history, out / "loss_curve.png", f"{run.fora.method}: {run.name}")
+    data = storage.absolute(data_dir)
+    data_hash = storage.read_json(storage.join(data, "data_card.json"))["content_hash"]
+    ns = checkpoints.choose_namespace(run, run_key, data_hash, list(layers))
+    found = checkpoints.latest(ns.path) if ns.state != "fresh" else None
+    loop_config = {"run": run.to_dict(), "data_dir": data, "layers": list(layers), "use_ray": run.train.use_ray,
+                   "tracking_uri": run.tracking_uri, "mlflow_run_id": mlflow_run_id, "progress": progress,
+                   "fail_at_step": fail_at_step, "fingerprint": ns.fingerprint, "run_key": ns.run_key,
+                   "resume_from": found["checkpoint"] if found else None}
+    scratch = Path(tempfile.mkdtemp(prefix="fora-train-"))
+    try:
+        if ns.state == "finished":
+            final = storage.localize(found["checkpoint"], scratch / "final")
+        elif not run.train.use_ray:
+            loop_config["storage"] = ns.path
+            train_loop_per_worker(loop_config)
+            last = checkpoints.latest(ns.path)
+            final = storage.localize(last["checkpoint"], scratch / "final") if last else None
+        else:
+            final = _fit_with_ray(run, loop_config, ns, scratch)
+        seconds = time.perf_counter() - t0
+        if final is None:
+            raise RuntimeError("training finished without a checkpoint")
+        summary = _write_outputs(run, Path(final), out_dir, scratch, ns, found)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    history = summary.pop("history")
     fresh = [h for h in history if h.get("step_started", 0) >= started]
-    return {"adapter_dir": str(adapter), "metrics": history[-1] if history else {}, "seconds": seconds,
-            "steps_run": len(fresh),
+    return {**summary, "metrics": history[-1] if history else {}, "seconds": seconds, "steps_run": len(fresh),
             "first_step_s": min(h["step_started"] for h in fresh) - started if fresh else None,
             "loop_seconds": sum(h["step_seconds"] for h in fresh)}
 
 
-def ray_dashboard() -> bool:
-    """Start Ray's dashboard with a local Ray (FORA_RAY_DASHBOARD=0: not). It brings the State API that Ray
-    Train's placement-group cleaner polls (without it that actor logs warnings); on 2 CPUs it did not
-    change training throughput measurably (bench_ray_overhead.py: 0.82 vs 0.79 of no-Ray tokens/s)."""
-    return os.environ.get("FORA_RAY_DASHBOARD", "1") == "1"
+def _write_outputs(run: RunConfig, final: Path, out_dir: str | Path, scratch: Path, ns, found: dict | None) -> dict:
+    """adapter/, history.json, loss_curve.png and train_summary.json into ``out_dir`` (folder or URI)."""
+    remote = storage.is_uri(str(out_dir))
+    out = scratch / "out" if remote else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage.copy_to(final / ADAPTER_DIR, out / ADAPTER_DIR)
+    history = json.loads((final / "history.json").read_text())
+    (out / "history.json").write_text(json.dumps(history))
+    if history:
+        plot_history(history, out / "loss_curve.png", f"{run.fora.method}: {run.name}")
+    summary = {"checkpoints": ns.path, "namespace_state": ns.state,
+               "resumed_from_step": found["step"] if found else 0, "steps": len(history)}
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if remote:
+        storage.upload_dir(out, str(out_dir))
+    adapter = storage.join(str(out_dir), ADAPTER_DIR) if remote else str(out / ADAPTER_DIR)
+    return {**summary, "adapter_dir": adapter, "history": history}
 
 
-def _fit_with_ray(run: RunConfig, loop_config: dict) -> str | None:
-    import ray  # [ray]
+def _fit_with_ray(run: RunConfig, loop_config: dict, ns, scratch: Path) -> Path | None:
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig  # [ray]
     from ray.train import RunConfig as RayRunConfig  # [ray]
     from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False, include_dashboard=ray_dashboard())
+    where = init_ray(run)
+    check_placement(run, where)
     tcfg = run.train
     backend = tcfg.backend if tcfg.backend != "auto" else ("nccl" if tcfg.use_gpu else "gloo")
-    storage = run.checkpoint_dir if run.checkpoint_dir.startswith("s3://") else str(Path(run.checkpoint_dir).resolve())
-    run_dir = None if storage.startswith("s3://") else str(Path(storage) / run.name)
-    loop_config = {**loop_config, "ray_run_dir": run_dir}
+    storage_path, filesystem = storage.ray_storage(ns.root)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
                                      resources_per_worker={"CPU": tcfg.cpus_per_worker}),
         torch_config=TorchConfig(backend=backend),
-        run_config=RayRunConfig(name=run.name, storage_path=storage,
+        run_config=RayRunConfig(name=ns.name, storage_path=storage_path, storage_filesystem=filesystem,
                                 failure_config=FailureConfig(max_failures=tcfg.max_failures),
                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()  # [ray]
-    if result.checkpoint is None:  # nothing left to train: the run had already finished
-        return latest_local_checkpoint(run_dir) if run_dir else None
-    return result.checkpoint.to_directory(tempfile.mkdtemp(prefix="fora-final-"))
+    if result.checkpoint is None:
+        return None
+    return Path(result.checkpoint.to_directory(str(scratch / "final")))
 
 
 def plot_history(history: list[dict], path: str | Path, title: str = "") -> Path:

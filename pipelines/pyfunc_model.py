@@ -1,0 +1,45 @@
+"""The registered model's MLflow pyfunc loader: no pickle, no code in the artifact.
+
+The registered pyfunc holds only data (the merged model's safetensors, config and tokenizer files) and an
+``MLmodel`` file naming this module (``loader_module: pipelines.pyfunc_model``). Loading it imports this
+module from the installed fora-pipelines package and reads the weights with ``safetensors``: whoever can
+write the artifact bucket can change the weights, but cannot make a loader run their code (a cloudpickled
+``PythonModel`` would unpickle whatever the bucket holds).
+
+    >>> model = mlflow.pyfunc.load_model("models:/fora-smollm2-135m@champion")
+    >>> model.predict(["Question: Why is the sky blue?\\nAnswer:"], params={"max_new_tokens": 16})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MergedModel:
+    """``predict`` takes a list of prompts (or a DataFrame with a 'prompt' column) and returns the greedy
+    continuations (``params``: max_new_tokens, default 32)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+        self.model.eval()
+
+    def predict(self, model_input, params: dict | None = None) -> list[str]:
+        import torch
+
+        prompts = list(model_input["prompt"]) if hasattr(model_input, "columns") else list(model_input)
+        outs = []
+        for p in prompts:
+            ids = self.tokenizer(p, return_tensors="pt")
+            with torch.no_grad():
+                gen = self.model.generate(**ids, max_new_tokens=int((params or {}).get("max_new_tokens", 32)),
+                                          do_sample=False)
+            outs.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+        return outs
+
+
+def _load_pyfunc(data_path: str) -> MergedModel:
+    """MLflow's entry point for ``loader_module`` models."""
+    return MergedModel(data_path)
