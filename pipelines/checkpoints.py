@@ -87,7 +87,8 @@ class Namespace:
     run_key: str
     state: str
     """fresh, resume (an unfinished checkpoint here) or finished (reused inside the same pipeline run)."""
-    step: int = 0
+    latest: dict | None = None
+    """The newest checkpoint's metadata (resume, finished), read once by :func:`choose_namespace`."""
 
     @property
     def path(self) -> str:
@@ -110,10 +111,10 @@ def choose_namespace(run: RunConfig, run_key: str | None, data_hash: str, layers
             log.warning("checkpoints in %s belong to another run (fingerprint %s, expected %s): not resuming "
                         "from them", ns.path, found.get("fingerprint"), fp)
             continue
-        ns.step = int(found["step"])
-        if ns.step < run.train.max_steps:
+        ns.latest = found
+        if int(found["step"]) < run.train.max_steps:
             ns.state = "resume"
-            log.info("checkpoints: resuming %s from step %d of %d", ns.path, ns.step, run.train.max_steps)
+            log.info("checkpoints: resuming %s from step %d of %d", ns.path, found["step"], run.train.max_steps)
             return ns
         if key != LOCAL_RUN_KEY:
             ns.state = "finished"

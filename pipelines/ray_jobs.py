@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -279,6 +280,8 @@ def train_on_cluster(run: RunConfig, address: str, data_dir: str | Path, calib_d
     out = _download(outputs, out_dir)
     summary = json.loads((out / "train_summary.json").read_text())
     history = json.loads((out / "history.json").read_text())
+    if storage.is_uri(str(out_dir)):
+        shutil.rmtree(out, ignore_errors=True)  # the scratch copy: the outputs are at out_dir
     fresh = [h for h in history if h.get("step_started", 0) >= started]
     adapter = storage.join(str(out_dir), "adapter") if storage.is_uri(str(out_dir)) else str(out / "adapter")
     return {**summary, "adapter_dir": adapter, "metrics": history[-1] if history else {},
@@ -296,7 +299,10 @@ def sweep_on_cluster(run: RunConfig, address: str, data_dir: str | Path, calib_d
     out = _download(outputs, out_dir)
     summary = json.loads((out / "sweep_summary.json").read_text())
     summary["job"] = sid  # which Ray job ran the trials, kept with the step's outputs
-    (out / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    text = json.dumps(summary, indent=2, default=str)
     if storage.is_uri(str(out_dir)):
-        storage.upload_dir(out, str(out_dir))
+        storage.write_text(storage.join(str(out_dir), "sweep_summary.json"), text)
+        shutil.rmtree(out, ignore_errors=True)  # the scratch copy: the outputs are at out_dir
+    else:
+        (out / "sweep_summary.json").write_text(text)
     return summary

@@ -45,10 +45,10 @@ from ..ray_runtime import check_placement, init_ray
 from ..run_config import RunConfig
 from .calibrate import collate, mean_response_loss
 from .data_prep import read_jsonl
+from .train_outputs import ADAPTER_DIR, write_outputs
 
 logger = logging.getLogger("fora")
 
-ADAPTER_DIR = "adapter"
 STATE_FILE = "trainer_state.pt"
 
 
@@ -340,7 +340,7 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
     data = storage.absolute(data_dir)
     data_hash = storage.read_json(storage.join(data, "data_card.json"))["content_hash"]
     ns = checkpoints.choose_namespace(run, run_key, data_hash, list(layers))
-    found = checkpoints.latest(ns.path) if ns.state != "fresh" else None
+    found = ns.latest
     loop_config = {"run": run.to_dict(), "data_dir": data, "layers": list(layers), "use_ray": run.train.use_ray,
                    "tracking_uri": run.tracking_uri, "mlflow_run_id": mlflow_run_id, "progress": progress,
                    "fail_at_step": fail_at_step, "fingerprint": ns.fingerprint, "run_key": ns.run_key,
@@ -359,7 +359,7 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
         seconds = time.perf_counter() - t0
         if final is None:
             raise RuntimeError("training finished without a checkpoint")
-        summary = _write_outputs(run, Path(final), out_dir, scratch, ns, found)
+        summary = write_outputs(run, Path(final), out_dir, scratch, ns, found)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     history = summary.pop("history")
@@ -367,25 +367,6 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
     return {**summary, "metrics": history[-1] if history else {}, "seconds": seconds, "steps_run": len(fresh),
             "first_step_s": min(h["step_started"] for h in fresh) - started if fresh else None,
             "loop_seconds": sum(h["step_seconds"] for h in fresh)}
-
-
-def _write_outputs(run: RunConfig, final: Path, out_dir: str | Path, scratch: Path, ns, found: dict | None) -> dict:
-    """adapter/, history.json, loss_curve.png and train_summary.json into ``out_dir`` (folder or URI)."""
-    remote = storage.is_uri(str(out_dir))
-    out = scratch / "out" if remote else Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    storage.copy_to(final / ADAPTER_DIR, out / ADAPTER_DIR)
-    history = json.loads((final / "history.json").read_text())
-    (out / "history.json").write_text(json.dumps(history))
-    if history:
-        plot_history(history, out / "loss_curve.png", f"{run.fora.method}: {run.name}")
-    summary = {"checkpoints": ns.path, "namespace_state": ns.state,
-               "resumed_from_step": found["step"] if found else 0, "steps": len(history)}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    if remote:
-        storage.upload_dir(out, str(out_dir))
-    adapter = storage.join(str(out_dir), ADAPTER_DIR) if remote else str(out / ADAPTER_DIR)
-    return {**summary, "adapter_dir": adapter, "history": history}
 
 
 def _fit_with_ray(run: RunConfig, loop_config: dict, ns, scratch: Path) -> Path | None:
@@ -412,25 +393,3 @@ def _fit_with_ray(run: RunConfig, loop_config: dict, ns, scratch: Path) -> Path 
     if result.checkpoint is None:
         return None
     return Path(result.checkpoint.to_directory(str(scratch / "final")))
-
-
-def plot_history(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Training loss per step and validation loss where measured, one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss", lw=1)
-    val = [h for h in history if "val_loss" in h]
-    if val:
-        ax.plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", label="validation loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (response tokens)")
-    ax.set_title(title or "FoRA training")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)

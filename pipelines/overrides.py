@@ -1,0 +1,77 @@
+"""Reading config text and ``section.field=value`` overrides, the same way everywhere: the CLI's ``--set``,
+``fora submit`` and the pipeline's ``overrides`` parameter as the KFP pods receive it (R7: each reaches the
+pods exactly as typed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-3`` as a number (YAML 1.2; PyYAML's 1.1 rules need ``1.0e-3``
+    and would hand the learning rate over as the string '1e-3')."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Set each ``section.field=value`` (value read as YAML) in ``data``; ValueError for a malformed item."""
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.load(raw, Loader=ConfigLoader)
+    return data
+
+
+_KEY = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_.]*\s*=")
+
+
+def join_overrides(items: list[str]) -> str:
+    """Overrides as one pipeline parameter: a JSON list, so each reaches the pods exactly as typed
+    (``eval.tasks=[boolq, piqa]`` keeps its comma)."""
+    return json.dumps(list(items)) if items else ""
+
+
+def split_overrides(text: str) -> list[str]:
+    """One pipeline parameter back to overrides: a JSON list of strings (what ``fora submit`` sends), or
+    what a person types in the Kubeflow UI: items separated by newlines, or by commas that start a new
+    ``key=`` (a comma inside brackets, braces or quotes, or inside a value, stays in the value)."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError:
+            items = None
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return [i.strip() for i in items if i.strip()]
+    out, current, depth, quote = [], [], 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(0, depth - 1)
+        elif depth == 0 and (ch == "\n" or (ch == "," and _KEY.match(text, i + 1))):
+            out.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    out.append("".join(current))
+    return [item.strip() for item in out if item.strip()]
