@@ -40,6 +40,12 @@ def is_jobs_api(address: str) -> bool:
     return address.startswith(("http://", "https://"))
 
 
+def jobs_api_address(run: RunConfig) -> str | None:
+    """The Ray cluster's Jobs API when training goes there as a Ray job; None: Ray in this process."""
+    address = resolve_address(run)
+    return address if is_jobs_api(address) else None
+
+
 def dashboard_wanted() -> bool:
     """Start Ray's dashboard with a local Ray (FORA_RAY_DASHBOARD=0: not). It brings the State API that Ray
     Train's placement-group cleaner polls (without it that actor logs warnings); on 2 CPUs it did not

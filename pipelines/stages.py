@@ -139,10 +139,10 @@ def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir
 
     ``run_key`` names the pipeline run (its checkpoint namespace; a retry with the same key resumes).
     ``data_uri``/``calib_uri``: the inputs' artifact URIs, used by a Ray job when they are s3://."""
-    from .ray_runtime import is_jobs_api, resolve_address
+    from .ray_runtime import jobs_api_address
 
-    address = resolve_address(run)
-    if is_jobs_api(address):
+    address = jobs_api_address(run)
+    if address:
         from .ray_jobs import train_on_cluster
 
         return train_on_cluster(run, address, data_dir, calib_dir, train_dir, run_id, run_key, data_uri, calib_uri)
@@ -157,10 +157,10 @@ def sweep_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, ou
                  run_key: str | None = None, data_uri: str | None = None, calib_uri: str | None = None) -> dict:
     """The sweep's trials on prepared data (a Ray job on the cluster when configured, like ``train``);
     tables, plots, ``best/adapter`` and ``sweep_summary.json`` land in ``out_dir``."""
-    from .ray_runtime import is_jobs_api, resolve_address
+    from .ray_runtime import jobs_api_address
 
-    address = resolve_address(run)
-    if is_jobs_api(address):
+    address = jobs_api_address(run)
+    if address:
         from .ray_jobs import sweep_on_cluster
 
         return sweep_on_cluster(run, address, data_dir, calib_dir, out_dir, run_id, run_key, data_uri, calib_uri)
