@@ -18,6 +18,7 @@ from .diagnostics import (
     entropy_effective_rank,
     kl_drift,
     max_orthogonality_error,
+    text_drift,
     update_singular_values,
 )
 from .fisher import FisherReport, fisher_scores
@@ -55,5 +56,6 @@ __all__ = [
     "resolve_target_modules",
     "save_adapter",
     "select_layers",
+    "text_drift",
     "update_singular_values",
 ]

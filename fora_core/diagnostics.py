@@ -105,8 +105,64 @@ def kl_drift(peft_model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     return float(kl.mean())
 
 
+@dataclass
+class TextDrift:
+    """Token sums over a text, base model vs tuned model (divide by ``tokens`` for means)."""
+
+    nll_base: float
+    """sum over predicted tokens of -log p_base(x_t | x_<t)."""
+    nll_tuned: float
+    kl: float
+    """sum over predicted tokens of KL(p_base(. | x_<t) || p_tuned(. | x_<t))."""
+    tokens: int
+
+    def __add__(self, other: TextDrift) -> TextDrift:
+        return TextDrift(self.nll_base + other.nll_base, self.nll_tuned + other.nll_tuned,
+                         self.kl + other.kl, self.tokens + other.tokens)
+
+    @property
+    def perplexity_base(self) -> float:
+        return math.exp(self.nll_base / max(1, self.tokens))
+
+    @property
+    def perplexity_tuned(self) -> float:
+        return math.exp(self.nll_tuned / max(1, self.tokens))
+
+    @property
+    def mean_kl(self) -> float:
+        return self.kl / max(1, self.tokens)
+
+
+@torch.no_grad()
+def text_drift(peft_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextDrift:
+    """Next-token NLL of base and tuned model and their KL on one batch, from two forward passes.
+
+    input_ids: (B, T). Position t < T-1 predicts token t+1; it counts when both t and t+1 are unmasked.
+    The base model is the same PEFT model with its adapters disabled (no second copy of the weights).
+    """
+    was_training = peft_model.training
+    peft_model.eval()
+    try:
+        tuned = peft_model(input_ids=input_ids, attention_mask=attention_mask).logits.float().log_softmax(-1)
+        with peft_model.disable_adapter():
+            base = peft_model(input_ids=input_ids, attention_mask=attention_mask).logits.float().log_softmax(-1)
+    finally:
+        peft_model.train(was_training)
+    target = input_ids[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
+    base, tuned = base[:, :-1], tuned[:, :-1]  # (B, T-1, V)
+    keep = torch.ones_like(input_ids[:, 1:], dtype=torch.bool)
+    if attention_mask is not None:
+        keep = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
+    nll_b = -base.gather(-1, target).squeeze(-1)
+    nll_t = -tuned.gather(-1, target).squeeze(-1)
+    kl = (base.exp() * (base - tuned)).sum(-1)
+    return TextDrift(float(nll_b[keep].sum()), float(nll_t[keep].sum()), float(kl[keep].sum()), int(keep.sum()))
+
+
 __all__ = [
     "AdapterDiagnostics",
+    "TextDrift",
+    "text_drift",
     "adapter_diagnostics",
     "entropy_effective_rank",
     "kl_drift",

@@ -3,6 +3,7 @@
     fora run CONFIG [--kfp] [--set section.field=value ...]   the whole pipeline on this machine
     fora data-prep | calibrate | train | evaluate | register CONFIG   one step (folders under output_dir)
     fora sweep CONFIG                                         Ray Tune sweep of K and learning rates
+    fora ablate CONFIG                                        lora / fg-lora / stiefel-lora / fora, tuned, seeds, report
     fora compile [--config CONFIG] [--output-dir DIR]         write both KFP pipeline YAMLs (CONFIG's resources)
     fora submit CONFIG --host URL [--schedule CRON]           run (or schedule) it on a Kubeflow cluster
     fora validate CONFIG                                      check a config and print it resolved
@@ -167,6 +168,24 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_ablate(args) -> int:
+    from .ablation.runner import plan, run_ablation
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    run = _config(args)
+    if args.plan:
+        num_layers, counts = plan(run)
+        print(f"{num_layers} layers; trials: {counts['search']} search, {counts['seeds']} seeds, "
+              f"{counts['k_curves']} K curves ({sum(counts.values())} in all)")
+        return 0
+    summary = run_ablation(run)
+    root = run.out.resolve() / "ablation"
+    print("\n" + (root / "report.md").read_text())
+    print(f"Ablation finished in {summary['seconds']['total'] / 60:.1f} min. Report and plots: {root}")
+    print(f"MLflow UI: mlflow ui --backend-store-uri {run.tracking_uri}")
+    return 0
+
+
 def _cmd_submit(args) -> int:
     from .submit import submit
 
@@ -233,6 +252,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--service-account", default=None,
                    help="the pipeline pods' ServiceAccount (k8s/ creates fora-pipeline); default: KFP's")
     with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
+    with_config("ablate", _cmd_ablate, "the four-way ablation with tuned learning rates and seeds, and its report"
+                ).add_argument("--plan", action="store_true", help="check the config and print the trial counts only")
     p = sub.add_parser("compile", help="compile the KFP pipelines (main and sweep) to YAML")
     p.add_argument("--config", default=None,
                    help="take the steps' resources (CPU, memory, GPUs, node selector, tolerations, timeouts) "

@@ -17,6 +17,7 @@ import yaml
 
 from fora_core import ForaConfig, ForaConfigError
 
+from .ablation.config import AblationConfig
 from .overrides import ConfigLoader, apply_overrides, join_overrides, split_overrides  # noqa: F401 (re-exported)
 from .resources import ResourcesConfig
 
@@ -126,12 +127,25 @@ class EvalConfig:
     batch_size: int = 8
     perplexity: bool = True
     compare_base: bool = True
+    diagnostics: bool = True
+    """Effective rank and spectrum of the adapter's updates, general-text perplexity and KL drift."""
+    general_text: str = "builtin:wikitext-2"
+    """A text the model was not tuned on (forgetting): builtin:wikitext-2, a text file, s3://, or '' (off)."""
+    general_tokens: int = 2048
+    """Tokens of ``general_text`` scored (base and tuned on the same windows)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, list) or not all(t in EVAL_TASKS for t in self.tasks):
             _fail("eval.tasks", self.tasks, ", ".join(EVAL_TASKS))
+        if not self.tasks:
+            _fail("eval.tasks", self.tasks, "a non-empty list of " + ", ".join(EVAL_TASKS))
         _int("eval.limit", self.limit, 1)
         _int("eval.batch_size", self.batch_size, 1)
+        _int("eval.general_tokens", self.general_tokens, 16)
+        for name in ("perplexity", "compare_base", "diagnostics"):
+            _bool(f"eval.{name}", getattr(self, name))
+        if not isinstance(self.general_text, str):
+            _fail("eval.general_text", self.general_text, "builtin:wikitext-2, a text file, an s3:// URI, or ''")
 
 
 @dataclass
@@ -283,7 +297,7 @@ def _fora_section(value: dict[str, Any]) -> ForaConfig:
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "register": RegisterConfig,
             "fora": ForaConfig, "sweep": SweepConfig, "storage": StorageConfig, "ray": RayConfig,
-            "resources": ResourcesConfig}
+            "resources": ResourcesConfig, "ablation": AblationConfig}
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 
 
@@ -305,6 +319,8 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """Kubernetes resources of each step's pod, baked into the compiled pipeline."""
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    """Used by ``fora ablate`` only."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME.match(self.name) or ".." in self.name:

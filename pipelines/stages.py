@@ -179,20 +179,36 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
     model, tokenizer = _load(run, "evaluate", model, tokenizer)
     with storage.local_input(data_dir) as data, storage.local_input(adapter_dir) as adapter, \
             storage.local_output(eval_dir) as out:
-        results = run_evaluation(model, tokenizer, adapter, data, run.eval.tasks, run.eval.limit, out,
-                                 run.eval.batch_size, run.eval.compare_base, run.eval.perplexity)
+        e = run.eval
+        results = run_evaluation(model, tokenizer, adapter, data, e.tasks, e.limit, out, e.batch_size,
+                                 e.compare_base, e.perplexity, e.general_text, e.general_tokens, e.diagnostics)
         with tracked(run, run_id) as on:
             if on:
-                import mlflow
-
-                for who, r in results.items():
-                    mlflow.log_metrics({f"{who}/{t}/acc": v["acc"] for t, v in r["tasks"].items()})
-                    mlflow.log_metric(f"{who}/acc_avg", r["acc_avg"])
-                    if "perplexity" in r:
-                        mlflow.log_metric(f"{who}/perplexity", r["perplexity"])
-                mlflow.log_artifact(str(out / "eval_results.json"), "eval")
-                mlflow.log_artifact(str(out / "eval_table.md"), "eval")
+                log_evaluation(results, out)
     return results
+
+
+def log_evaluation(results: dict, out: Path) -> None:
+    """Scores and diagnostics of ``run_evaluation`` into the active MLflow run."""
+    import mlflow
+
+    for who in ("base", "tuned"):
+        r = results.get(who)
+        if r is None:
+            continue
+        mlflow.log_metrics({f"{who}/{t}/acc": v["acc"] for t, v in r["tasks"].items()})
+        mlflow.log_metric(f"{who}/acc_avg", r["acc_avg"])
+        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio"):
+            if key in r:
+                mlflow.log_metric(f"{who}/{key}", r[key])
+    diag = results.get("diagnostics", {})
+    for t, v in diag.get("adapters", {}).get("by_type", {}).items():
+        mlflow.log_metric(f"diagnostics/effective_rank_ratio/{t}", v["effective_rank_ratio"])
+    if "seconds" in diag:
+        mlflow.log_metric("diagnostics/seconds", diag["seconds"])
+    for name in ("eval_results.json", "eval_table.md", "adapter_diagnostics.json", "adapter_spectrum.png"):
+        if (out / name).exists():
+            mlflow.log_artifact(str(out / name), "eval")
 
 
 def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapter_dir: str | Path,

@@ -109,6 +109,24 @@ def _fingerprint(run: RunConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def trial_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's method, K, lr, stiefel_lr (and seed): the searched values, overridden by what its arm
+    fixes (an ablation's arms carry their own learning rates and seed)."""
+    return {**{k: params[k] for k in ("lr", "stiefel_lr") if k in params}, **params["arm"]}
+
+
+def arm_run_dict(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The run config (as a dict) of one trial: ``base`` with the trial's method, K, lrs and seed. A seed
+    sets the run's seed (dropout), the adapters' init and the data order; the prepared data stay the same."""
+    out = {**base, "fora": {**base["fora"], "method": settings["method"], "layer_budget": settings["K"]},
+           "train": {**base["train"], "lr": settings["lr"], "stiefel_lr": settings["stiefel_lr"]}}
+    if settings.get("seed") is not None:
+        seed = settings["seed"]
+        out.update(seed=seed, data={**base["data"], "seed": seed})
+        out["fora"]["seed"] = seed
+    return out
+
+
 def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     """One trial: a Ray Train run of ``train_loop_per_worker`` with this trial's method, K and lrs."""
     import mlflow
@@ -122,9 +140,8 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     base = ctx["run"]
     arm = params["arm"]
-    run_dict = {**base, "fora": {**base["fora"], "method": arm["method"], "layer_budget": arm["K"]},
-                "train": {**base["train"], "lr": params["lr"], "stiefel_lr": params["stiefel_lr"]}}
-    run = RunConfig.from_dict(run_dict)
+    settings = trial_settings(params)
+    run = RunConfig.from_dict(arm_run_dict(base, settings))
     report, _ = load_selection(ctx["calibration"])
     layers = select_layers(report, arm["K"]) if arm["method"] in FISHER_METHODS else list(range(report.num_layers))
     trial_id = tune.get_context().get_trial_id()  # [ray]
@@ -135,8 +152,8 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
         ctx["experiment_id"], run_name=f"trial {trial_id}: {arm['method']} K={arm['K']}",
         tags={"mlflow.parentRunId": ctx["parent_run_id"], "fora.trial_id": trial_id}).info.run_id
     if not found:
-        for k, v in {"method": arm["method"], "K": arm["K"], "lr": params["lr"], "stiefel_lr": params["stiefel_lr"],
-                     "layers": json.dumps(layers)}.items():
+        for k, v in {"method": arm["method"], "K": arm["K"], "lr": settings["lr"],
+                     "stiefel_lr": settings["stiefel_lr"], "seed": run.seed, "layers": json.dumps(layers)}.items():
             client.log_param(child, k, v)
 
     # a trial restarted after an interruption continues from its own last checkpoint (Ray Train restores
@@ -247,7 +264,7 @@ def run_sweep(run: RunConfig) -> dict:
         reg = stages.register(best_run, sweep_dir / "data", sweep_dir / "calibration", adapter,
                               sweep_dir / "best" / "eval", sweep_dir / "best" / "merged", parent,
                               extra_tags=sweep_tags(summary))
-        summary["best"].update(registration=reg, acc_avg={w: r["acc_avg"] for w, r in results.items()})
+        summary["best"].update(registration=reg, acc_avg={w: results[w]["acc_avg"] for w in ("base", "tuned") if w in results})
         summary["seconds"]["evaluate_register"] = time.perf_counter() - t
     summary["seconds"]["total"] = time.perf_counter() - t_start
     (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -285,9 +302,11 @@ def state_root(run: RunConfig, sweep_dir: str | Path, run_key: str | None) -> st
 
 
 def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, sweep_dir: str | Path,
-                parent_run_id: str, run_key: str | None = None) -> dict:
+                parent_run_id: str, run_key: str | None = None, arms: list[dict] | None = None) -> dict:
     """Ray Tune over the trials on prepared data and a Fisher report; tables, plots and MLflow children.
     ``data_dir`` and ``calib_dir`` may be s3:// URIs (trials on other machines read them from there).
+    ``arms``: explicit trials, each with its own method, K, lr, stiefel_lr (and seed), instead of the
+    ``sweep`` section's grid.
 
     Returns the summary: trials, how each ended, seconds, and ``best`` (the best trial's row)."""
     import mlflow
@@ -296,7 +315,13 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
 
     from .sweep_report import collect_results, plot_k_sensitivity, plot_learning_curves, write_tables
 
-    num_layers, arms, n_trials = plan(run)
+    if arms is None:
+        num_layers, arms, n_trials = plan(run)
+        space = {"arm": tune.grid_search(arms), "lr": _tune_space(run.sweep.lr),
+                 "stiefel_lr": _tune_space(run.sweep.stiefel_lr)}
+    else:
+        num_layers, n_trials = num_decoder_layers(run), len(arms)
+        space = {"arm": tune.grid_search(arms)}
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(run.tracking_uri)
@@ -318,8 +343,6 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
            "data_hash": data_hash, "tracking_uri": run.tracking_uri,
            "experiment_id": experiment_id, "parent_run_id": parent_run_id, "storage": storage.join(root, "train")}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": TRIAL_DRIVER_CPU})
-    space = {"arm": tune.grid_search(arms), "lr": _tune_space(run.sweep.lr),
-             "stiefel_lr": _tune_space(run.sweep.stiefel_lr)}
     tune_storage, filesystem = storage.ray_storage(storage.join(root, "tune"))
     exp_path = f"{tune_storage}/experiment"
     resumed = tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem)
@@ -335,8 +358,9 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
                                       callbacks=[_trial_callback(run.tracking_uri, experiment_id, run.train.max_steps)]),
             tune_config=tune.TuneConfig(scheduler=_scheduler(run), num_samples=run.sweep.num_samples,
                                         max_concurrent_trials=concurrent))
-    log.info("sweep: %d trials (%s x lr x stiefel_lr), %d at a time, %d torch threads each", n_trials,
-             ", ".join(f"{a['method']} K={a['K']}" for a in arms), concurrent, threads)
+    log.info("sweep: %d trials (%s%s), %d at a time, %d torch threads each", n_trials,
+             ", ".join(sorted({f"{a['method']} K={a['K']}" for a in arms})),
+             "" if "lr" in space else " x lr x stiefel_lr", concurrent, threads)
     grid = tuner.fit()  # [ray]
     tune_seconds = time.perf_counter() - t
 

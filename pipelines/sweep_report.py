@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("trial_id", "method", "K", "lr", "stiefel_lr", "status", "steps", "val_loss", "loss",
-           "best_val_loss", "train_seconds", "val_seconds", "wall_seconds", "checkpoint_path")
+COLUMNS = ("trial_id", "method", "K", "lr", "stiefel_lr", "seed", "status", "steps", "val_loss", "loss",
+           "best_val_loss", "tokens_per_s", "train_seconds", "val_seconds", "wall_seconds",
+           "checkpoint_path")
 
 
 def _num(v: Any) -> float | None:
@@ -28,14 +29,16 @@ def collect_results(grid, max_steps: int) -> list[dict[str, Any]]:
     rows = []
     for trial in analysis.trials:
         df = frames.get(trial.trial_id)
-        cfg = trial.config
-        row: dict[str, Any] = {"trial_id": trial.trial_id, "method": cfg["arm"]["method"], "K": cfg["arm"]["K"],
-                               "lr": cfg["lr"], "stiefel_lr": cfg["stiefel_lr"], "curve": []}
+        cfg = {**{k: trial.config[k] for k in ("lr", "stiefel_lr") if k in trial.config}, **trial.config["arm"]}
+        row: dict[str, Any] = {"trial_id": trial.trial_id, "method": cfg["method"], "K": cfg["K"],
+                               "lr": cfg["lr"], "stiefel_lr": cfg["stiefel_lr"], "seed": cfg.get("seed"),
+                               "curve": []}
         if df is not None and len(df):
             last = df.iloc[-1]
             row.update(steps=int(last["step"]), loss=_num(last.get("loss")), val_loss=_num(last.get("val_loss")),
                        train_seconds=float(df["step_seconds"].sum()), wall_seconds=_num(last.get("time_total_s")),
-                       val_seconds=float(df["val_seconds"].sum()) if "val_seconds" in df else 0.0)
+                       val_seconds=float(df["val_seconds"].sum()) if "val_seconds" in df else 0.0,
+                       tokens_per_s=_num(df["tokens_per_s"].median()) if "tokens_per_s" in df else None)
             if "val_loss" in df:
                 row["best_val_loss"] = _num(df["val_loss"].min())
             if "checkpoint_path" in df:
@@ -53,7 +56,7 @@ def collect_results(grid, max_steps: int) -> list[dict[str, Any]]:
         else:
             row["status"] = "unfinished"
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["method"], r["K"], r["lr"], r["stiefel_lr"]))
+    return sorted(rows, key=lambda r: (r["method"], r["K"], r["lr"], r["stiefel_lr"], r["seed"] or 0))
 
 
 def k_sensitivity(results: list[dict], metric: str = "val_loss") -> dict[str, dict[int, float]]:

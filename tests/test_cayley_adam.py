@@ -172,3 +172,87 @@ def test_invalid_arguments_name_the_field():
         CayleyAdam([stiefel(5, 2)], solver="newton")
     with pytest.raises(ValueError, match="n >= p"):
         CayleyAdam([torch.nn.Parameter(torch.zeros(2, 5))])
+
+
+def reference_adamg_trajectory(x_rows, grads, lr, beta1=0.9, beta2=0.99, eps=1e-8):
+    """The public reference code's Cayley-Adam (JunLi-Galios/Optimization-on-Stiefel-Manifold-via-Cayley-
+    Transform, stiefel_optimizer.py, AdamG with stiefel=True), transcribed step by step in float64: p x n
+    matrices with orthonormal rows, an explicit n x n W, the step clipped by the matrix 1-norm of W, the
+    fixed point started from the raw first moment, 5 iterations. (Its random QR re-projection, 1 step in
+    101, is left out: both sides run without re-projection.)"""
+    x = x_rows.double().clone()  # (p, n)
+    p, n = x.shape
+    m = torch.zeros(n, p, dtype=torch.float64)
+    v = torch.zeros(1, dtype=torch.float64)
+    b1_power, b2_power = beta1, beta2
+    out = []
+    for g_rows in grads:
+        g = g_rows.double()  # (p, n)
+        mnew = beta1 * m + (1 - beta1) * g.t()  # (n, p)
+        vnew = beta2 * v + (1 - beta2) * torch.norm(g) ** 2
+        mnew_hat, vnew_hat = mnew / (1 - b1_power), vnew / (1 - b2_power)
+        mx = mnew_hat @ x  # (n, n)
+        xmx = x @ mx
+        xxmx = x.t() @ xmx
+        w_hat = mx - 0.5 * xxmx
+        w = (w_hat - w_hat.t()) / (vnew_hat + eps).sqrt()
+        t = 0.5 * 2 / (w.abs().sum(dim=0).max() + eps)
+        alpha = min(float(t), lr)
+        xt = x.t()  # Cayley_loop(X = x^T, W, tan_vec = mnew, t = -alpha)
+        y = xt - alpha * mnew
+        for _ in range(5):
+            y = xt - alpha * (w @ (0.5 * (xt + y)))
+        x = y.t()
+        m = (w @ xt) * (vnew_hat + eps).sqrt() * (1 - b1_power)
+        v = vnew
+        b1_power *= beta1
+        b2_power *= beta2
+        out.append(x.clone())
+    return out
+
+
+@pytest.mark.parametrize("solver", ["fixed-point", "exact"])
+def test_trajectory_matches_the_public_reference_implementation(solver):
+    """30 steps on a (6, 50) row-orthonormal matrix with random gradients. Where the step is not clipped
+    (lr below 1/||W||_1 and 2q/||W||_F) the two differ only in the fixed point's start, whose effect after 5
+    iterations is (a ||W|| / 2)^5 relative: the trajectories agree to 1e-9."""
+    g = torch.Generator().manual_seed(11)
+    x0 = stiefel(50, 6, seed=12, dtype=torch.float64).detach().T.contiguous()  # (6, 50)
+    grads = [torch.randn(6, 50, generator=g, dtype=torch.float64) * (1 + 5 * k % 7) for k in range(30)]
+    want = reference_adamg_trajectory(x0, grads, lr=0.02)
+    x = torch.nn.Parameter(x0.clone())
+    opt = CayleyAdam([x], lr=0.02, betas=(0.9, 0.99), solver=solver, iterations=5, qr_period=0,
+                     row_orthonormal=True)
+    for k, gr in enumerate(grads):
+        x.grad = gr.clone()
+        opt.step()
+        assert torch.allclose(x.detach(), want[k], atol=1e-9), (k, (x.detach() - want[k]).abs().max())
+    assert (want[-1] - x0).norm() > 0.1  # the trajectory went somewhere
+
+
+def test_step_length_is_lr_whatever_the_gradient_scale_unlike_adamw():
+    """Why the Stiefel lr is not AdamW's lr: Cayley-Adam divides the whole matrix's first moment by one
+    scalar sqrt(v), so the first step moves X by a W X with ||W X||_F <= 2 (W's two halves each have norm
+    <= ||g||/||g||): ||dX||_F is about lr, for any gradient scale and any n x p. AdamW's first step moves
+    every element by lr (m_hat / sqrt(v_hat) = sign(g)), so ||dX||_F = lr sqrt(n p): for a 576 x 32 LoRA B,
+    136x further than Cayley-Adam at the same lr."""
+    n, p, lr = 576, 32, 1e-3
+    grad = torch.randn(n, p, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    moves = []
+    for scale in (1e-4, 1.0, 1e4):
+        x = stiefel(n, p, seed=14, dtype=torch.float64)
+        x0 = x.detach().clone()
+        opt = CayleyAdam([x], lr=lr, solver="exact", qr_period=0)
+        x.grad = grad * scale
+        opt.step()
+        moves.append(float((x.detach() - x0).norm()))
+    assert max(moves) / min(moves) < 1 + 1e-4  # scale-free (eps inside the square root aside)
+    assert 0.3 * lr < moves[0] <= 2 * lr * (1 + 1e-6)
+    y = torch.nn.Parameter(stiefel(n, p, seed=14, dtype=torch.float64).detach().clone())
+    y0 = y.detach().clone()
+    adamw = torch.optim.AdamW([y], lr=lr, weight_decay=0.0)
+    y.grad = grad.clone()
+    adamw.step()
+    adam_move = float((y.detach() - y0).norm())
+    assert adam_move == pytest.approx(lr * (n * p) ** 0.5, rel=1e-3)
+    assert adam_move / moves[0] > 50

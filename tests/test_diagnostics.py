@@ -52,3 +52,41 @@ def test_adapter_diagnostics_and_kl_drift():
     want = (p.exp() * (p - q)).sum(-1).mean().item()
     assert want > 1e-6
     assert abs(kl_drift(model, ids) - want) < 1e-6
+
+
+def test_text_drift_matches_separate_models_and_torch_losses():
+    """NLL and KL of base vs tuned against two separate models (the base, and the adapter merged into a
+    copy) scored with torch's own cross_entropy and kl_div, with padding masked out."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from fora_core import text_drift
+
+    model = apply_fora(tiny_model("llama"), [0, 1], ForaConfig(rank=4, dropout=0.0, target_modules=["q", "v"]))
+    with torch.no_grad():
+        for _, a, _b in lora_factors(model):
+            a.normal_(0, 0.5)
+    ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # a padded row
+    got = text_drift(model, ids, mask)
+
+    base = tiny_model("llama").eval()
+    merged = copy.deepcopy(model).merge_and_unload().eval()
+    want_nll_b = want_nll_t = want_kl = 0.0
+    n = 0
+    for row in range(3):
+        length = int(mask[row].sum())
+        x = ids[row : row + 1, :length]
+        lb = base(x).logits[0, :-1].float().log_softmax(-1)
+        lt = merged(x).logits[0, :-1].float().log_softmax(-1)
+        y = x[0, 1:]
+        want_nll_b += F.cross_entropy(lb, y, reduction="sum").item()
+        want_nll_t += F.cross_entropy(lt, y, reduction="sum").item()
+        want_kl += F.kl_div(lt, lb, log_target=True, reduction="sum").item()  # KL(base || tuned)
+        n += length - 1
+    assert got.tokens == n == 8 + 5 + 8
+    assert abs(got.nll_base - want_nll_b) < 1e-3 and abs(got.nll_tuned - want_nll_t) < 1e-3
+    assert got.kl > 1e-4 and abs(got.kl - want_kl) < 1e-4
+    assert got.nll_base != got.nll_tuned

@@ -1,6 +1,7 @@
 """The five steps end to end on a tiny random Llama: real Ray Train, real MLflow (SQLite), real lm-eval;
 plus resume after an interruption and one-line errors for bad input with no partial registration."""
 
+import json
 import os
 from pathlib import Path
 
@@ -28,9 +29,16 @@ def make_run(root: Path, model_dir: Path, use_ray: bool, **train) -> RunConfig:
         "fora": {"rank": 4, "alpha": 8, "dropout": 0.0, "fisher": {"num_batches": 4, "batch_size": 2}},
         "train": {"max_steps": 6, "batch_size": 4, "checkpoint_every": 2, "eval_every": 3, "use_ray": use_ray,
                   "max_failures": 1, **train},
-        "eval": {"tasks": ["arc_easy", "boolq"], "limit": 4, "batch_size": 4},
+        "eval": {"tasks": ["arc_easy", "boolq"], "limit": 4, "batch_size": 4, "general_text": str(general_text(root)),
+                 "general_tokens": 96},
         "register": {"model_name": "tiny-fora"},
     })
+
+
+def general_text(root: Path) -> Path:
+    path = root / "general.txt"
+    path.write_text("A plain English paragraph about rivers, hills and the weather in spring. " * 30)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,7 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
                 "eval/eval_results.json", "eval/eval_table.md", "merged/config.json", "summary.json"):
         assert (out / rel).exists(), rel
     assert len(summary["selected_layers"]) == 2
-    assert set(summary["results"]) == {"base", "tuned"}
+    assert set(summary["results"]) == {"base", "tuned", "diagnostics"}
     client = MlflowClient(run.tracking_uri)
     version = client.get_model_version("tiny-fora", "1")
     assert version.tags["method"] == "fora" and version.tags["K"] == "2"
@@ -56,6 +64,18 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
     assert str(client.get_model_version_by_alias("tiny-fora", "champion").version) == "1"
     mlrun = client.get_run(summary["run_id"])
     assert "tuned/acc_avg" in mlrun.data.metrics
+    # the diagnostics of every run: forgetting on the general text, KL drift, effective rank, the spectrum plot
+    m = mlrun.data.metrics
+    for key in ("base/general_perplexity", "tuned/general_perplexity", "tuned/kl_drift", "tuned/effective_rank_ratio",
+                "diagnostics/effective_rank_ratio/q_proj", "diagnostics/effective_rank_ratio/down_proj"):
+        assert key in m, key
+    assert m["tuned/kl_drift"] > 0 and m["tuned/general_perplexity"] != m["base/general_perplexity"]
+    assert 0 < m["tuned/effective_rank_ratio"] <= 1
+    assert {a.path for a in client.list_artifacts(summary["run_id"], "eval")} >= {
+        "eval/adapter_spectrum.png", "eval/adapter_diagnostics.json"}
+    diag = json.loads((out / "eval" / "adapter_diagnostics.json").read_text())
+    assert len(diag["adapters"]) == 2 * 5  # K = 2 layers x 5 target modules
+    assert "general-text perplexity" in (out / "eval" / "eval_table.md").read_text()
     assert len(client.get_metric_history(summary["run_id"], "train/loss")) == 6
     # the registered model loads and generates through MLflow's pyfunc interface
     model = mlflow.pyfunc.load_model("models:/tiny-fora@champion")

@@ -1,4 +1,5 @@
-"""KFP component for step 4: lm-eval (seven commonsense tasks) + perplexity, base vs tuned."""
+"""KFP component for step 4: lm-eval (seven commonsense tasks) + perplexity, base vs tuned, and the
+adapter's diagnostics (general-text perplexity, KL drift, effective rank, spectrum plot in ``evaluation``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -22,11 +23,15 @@ def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
         run = parse_run_config(config_yaml, split_overrides(overrides))
         results = stages.evaluate(run, data.path, adapter.path, evaluation.path, mlflow_run_id)
     shutil.copy(Path(evaluation.path) / "eval_table.md", table.path)
-    for who, r in results.items():
+    for who in ("base", "tuned"):
+        r = results.get(who)
+        if r is None:
+            continue
         scores.log_metric(f"{who}_acc_avg", r["acc_avg"])
         for task, v in r["tasks"].items():
             scores.log_metric(f"{who}_{task}", v["acc"])
-        if "perplexity" in r:
-            scores.log_metric(f"{who}_perplexity", r["perplexity"])
+        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio"):
+            if key in r:
+                scores.log_metric(f"{who}_{key}", r[key])
     tuned = results["tuned"]
     return float(tuned.get(run.register.metric, tuned["acc_avg"]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 from ..commonsense import load_examples
@@ -57,8 +58,10 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> flo
     return math.exp(mean_response_loss(model, rows, pad_id, batch_size))
 
 
-def lm_eval_scores(model, tokenizer, tasks: list[str], limit: int, task_dir: Path, batch_size: int) -> dict:
-    """{task: {"acc": .., "acc_norm": ..}} from lm-eval on the in-memory model."""
+def lm_eval_scores(model, tokenizer, tasks: list[str], limit: int, task_dir: Path, batch_size: int,
+                   items: bool = False) -> dict:
+    """{task: {"acc": .., "acc_norm": ..}} from lm-eval on the in-memory model; with ``items`` also
+    ``"items"``: each item's acc (0/1) in item order, for paired comparisons and bootstrap intervals."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -67,11 +70,14 @@ def lm_eval_scores(model, tokenizer, tasks: list[str], limit: int, task_dir: Pat
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     manager = TaskManager(include_path=str(task_dir))
     out = simple_evaluate(model=lm, tasks=[f"fora_{t}" for t in tasks], task_manager=manager, limit=limit,
-                          log_samples=False, bootstrap_iters=0)
+                          log_samples=items, bootstrap_iters=0)
     scores = {}
     for t in tasks:
         r = out["results"][f"fora_{t}"]
         scores[t] = {"acc": r["acc,none"], "acc_norm": r["acc_norm,none"]}
+        if items:
+            samples = sorted(out["samples"][f"fora_{t}"], key=lambda s: s["doc_id"])
+            scores[t]["items"] = [int(s["acc"]) for s in samples]
     return scores
 
 
@@ -81,10 +87,39 @@ def summarise(scores: dict) -> dict:
     return {"acc_avg": sum(accs) / len(accs), "acc_norm_avg": sum(norms) / len(norms)}
 
 
+def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, general_text: str,
+                           general_tokens: int) -> dict:
+    """The tuned model's diagnostics: general-text perplexity of base and tuned and their KL drift
+    (``general_text.py``), effective rank and spectrum of the updates (``adapter_report.py``)."""
+    from ..adapter_report import write_adapter_report
+    from ..general_text import general_text_metrics
+
+    t0 = time.perf_counter()
+    cfg = tuned.peft_config["default"]
+    scaling = cfg.lora_alpha / (math.sqrt(cfg.r) if getattr(cfg, "use_rslora", False) else cfg.r)
+    meta_file = adapter_dir / "fora_config.json"
+    fora = json.loads(meta_file.read_text())["fora"] if meta_file.exists() else {}
+    constrained = fora.get("stiefel", {}).get("factor", "B") if fora.get("method") in ("fora", "stiefel-lora") \
+        else None
+    method = fora.get("method", "lora")
+    diag: dict = {"adapters": write_adapter_report(tuned, scaling, cfg.r, constrained, out,
+                                                   title=f"{method}: adapter update spectra")}
+    general = general_text_metrics(tuned, tokenizer, general_text, general_tokens) if general_text else None
+    if general is not None:
+        diag["general_text"] = general
+    diag["seconds"] = time.perf_counter() - t0
+    return diag
+
+
 def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_dir: str | Path,
                    tasks: list[str], limit: int, out_dir: str | Path, batch_size: int = 8,
-                   compare_base: bool = True, with_perplexity: bool = True) -> dict:
-    """Score base and tuned models; writes ``eval_results.json`` and ``eval_table.md`` in ``out_dir``."""
+                   compare_base: bool = True, with_perplexity: bool = True, general_text: str = "",
+                   general_tokens: int = 2048, diagnostics: bool = True, item_scores: bool = False) -> dict:
+    """Score base and tuned models; writes ``eval_results.json`` and ``eval_table.md`` in ``out_dir``.
+
+    With ``diagnostics`` and an adapter, also the adapter's diagnostics (``results["diagnostics"]``,
+    ``adapter_diagnostics.json``, ``adapter_spectrum.png``) and, when ``general_text`` is set, general-text
+    perplexity of base and tuned (``general_perplexity``) and the tuned model's ``kl_drift``."""
     from peft import PeftModel
 
     out = Path(out_dir)
@@ -93,19 +128,32 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
     held_out = read_jsonl(Path(data_dir) / "validation.jsonl")
     results: dict[str, dict] = {}
     base_model.eval()
+    def scores(model) -> dict:  # no tasks: perplexities and diagnostics only
+        return lm_eval_scores(model, tokenizer, tasks, limit, task_dir, batch_size, item_scores) if tasks else {}
+
     if compare_base:
-        results["base"] = {"tasks": lm_eval_scores(base_model, tokenizer, tasks, limit, task_dir, batch_size)}
+        results["base"] = {"tasks": scores(base_model)}
         if with_perplexity:
             results["base"]["perplexity"] = perplexity(base_model, held_out, tokenizer.pad_token_id)
     if adapter_dir is not None:
         tuned = PeftModel.from_pretrained(base_model, str(adapter_dir))
         tuned.eval()
-        results["tuned"] = {"tasks": lm_eval_scores(tuned, tokenizer, tasks, limit, task_dir, batch_size)}
+        results["tuned"] = {"tasks": scores(tuned)}
         if with_perplexity:
             results["tuned"]["perplexity"] = perplexity(tuned, held_out, tokenizer.pad_token_id)
+        if diagnostics:
+            diag = adapter_diagnostics_of(tuned, Path(adapter_dir), tokenizer, out, general_text, general_tokens)
+            results["diagnostics"] = diag
+            results["tuned"]["effective_rank_ratio"] = diag["adapters"].get("effective_rank_ratio", 0.0)
+            if "general_text" in diag:
+                g = diag["general_text"]
+                results["tuned"].update(general_perplexity=g["tuned_perplexity"], kl_drift=g["kl_drift"])
+                if "base" in results:
+                    results["base"]["general_perplexity"] = g["base_perplexity"]
         tuned.unload()
-    for r in results.values():
-        r.update(summarise(r["tasks"]))
+    for who in ("base", "tuned"):
+        if who in results and tasks:
+            results[who].update(summarise(results[who]["tasks"]))
     (out / "eval_results.json").write_text(json.dumps(results, indent=2))
     (out / "eval_table.md").write_text(results_table(results))
     return results
@@ -113,7 +161,7 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
 
 def results_table(results: dict) -> str:
     cols = [c for c in ("base", "tuned") if c in results]
-    tasks = list(next(iter(results.values()))["tasks"])
+    tasks = list(results[cols[0]]["tasks"])
     lines = ["| task (acc) | " + " | ".join(cols) + (" | delta |" if len(cols) == 2 else " |"),
              "|---|" + "---|" * (len(cols) + (1 if len(cols) == 2 else 0))]
 
@@ -125,7 +173,23 @@ def results_table(results: dict) -> str:
 
     for t in tasks:
         lines.append(row(t, [results[c]["tasks"][t]["acc"] for c in cols]))
-    lines.append(row("**average**", [results[c]["acc_avg"] for c in cols]))
+    if tasks:
+        lines.append(row("**average**", [results[c]["acc_avg"] for c in cols]))
     if all("perplexity" in results[c] for c in cols):
         lines.append(row("held-out perplexity", [results[c]["perplexity"] for c in cols], "{:.2f}"))
+    if all("general_perplexity" in results[c] for c in cols):
+        lines.append(row("general-text perplexity", [results[c]["general_perplexity"] for c in cols], "{:.2f}"))
+    diag = results.get("diagnostics")
+    if diag:
+        extra = []
+        if "general_text" in diag:
+            g = diag["general_text"]
+            extra.append(f"- KL drift from the base on {g['tokens']} tokens of {g['source']}: "
+                         f"{g['kl_drift']:.4f} nats/token")
+        a = diag["adapters"]
+        if "effective_rank_ratio" in a:
+            types = ", ".join(f"{t} {v['effective_rank_ratio']:.2f}" for t, v in a["by_type"].items())
+            extra.append(f"- effective rank of the updates: {a['effective_rank_ratio']:.2f} r on average "
+                         f"(r = {a['rank']}; {types})")
+        lines += [""] + extra
     return "\n".join(lines) + "\n"

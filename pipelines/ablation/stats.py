@@ -1,0 +1,66 @@
+"""Confidence intervals for accuracies measured on the same items by several methods and seeds.
+
+Accuracy of a method = the macro average over tasks of the per-task mean, with each item's correctness
+first averaged over the method's seeds:
+
+    acc = (1/T) sum_t (1/n_t) sum_{i in t} c_i,      c_i = (1/S) sum_s correct_{s,i}  in [0, 1]
+
+The 95% interval is a percentile bootstrap over items, resampled within each task (stratified), so it
+reflects which items happened to be drawn. A difference between two methods is bootstrapped **paired**:
+the same resampled items for both, which removes the item difficulty shared by the two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def seed_averaged(items_per_seed: list[dict[str, list[int]]]) -> dict[str, np.ndarray]:
+    """{task: c (n_t,)} from one {task: [0/1 per item]} per seed (all seeds scored on the same items)."""
+    tasks = items_per_seed[0].keys()
+    out = {}
+    for t in tasks:
+        rows = [np.asarray(s[t], dtype=float) for s in items_per_seed]
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError(f"task {t}: the seeds were scored on different numbers of items")
+        out[t] = np.mean(rows, axis=0)
+    return out
+
+
+def macro_accuracy(c: dict[str, np.ndarray]) -> float:
+    return float(np.mean([v.mean() for v in c.values()]))
+
+
+def _resampled_means(c: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> np.ndarray:
+    """(B,) macro accuracies for B bootstrap draws of item indices ``idx[t]`` (B, n_t)."""
+    return np.mean([c[t][idx[t]].mean(axis=1) for t in c], axis=0)
+
+
+def _draws(c: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {t: rng.integers(0, len(v), size=(n_boot, len(v))) for t, v in c.items()}
+
+
+def bootstrap_ci(c: dict[str, np.ndarray], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                 ) -> tuple[float, float, float]:
+    """(accuracy, low, high): percentile bootstrap, items resampled within each task."""
+    means = _resampled_means(c, _draws(c, n_boot, seed))
+    alpha = (1 - level) / 2
+    return macro_accuracy(c), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def paired_difference_ci(a: dict[str, np.ndarray], b: dict[str, np.ndarray], n_boot: int = 2000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(acc_a - acc_b, low, high) with the same resampled items for both methods."""
+    if a.keys() != b.keys() or any(len(a[t]) != len(b[t]) for t in a):
+        raise ValueError("a paired comparison needs both methods scored on the same items")
+    diff = {t: a[t] - b[t] for t in a}
+    means = _resampled_means(diff, _draws(diff, n_boot, seed))
+    alpha = (1 - level) / 2
+    return macro_accuracy(diff), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
