@@ -57,7 +57,7 @@ def main() -> None:
     layers = select_layers(report, config.layer_budget)                    #    top-K layers
     print(f"Fisher selected {len(layers)}/{report.num_layers} layers: {layers} ({report.seconds:.1f} s)")
     peft_model = apply_fora(model, layers, config)                         # 2. Stiefel LoRA at those layers
-    optimizer = create_fora_optimizer(peft_model, config, lr=2e-4, stiefel_lr=1e-3)
+    optimizer = create_fora_optimizer(peft_model, config, lr=2e-4, stiefel_lr=0.3)
     peft_model.train()
     for step, batch in enumerate(train, 1):
         loss = peft_model(**batch).loss

@@ -56,24 +56,38 @@ def build_lora_config(model: nn.Module, layers: list[int], config: ForaConfig) -
     )
 
 
-@torch.no_grad()
-def stiefel_init_(peft_model: nn.Module, factor: str = "B", seed: int = 0) -> None:
-    """Put the constrained factor of every adapter on the Stiefel manifold and zero the other (see module doc)."""
+def initial_stiefel_factors(peft_model: nn.Module, factor: str = "B", seed: int = 0) -> list[torch.Tensor]:
+    """The constrained factor of every adapter as ``stiefel_init_`` sets it (float64), in adapter order:
+    B (d_out, r) with orthonormal columns, or A (r, d_in) with orthonormal rows. Replays the same generator,
+    so a trained adapter can be compared with where it started."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
     for name, a, b in lora_factors(peft_model):
-        if a.device.type == "meta":
-            continue
         if factor == "B":
             d_out, r = b.shape
             if d_out < r:
                 raise ForaConfigError(f"rank {r} exceeds d_out = {d_out} at '{name}': B cannot have orthonormal columns")
-            b.copy_(qr_retraction(torch.randn(d_out, r, generator=gen, dtype=torch.float64)).to(b.dtype))
-            a.zero_()
+            out.append(qr_retraction(torch.randn(d_out, r, generator=gen, dtype=torch.float64)))
         else:
             r, d_in = a.shape
             if d_in < r:
                 raise ForaConfigError(f"rank {r} exceeds d_in = {d_in} at '{name}': A cannot have orthonormal rows")
-            a.copy_(qr_retraction(torch.randn(d_in, r, generator=gen, dtype=torch.float64)).mT.to(a.dtype))
+            out.append(qr_retraction(torch.randn(d_in, r, generator=gen, dtype=torch.float64)).mT)
+    return out
+
+
+@torch.no_grad()
+def stiefel_init_(peft_model: nn.Module, factor: str = "B", seed: int = 0) -> None:
+    """Put the constrained factor of every adapter on the Stiefel manifold and zero the other (see module doc)."""
+    factors = lora_factors(peft_model)
+    if any(a.device.type == "meta" for _, a, _ in factors):
+        return
+    for (_, a, b), x0 in zip(factors, initial_stiefel_factors(peft_model, factor, seed), strict=True):
+        if factor == "B":
+            b.copy_(x0.to(b.dtype))
+            a.zero_()
+        else:
+            a.copy_(x0.to(a.dtype))
             b.zero_()
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .adapters import lora_factors
+from .adapters import initial_stiefel_factors, lora_factors
 from .cayley_adam import orthogonality_error
 
 
@@ -82,6 +82,20 @@ def max_orthogonality_error(peft_model: nn.Module, factor: str = "B") -> float:
         x = b if factor == "B" else a.mT
         worst = max(worst, float(orthogonality_error(x.detach().float())))
     return worst
+
+
+@torch.no_grad()
+def stiefel_factor_drift(peft_model: nn.Module, factor: str = "B", seed: int = 0) -> list[float]:
+    """How far each constrained factor moved from its init: ||X - X_0||_F / ||X_0||_F (||X_0||_F = sqrt(r)).
+
+    X_0 is replayed from the seed (``initial_stiefel_factors``). Near 0 means the Stiefel factor barely
+    trained (a Stiefel lr too small for Cayley-Adam's step, which is about lr in Frobenius norm per step);
+    sqrt(2) is a subspace orthogonal to the start."""
+    out = []
+    for (_, a, b), x0 in zip(lora_factors(peft_model), initial_stiefel_factors(peft_model, factor, seed), strict=True):
+        x = (b if factor == "B" else a).detach().double().cpu()
+        out.append(float((x - x0).norm() / x0.norm()))
+    return out
 
 
 @torch.no_grad()
@@ -167,5 +181,6 @@ __all__ = [
     "entropy_effective_rank",
     "kl_drift",
     "max_orthogonality_error",
+    "stiefel_factor_drift",
     "update_singular_values",
 ]

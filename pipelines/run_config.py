@@ -86,7 +86,9 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 2e-4
-    stiefel_lr: float = 1e-3
+    stiefel_lr: float = 0.3
+    """Cayley-Adam's lr for the Stiefel factor: about the length of B's step in Frobenius norm (||B|| = sqrt(r)),
+    so not on AdamW's per-element scale; 0.3 from the ablation (docs/ablation)."""
     weight_decay: float = 0.0
     warmup_steps: int = 5
     checkpoint_every: int = 25
@@ -240,7 +242,7 @@ class SweepConfig:
     methods: list = field(default_factory=lambda: ["fora"])
     lr: Any = field(default_factory=lambda: [2e-4])
     """Search space of the AdamW learning rate (factor A; every factor for lora/fg-lora)."""
-    stiefel_lr: Any = field(default_factory=lambda: [1e-3])
+    stiefel_lr: Any = field(default_factory=lambda: [0.3])
     num_samples: int = 1
     """Samples per grid point (random spaces: choice, loguniform, uniform)."""
     max_trials: int = 16

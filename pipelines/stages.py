@@ -198,7 +198,7 @@ def log_evaluation(results: dict, out: Path) -> None:
             continue
         mlflow.log_metrics({f"{who}/{t}/acc": v["acc"] for t, v in r["tasks"].items()})
         mlflow.log_metric(f"{who}/acc_avg", r["acc_avg"])
-        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio"):
+        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio", "stiefel_factor_drift"):
             if key in r:
                 mlflow.log_metric(f"{who}/{key}", r[key])
     diag = results.get("diagnostics", {})

@@ -94,6 +94,9 @@ def test_real_ablation_report_and_resume(tmp_path, model_dir):
         assert sorted(r["seed"] for r in seeds) == [0, 1] and all(r["lr"] == 3e-2 for r in seeds)
         assert seeds[0]["val_loss"] != seeds[1]["val_loss"]  # the seed changes the run
     assert summary["k_curves"][0]["method"] == "fora" and summary["k_curves"][0]["K"] == 1
+    # the Stiefel factor's distance from its replayed init, for every fora trial (none for lora)
+    fora_ids = {r["trial_id"] for r in summary["search"] + summary["seeds"] if r["method"] == "fora"}
+    assert set(summary["stiefel_drift"]) == fora_ids and all(0 < v < 1.5 for v in summary["stiefel_drift"].values())
 
     for r in summary["seeds"]:
         s = summary["seed_scores"][r["trial_id"]]

@@ -90,3 +90,25 @@ def test_text_drift_matches_separate_models_and_torch_losses():
     assert abs(got.nll_base - want_nll_b) < 1e-3 and abs(got.nll_tuned - want_nll_t) < 1e-3
     assert got.kl > 1e-4 and abs(got.kl - want_kl) < 1e-4
     assert got.nll_base != got.nll_tuned
+
+
+def test_stiefel_factor_drift_is_zero_at_init_and_measures_a_known_rotation():
+    """Rotating B by a Givens rotation of angle t in the plane of its first two columns moves it by
+    ||B0 (R - I)||_F = ||R - I||_F = 2 sqrt(1 - cos t); relative to ||B0||_F = sqrt(r)."""
+    import math
+
+    from fora_core.diagnostics import stiefel_factor_drift
+
+    model = apply_fora(tiny_model("llama"), [0, 1], ForaConfig(rank=4, dropout=0.0, target_modules=["q", "v"], seed=3))
+    assert max(stiefel_factor_drift(model, "B", seed=3)) < 1e-7
+    assert min(stiefel_factor_drift(model, "B", seed=4)) > 0.5  # another seed's init is elsewhere
+    t = 0.3
+    rot = torch.eye(4)
+    rot[0, 0] = rot[1, 1] = math.cos(t)
+    rot[0, 1], rot[1, 0] = -math.sin(t), math.sin(t)
+    with torch.no_grad():
+        _, _, b = lora_factors(model)[2]
+        b.copy_(b @ rot)
+    drift = stiefel_factor_drift(model, "B", seed=3)
+    assert abs(drift[2] - 2 * math.sqrt(1 - math.cos(t)) / 2.0) < 1e-6
+    assert max(drift[:2] + drift[3:]) < 1e-7

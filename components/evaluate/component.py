@@ -30,7 +30,7 @@ def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
         scores.log_metric(f"{who}_acc_avg", r["acc_avg"])
         for task, v in r["tasks"].items():
             scores.log_metric(f"{who}_{task}", v["acc"])
-        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio"):
+        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio", "stiefel_factor_drift"):
             if key in r:
                 scores.log_metric(f"{who}_{key}", r[key])
     tuned = results["tuned"]

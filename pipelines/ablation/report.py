@@ -126,10 +126,27 @@ def reading(summary: dict, table: dict[str, dict], curves: dict) -> list[str]:
             vals = [v["val_loss"] for v in per_k.values()]
             out.append(f"K sensitivity of {m}: validation loss spans {max(vals) - min(vals):.4f} over K = "
                        f"{', '.join(map(str, per_k))} (best at K = {min(per_k, key=lambda k: per_k[k]['val_loss'])}).")
+    out += grid_edges(summary)
     tps = {m: table[m]["tokens_per_s"][0] for m in table if table[m]["tokens_per_s"]}
     if "fora" in tps and "lora" in tps:
         out.append(f"Training throughput FoRA / LoRA-all: {tps['fora'] / tps['lora']:.2f}x on this machine's CPU "
                    f"(paper, GPU: {PAPER['throughput_ratio_fora_vs_lora']:.2f}x).")
+    return out
+
+
+def grid_edges(summary: dict) -> list[str]:
+    """A warning for every method whose best learning rate sits on the edge of its searched grid (the optimum
+    may lie beyond it, and the comparison then favours the methods whose optimum was inside)."""
+    grids = {"lr": summary["config"]["ablation"]["lr"], "stiefel_lr": summary["config"]["ablation"]["stiefel_lr"]}
+    out = []
+    for m, best in summary["best"].items():
+        for key, grid in grids.items():
+            if key == "stiefel_lr" and m not in ("fora", "stiefel-lora"):
+                continue
+            if len(grid) > 1 and best[key] in (min(grid), max(grid)):
+                side = "largest" if best[key] == max(grid) else "smallest"
+                out.append(f"Caveat: {m}'s best {key} ({best[key]:.3g}) is the {side} value searched; its optimum "
+                           f"may lie beyond the grid (widen ablation.{key}).")
     return out
 
 
@@ -198,12 +215,15 @@ def markdown(summary: dict, table: dict[str, dict], curves: dict) -> str:
         lines.append(f"| K sensitivity (Figure 2) | FoRA flat in K, FG-LoRA degrades | val loss {desc} |")
     lines += ["", "## Reading", ""] + [f"- {s}" for s in reading(summary, table, curves)]
     lines += ["", "## Learning-rate search", "", "![search](search.png)", "",
-              "| method | lr | stiefel lr | final val loss |", "|---|---|---|---|"]
+              "| method | lr | stiefel lr | final val loss | Stiefel factor moved, ||X - X0|| / ||X0|| |",
+              "|---|---|---|---|---|"]
+    drift = summary.get("stiefel_drift", {})
     for r in sorted(summary["search"], key=lambda r: (r["method"], r["lr"], r["stiefel_lr"])):
         mark = " **best**" if all(r[k] == summary["best"][r["method"]][k] for k in ("lr", "stiefel_lr")) else ""
         val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else r["status"]
         stiefel = f"{r['stiefel_lr']:.3g}" if r["method"] in ("fora", "stiefel-lora") else "-"
-        lines.append(f"| {r['method']} | {r['lr']:.3g} | {stiefel} | {val}{mark} |")
+        moved = f"{drift[r['trial_id']]:.3g}" if r["trial_id"] in drift else "-"
+        lines.append(f"| {r['method']} | {r['lr']:.3g} | {stiefel} | {val}{mark} | {moved} |")
     lines += ["", "## K sensitivity (tuned learning rates)", "", "![k](k_sensitivity.png)", "",
               "## Adapter spectra", "", "![spectra](spectra.png)", "",
               "Re-run: `fora ablate " + str(cfg.get("name", "")) + "` with the same config "

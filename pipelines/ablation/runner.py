@@ -190,6 +190,32 @@ def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks
             for r in rows}
 
 
+def stiefel_drift_of_trials(run: RunConfig, rows: list[dict], root: Path) -> dict[str, float]:
+    """How far the Stiefel factor moved from its init in each Stiefel trial ({trial_id: mean ||X - X0|| / ||X0||});
+    cached in root/scores/stiefel_drift.json. Shows directly whether a Stiefel lr let B train at all."""
+    from peft import PeftModel
+
+    from fora_core.diagnostics import stiefel_factor_drift
+
+    cache = root / "scores" / "stiefel_drift.json"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [r for r in rows if r["method"] in STIEFEL_METHODS and r["trial_id"] not in known
+            and r.get("checkpoint_path")]
+    if todo:
+        model, _ = model_source(run).load()
+        for r in todo:
+            adapter = _adapter_of(r, root / "scores" / "drift-adapter")
+            fora = json.loads((adapter / "fora_config.json").read_text())["fora"]
+            peft = PeftModel.from_pretrained(model, str(adapter))
+            drift = stiefel_factor_drift(peft, fora["stiefel"]["factor"], fora["seed"])
+            known[r["trial_id"]] = sum(drift) / len(drift)
+            model = peft.unload()
+            shutil.rmtree(adapter)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, indent=1))
+    return known
+
+
 def score_base(run: RunConfig, data: Path, root: Path) -> dict:
     """The base model on the same items (seven tasks with per-item scores, in-domain perplexity)."""
     from ..steps.evaluate import run_evaluation
@@ -241,13 +267,14 @@ def run_ablation(run: RunConfig) -> dict:
     t = time.perf_counter()
     base = score_base(run, data, root)
     seed_scores = score_trials(run, seeds["results"], data, root, tasks=True)
+    drift = stiefel_drift_of_trials(run, search["results"] + seeds["results"], root)
     k_scores = score_trials(run, k_curves["results"], data, root, tasks=False)
     seconds["scoring"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t_start
     summary = {"parent_run_id": parent, "num_layers": num_layers, "trials": counts, "seconds": seconds,
                "best": {m: _setting(r) for m, r in best.items()},
                "search": search["results"], "seeds": seeds["results"], "k_curves": k_curves["results"],
-               "base": base, "seed_scores": seed_scores, "k_scores": k_scores,
+               "base": base, "seed_scores": seed_scores, "k_scores": k_scores, "stiefel_drift": drift,
                "config": run.to_dict()}
     (root / "ablation_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     outputs = write_report(summary, root)

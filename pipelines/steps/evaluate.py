@@ -104,6 +104,11 @@ def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, gener
     method = fora.get("method", "lora")
     diag: dict = {"adapters": write_adapter_report(tuned, scaling, cfg.r, constrained, out,
                                                    title=f"{method}: adapter update spectra")}
+    if constrained:  # how far the Stiefel factor moved from its (seeded, replayable) init
+        from fora_core.diagnostics import stiefel_factor_drift
+
+        drift = stiefel_factor_drift(tuned, constrained, int(fora.get("seed", 0)))
+        diag["adapters"]["stiefel_factor_drift"] = sum(drift) / len(drift)
     general = general_text_metrics(tuned, tokenizer, general_text, general_tokens) if general_text else None
     if general is not None:
         diag["general_text"] = general
@@ -145,6 +150,8 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
             diag = adapter_diagnostics_of(tuned, Path(adapter_dir), tokenizer, out, general_text, general_tokens)
             results["diagnostics"] = diag
             results["tuned"]["effective_rank_ratio"] = diag["adapters"].get("effective_rank_ratio", 0.0)
+            if "stiefel_factor_drift" in diag["adapters"]:
+                results["tuned"]["stiefel_factor_drift"] = diag["adapters"]["stiefel_factor_drift"]
             if "general_text" in diag:
                 g = diag["general_text"]
                 results["tuned"].update(general_perplexity=g["tuned_perplexity"], kl_drift=g["kl_drift"])
@@ -185,11 +192,14 @@ def results_table(results: dict) -> str:
         if "general_text" in diag:
             g = diag["general_text"]
             extra.append(f"- KL drift from the base on {g['tokens']} tokens of {g['source']}: "
-                         f"{g['kl_drift']:.4f} nats/token")
+                         f"{g['kl_drift']:.3g} nats/token")
         a = diag["adapters"]
         if "effective_rank_ratio" in a:
             types = ", ".join(f"{t} {v['effective_rank_ratio']:.2f}" for t, v in a["by_type"].items())
             extra.append(f"- effective rank of the updates: {a['effective_rank_ratio']:.2f} r on average "
                          f"(r = {a['rank']}; {types})")
+        if "stiefel_factor_drift" in a:
+            extra.append(f"- the Stiefel factor moved {a['stiefel_factor_drift']:.3g} of its norm from its init "
+                         "(||X - X0|| / ||X0||, mean over adapters)")
         lines += [""] + extra
     return "\n".join(lines) + "\n"
