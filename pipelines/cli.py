@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -178,10 +179,13 @@ def _cmd_ablate(args) -> int:
         print(f"{num_layers} layers; trials: {counts['search']} search, {counts['seeds']} seeds, "
               f"{counts['k_curves']} K curves ({sum(counts.values())} in all)")
         return 0
-    summary = run_ablation(run)
+    command = " ".join(["fora ablate", shlex.quote(args.config)] + [f"--set {shlex.quote(o)}" for o in args.set or []])
+    summary = run_ablation(run, command)
     root = run.out.resolve() / "ablation"
     print("\n" + (root / "report.md").read_text())
-    print(f"Ablation finished in {summary['seconds']['total'] / 60:.1f} min. Report and plots: {root}")
+    sec = summary["seconds"]
+    print(f"Ablation finished: {sec['total'] / 60:.1f} min of work over {sec['invocations']} invocation(s). "
+          f"Report and plots: {root}")
     print(f"MLflow UI: mlflow ui --backend-store-uri {run.tracking_uri}")
     return 0
 

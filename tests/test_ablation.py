@@ -128,6 +128,10 @@ def test_real_ablation_report_and_resume(tmp_path, model_dir):
 
     again = run_ablation(run)  # resumes: every phase and score reused, no new trial
     assert [r["trial_id"] for r in again["seeds"]] == [r["trial_id"] for r in summary["seeds"]]
-    assert again["seconds"]["search"] < 5 and again["seconds"]["scoring"] < 5
+    # wall seconds are summed over invocations: the resumed one added almost nothing to any stage
+    first, second = summary["seconds"], again["seconds"]
+    assert (first["invocations"], second["invocations"]) == (1, 2)
+    assert all(0 <= second[k] - first[k] < 5 for k in ("search", "seeds", "k_curves", "scoring"))
+    assert abs(second["total"] - sum(second[k] for k in ("prepare", "search", "seeds", "k_curves", "scoring"))) < 1e-6
     assert len(client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")) == 9

@@ -1,5 +1,6 @@
 """The ablation's intervals against textbook formulas: the bootstrap CI of a proportion against the normal
-(Wald) interval, the paired CI of a difference against the standard error of the mean difference, and
+(Wald) interval, the paired CI of a difference against the standard error of the mean difference, the per-seed paired
+t-interval against the textbook formula and scipy's paired t-test, and
 seed averaging against a hand computation."""
 
 import numpy as np
@@ -10,6 +11,7 @@ from pipelines.ablation.stats import (
     macro_accuracy,
     mean_sd,
     paired_difference_ci,
+    paired_seed_difference,
     seed_averaged,
 )
 
@@ -61,3 +63,23 @@ def test_seed_averaging_and_mismatched_items():
         paired_difference_ci({"t": np.ones(3)}, {"t": np.ones(4)})
     assert mean_sd([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2)))
     assert mean_sd([5.0]) == (5.0, 0.0)
+
+
+def test_paired_seed_difference_matches_the_textbook_t_interval():
+    # three seeds: d = (-0.0128, -0.0113, -0.0098); t_{0.975, 2} = 4.302653 (printed t tables)
+    a = {0: 2.8390, 1: 2.8092, 2: 2.8457, 7: 1.0}  # seed 7 has no partner and must be ignored
+    b = {0: 2.8518, 1: 2.8205, 2: 2.8555, 9: 5.0}
+    mean, low, high, n = paired_seed_difference(a, b)
+    d = [-0.0128, -0.0113, -0.0098]
+    sd = (sum((x - sum(d) / 3) ** 2 for x in d) / 2) ** 0.5
+    assert n == 3
+    assert abs(mean - sum(d) / 3) < 1e-12
+    assert abs((high - low) / 2 - 4.302653 * sd / 3 ** 0.5) < 1e-6
+    # a second implementation: scipy's paired t-test and its confidence interval
+    from scipy.stats import ttest_rel
+
+    ci = ttest_rel([a[s] for s in (0, 1, 2)], [b[s] for s in (0, 1, 2)]).confidence_interval(0.95)
+    assert abs(low - ci.low) < 1e-12 and abs(high - ci.high) < 1e-12
+    assert paired_seed_difference({0: 1.0}, {0: 0.25}) == (0.75, 0.75, 0.75, 1)
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_seed_difference({0: 1.0}, {1: 1.0})

@@ -5,14 +5,13 @@ plain-words reading generated from the numbers, and the plots it links (``search
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 from ..adapter_report import normalised_spectrum
 from .config import FISHER_METHODS
-from .stats import bootstrap_ci, mean_sd, paired_difference_ci, seed_averaged
+from .stats import bootstrap_ci, mean_sd, paired_difference_ci, paired_seed_difference, seed_averaged
 
 ORDER = ("lora", "fg-lora", "stiefel-lora", "fora")
 PAPER = {  # the FoRA paper (seeds/000), as restated in GUIDE.md section 1
@@ -83,6 +82,12 @@ def _ci(v: tuple[float, float, float], fmt: str = "{:.3f}", signed: bool = False
     return f"{f.format(v[0])} [{fmt.format(v[1])}, {fmt.format(v[2])}]"
 
 
+def _seed_losses(summary: dict, method: str) -> dict[int, float]:
+    """{seed: final validation loss} of a method's seed runs."""
+    return {r["seed"]: r["val_loss"] for r in summary["seeds"]
+            if r["method"] == method and r.get("val_loss") is not None}
+
+
 def reading(summary: dict, table: dict[str, dict], curves: dict) -> list[str]:
     """Plain-words statements, each computed from the numbers (what reproduces, what does not)."""
     out = []
@@ -90,24 +95,26 @@ def reading(summary: dict, table: dict[str, dict], curves: dict) -> list[str]:
     by_loss = sorted(table, key=lambda m: table[m]["val_loss"][0])
     out.append(f"In-domain validation loss ranks the methods {' < '.join(by_loss)} (mean of {n_seeds} seeds, "
                "lower is better).")
-    if "fora" in table and "lora" in table:
-        a, b = table["fora"]["val_loss"], table["lora"]["val_loss"]
-        noise = 2 * math.sqrt((a[1] ** 2 + b[1] ** 2) / n_seeds) if n_seeds > 1 else 0.0
-        diff = a[0] - b[0]
-        verdict = "within the seeds' noise" if abs(diff) <= noise else ("better" if diff < 0 else "worse")
-        ratio = (table["fora"]["trainable_parameters"] or 0) / max(1, table["lora"]["trainable_parameters"] or 1)
-        out.append(f"FoRA vs LoRA-all: validation loss {diff:+.4f} ({verdict}; 2 standard errors = {noise:.4f}) "
-                   f"with {ratio:.2f}x LoRA's trainable parameters. The paper's claim is 'better at about half'.")
-        d = table["fora"].get("acc_vs_lora")
-        if d:
-            sig = "not distinguishable from zero" if d[1] <= 0 <= d[2] else ("FoRA ahead" if d[0] > 0 else
-                                                                              "FoRA behind")
-            out.append(f"Seven-task accuracy, FoRA minus LoRA (paired over the same items): {_ci(d, signed=True)}: "
-                       f"{sig}.")
-    if "fora" in table and "fg-lora" in table:
-        d = table["fora"]["val_loss"][0] - table["fg-lora"]["val_loss"][0]
-        out.append(f"FoRA vs FG-LoRA (same layers, the Stiefel constraint is the only difference): validation loss "
-                   f"{d:+.4f} at their own tuned learning rates.")
+    for m, ref, what in (("fora", "lora", "the paper's claim is 'better at about half'"),
+                         ("fora", "fg-lora", "same layers: the Stiefel constraint is the only difference"),
+                         ("stiefel-lora", "lora", "all layers: the Stiefel constraint is the only difference")):
+        if m not in table or ref not in table:
+            continue
+        mean, low, high, n = paired_seed_difference(_seed_losses(summary, m), _seed_losses(summary, ref))
+        if n > 1:
+            verdict = ("not distinguishable from zero" if low <= 0 <= high else
+                       f"{m} {'better' if mean < 0 else 'worse'} (the interval excludes zero)")
+            interval = f" [{low:+.4f}, {high:+.4f}], 95% t-interval over {n} paired seeds: {verdict}"
+        else:
+            interval = " (one seed: no interval)"
+        ratio = (table[m]["trainable_parameters"] or 0) / max(1, table[ref]["trainable_parameters"] or 1)
+        out.append(f"{m} minus {ref}, validation loss: {mean:+.4f}{interval}; {ratio:.2f}x {ref}'s trainable "
+                   f"parameters ({what}).")
+    d = table.get("fora", {}).get("acc_vs_lora")
+    if d:
+        sig = "not distinguishable from zero" if d[1] <= 0 <= d[2] else ("FoRA ahead" if d[0] > 0 else "FoRA behind")
+        out.append(f"Seven-task accuracy, FoRA minus LoRA (paired over the same items): {_ci(d, signed=True)}: "
+                   f"{sig}.")
     er = {m: table[m]["effective_rank_ratio"][0] for m in table if table[m]["effective_rank_ratio"]}
     if "fora" in er and "lora" in er:
         holds = er["fora"] > er["lora"]
@@ -175,7 +182,8 @@ def markdown(summary: dict, table: dict[str, dict], curves: dict) -> str:
         f"{cfg['ablation']['eval_limit'] or cfg['eval']['limit']} items each, 95% bootstrap intervals over "
         "items (seed-averaged per item; differences paired on the same items).",
         "",
-        f"Wall time: {sec['total'] / 60:.1f} min (prepare {sec['prepare']:.0f} s, search {sec['search'] / 60:.1f} min,"
+        f"Wall time: {sec['total'] / 60:.1f} min over {sec.get('invocations', 1)} invocation(s) (prepare "
+        f"{sec['prepare']:.0f} s, search {sec['search'] / 60:.1f} min,"
         f" seeds {sec['seeds'] / 60:.1f} min, K curves {sec['k_curves'] / 60:.1f} min, scoring "
         f"{sec['scoring'] / 60:.1f} min).",
         "",
@@ -215,7 +223,7 @@ def markdown(summary: dict, table: dict[str, dict], curves: dict) -> str:
         lines.append(f"| K sensitivity (Figure 2) | FoRA flat in K, FG-LoRA degrades | val loss {desc} |")
     lines += ["", "## Reading", ""] + [f"- {s}" for s in reading(summary, table, curves)]
     lines += ["", "## Learning-rate search", "", "![search](search.png)", "",
-              "| method | lr | stiefel lr | final val loss | Stiefel factor moved, ||X - X0|| / ||X0|| |",
+              "| method | lr | stiefel lr | final val loss | Stiefel factor moved, ‖X − X0‖ / ‖X0‖ |",
               "|---|---|---|---|---|"]
     drift = summary.get("stiefel_drift", {})
     for r in sorted(summary["search"], key=lambda r: (r["method"], r["lr"], r["stiefel_lr"])):
@@ -226,8 +234,8 @@ def markdown(summary: dict, table: dict[str, dict], curves: dict) -> str:
         lines.append(f"| {r['method']} | {r['lr']:.3g} | {stiefel} | {val}{mark} | {moved} |")
     lines += ["", "## K sensitivity (tuned learning rates)", "", "![k](k_sensitivity.png)", "",
               "## Adapter spectra", "", "![spectra](spectra.png)", "",
-              "Re-run: `fora ablate " + str(cfg.get("name", "")) + "` with the same config "
-              "(`configs/ablation.yaml`); an interrupted run resumes where it stopped.", ""]
+              f"Re-run: `{summary.get('command', 'fora ablate CONFIG')}`; an interrupted run resumes where it "
+              "stopped.", ""]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ in MLflow (a parent run with a child per trial).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -229,7 +230,35 @@ def score_base(run: RunConfig, data: Path, root: Path) -> dict:
     return json.loads((out / "eval_results.json").read_text())["base"]
 
 
-def run_ablation(run: RunConfig) -> dict:
+class StageClock:
+    """Wall seconds per stage, summed over every invocation of one ablation (a resumed run keeps counting) and
+    saved to ``path`` after each stage: ``with clock("search"): ...``; ``clock.totals()`` adds "total" and
+    "invocations"."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+        self.seconds["invocations"] = self.seconds.get("invocations", 0) + 1
+        self._save()
+
+    def _save(self) -> None:
+        self.path.write_text(json.dumps(self.seconds, indent=1))
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t
+            self._save()
+
+    def totals(self) -> dict[str, float]:
+        stages = {k: v for k, v in self.seconds.items() if k not in ("invocations", "total")}
+        return {**stages, "total": sum(stages.values()), "invocations": self.seconds["invocations"]}
+
+
+def run_ablation(run: RunConfig, command: str | None = None) -> dict:
     """The whole ablation; returns its summary (also ``ablation/ablation_summary.json``) and writes the report."""
     from .report import write_report
 
@@ -243,39 +272,35 @@ def run_ablation(run: RunConfig) -> dict:
     state_file.write_text(parent)
     log.info("ablation: %s on %d layers; %d search + %d seed + %d K-curve trials", ", ".join(run.ablation.methods),
              num_layers, counts["search"], counts["seeds"], counts["k_curves"])
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    _prepare(run, root, parent)
-    seconds["prepare"] = time.perf_counter() - t
+    clock = StageClock(root / "timings.json")
+    with clock("prepare"):
+        _prepare(run, root, parent)
     data, calib = root / "data", root / "calibration"
 
-    t = time.perf_counter()
-    search = _phase(run, root, "search", search_arms(run, num_layers), data, calib, parent)
-    seconds["search"] = time.perf_counter() - t
+    with clock("search"):
+        search = _phase(run, root, "search", search_arms(run, num_layers), data, calib, parent)
     best = best_per_method(search["results"])
     missing = [m for m in run.ablation.methods if m not in best]
     if missing:
         raise RuntimeError(f"ablation: no completed search trial for {', '.join(missing)}")
-    t = time.perf_counter()
-    seeds = _phase(run, root, "seeds", seed_arms(best, run.ablation.seeds), data, calib, parent)
-    seconds["seeds"] = time.perf_counter() - t
-    t = time.perf_counter()
+    with clock("seeds"):
+        seeds = _phase(run, root, "seeds", seed_arms(best, run.ablation.seeds), data, calib, parent)
     k_arms = k_curve_arms(run, best, num_layers)
-    k_curves = _phase(run, root, "k_curves", k_arms, data, calib, parent) if k_arms else {"results": []}
-    seconds["k_curves"] = time.perf_counter() - t
+    with clock("k_curves"):
+        k_curves = _phase(run, root, "k_curves", k_arms, data, calib, parent) if k_arms else {"results": []}
 
-    t = time.perf_counter()
-    base = score_base(run, data, root)
-    seed_scores = score_trials(run, seeds["results"], data, root, tasks=True)
-    drift = stiefel_drift_of_trials(run, search["results"] + seeds["results"], root)
-    k_scores = score_trials(run, k_curves["results"], data, root, tasks=False)
-    seconds["scoring"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t_start
+    with clock("scoring"):
+        base = score_base(run, data, root)
+        seed_scores = score_trials(run, seeds["results"], data, root, tasks=True)
+        drift = stiefel_drift_of_trials(run, search["results"] + seeds["results"], root)
+        k_scores = score_trials(run, k_curves["results"], data, root, tasks=False)
+    seconds = clock.totals()
+    this_run = time.perf_counter() - t_start
     summary = {"parent_run_id": parent, "num_layers": num_layers, "trials": counts, "seconds": seconds,
                "best": {m: _setting(r) for m, r in best.items()},
                "search": search["results"], "seeds": seeds["results"], "k_curves": k_curves["results"],
                "base": base, "seed_scores": seed_scores, "k_scores": k_scores, "stiefel_drift": drift,
-               "config": run.to_dict()}
+               "config": run.to_dict(), "command": command or "fora ablate CONFIG"}
     (root / "ablation_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     outputs = write_report(summary, root)
     with stages.tracked(run, parent):
@@ -284,5 +309,6 @@ def run_ablation(run: RunConfig) -> dict:
         for path in outputs + [root / "ablation_summary.json"]:
             mlflow.log_artifact(str(path), "ablation")
         mlflow.log_metrics({f"ablation/seconds_{k}": v for k, v in seconds.items()})
-    log.info("ablation done in %.1f min: %s", seconds["total"] / 60, root / "report.md")
+    log.info("ablation done: %.1f min in this invocation, %.1f min in all (%d invocation(s)): %s", this_run / 60,
+             seconds["total"] / 60, seconds["invocations"], root / "report.md")
     return summary

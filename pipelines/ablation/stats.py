@@ -64,3 +64,27 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def paired_seed_difference(a: dict[int, float], b: dict[int, float], level: float = 0.95
+                           ) -> tuple[float, float, float, int]:
+    """Mean of a_s - b_s over the seeds both have, with its Student-t interval; (mean, low, high, n).
+
+    Runs with the same seed share the data order (and the random init where shapes agree), so the per-seed
+    difference d_s removes the seed's shared luck:
+
+        mean = (1/n) sum_s d_s,   half-width = t_{(1+level)/2, n-1} * sd(d) / sqrt(n)
+
+    With n = 1 the interval is (mean, mean): no spread can be estimated from one pair.
+    """
+    from scipy.stats import t as student_t
+
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("no seed in common between the two methods")
+    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    mean = float(d.mean())
+    if len(d) == 1:
+        return mean, mean, mean, 1
+    half = float(student_t.ppf((1 + level) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half, len(d)
