@@ -1,15 +1,16 @@
 """Did the ablation's grid cut a method short? For every method whose best lr (or Stiefel lr) sits on the
-largest value searched, run the next value up (the grid's last ratio once more), once per seed, on the
-ablation's own data and Fisher report, and compare with the chosen setting seed by seed:
+largest value searched, run the chosen setting and the next value up (the grid's last ratio once more) once
+per seed, side by side in one Ray Tune run on the ablation's data and Fisher report, and compare seed by seed:
 
     d_s = val_loss(next value, seed s) - val_loss(chosen, seed s),   95% t-interval over the seeds
 
 d < 0 with an interval below zero means the optimum lies beyond the grid and the method was under-tuned.
 
-Run after ``fora ablate CONFIG`` finished, alone on the machine (trials go through Ray Tune like the
-ablation's):
+The chosen settings come from the ablation's summary (``<output_dir>/ablation/ablation_summary.json``) when
+it is there, else from the committed report (``--report docs/ablation/report.json``); both settings run
+again here, so the check needs nothing from the earlier run. Run it alone on the machine:
 
-    python benchmarks/ablation_grid_edge.py configs/ablation.yaml
+    python benchmarks/ablation_grid_edge.py configs/ablation.yaml --report docs/ablation/report.json
 """
 
 from __future__ import annotations
@@ -24,58 +25,88 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def edge_arms(summary: dict) -> list[dict]:
+def edge_arms(best: dict[str, dict], grids: dict[str, list[float]]) -> list[dict]:
     """The next grid value up for every (method, key) whose best sits on the grid's largest value."""
-    grids = {"lr": summary["config"]["ablation"]["lr"], "stiefel_lr": summary["config"]["ablation"]["stiefel_lr"]}
     arms = []
-    for method, best in summary["best"].items():
+    for method, setting in best.items():
         for key, grid in grids.items():
             if key == "stiefel_lr" and method not in ("fora", "stiefel-lora"):
                 continue
             g = sorted(grid)
-            if len(g) > 1 and best[key] == g[-1]:
-                arms.append({**best, key: g[-1] * g[-1] / g[-2], "edge": key})
+            if len(g) > 1 and setting[key] == g[-1]:
+                arms.append({**setting, key: g[-1] * g[-1] / g[-2], "edge": key})
     return arms
 
 
+def chosen_settings(root: Path, report: Path | None) -> dict[str, dict]:
+    summary = root / "ablation_summary.json"
+    if summary.exists():
+        return json.loads(summary.read_text())["best"]
+    if report is None or not report.exists():
+        raise SystemExit(f"no {summary} and no --report file: run `fora ablate CONFIG` first or pass "
+                         "--report docs/ablation/report.json")
+    methods = json.loads(report.read_text())["methods"]
+    return {m: {k: v[k] for k in ("method", "K", "lr", "stiefel_lr")} for m, v in methods.items()}
+
+
 def main() -> int:
+    from pipelines import stages
+    from pipelines.ablation.runner import phase_config
     from pipelines.ablation.stats import paired_seed_difference
     from pipelines.run_config import load_run_config
-    from pipelines.sweep import tune_trials
+    from pipelines.sweep import _prepare, tune_trials
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config")
+    parser.add_argument("--report", type=Path, default=None, help="the committed report.json with the chosen settings")
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     run = load_run_config(args.config)
     root = run.out.resolve() / "ablation"
-    summary = json.loads((root / "ablation_summary.json").read_text())
-    seeds = summary["config"]["ablation"]["seeds"]
-    arms = [{k: v for k, v in a.items() if k != "edge"} | {"seed": s} for a in edge_arms(summary) for s in seeds]
-    if not arms:
+    out = root / "grid_edge"
+    out.mkdir(parents=True, exist_ok=True)
+    best = chosen_settings(root, args.report)
+    if args.methods:
+        best = {m: s for m, s in best.items() if m in args.methods}
+    grids = {"lr": run.ablation.lr, "stiefel_lr": run.ablation.stiefel_lr}
+    edges = edge_arms(best, grids)
+    if not edges:
         print("no method's best setting sits on the edge of its grid")
         return 0
+    seeds = run.ablation.seeds
+    settings = [{k: v for k, v in a.items() if k != "edge"} for a in edges]
+    settings += [best[m] for m in dict.fromkeys(e["method"] for e in edges)]
+    arms = [{**s, "seed": seed} for s in settings for seed in seeds]
     print(f"{len(arms)} trials: " + ", ".join(f"{a['method']} lr={a['lr']:.3g} stiefel_lr={a['stiefel_lr']:.3g} "
-                                               f"seed={a['seed']}" for a in arms))
-    result = tune_trials(run, root / "data", root / "calibration", root / "grid_edge", summary["parent_run_id"],
+                                               f"seed={a['seed']}" for a in arms), flush=True)
+    state = out / "parent_run_id.txt"
+    parent = state.read_text().strip() if state.exists() else stages.start_tracking(run, f"{run.name} grid edge")
+    state.write_text(parent)
+    _prepare(run, out, parent)
+    result = tune_trials(phase_config(run, len(arms)), out / "data", out / "calibration", out / "trials", parent,
                          arms=arms)
-    chosen = {(r["method"], r["seed"]): r["val_loss"] for r in summary["seeds"]}
+
+    def losses(setting: dict) -> dict[int, float]:
+        return {r["seed"]: r["val_loss"] for r in result["results"] if r["method"] == setting["method"]
+                and r["lr"] == setting["lr"] and r["stiefel_lr"] == setting["stiefel_lr"]
+                and r.get("val_loss") is not None}
+
     rows = []
     print("\n| method | chosen lr / stiefel lr | next value up | val loss, chosen (mean) | next (mean) | "
           "next - chosen [95% t-interval over seeds] |\n|---|---|---|---|---|---|")
-    for edge in edge_arms(summary):
+    for edge in edges:
         m = edge["method"]
-        best = summary["best"][m]
-        nxt = {r["seed"]: r["val_loss"] for r in result["results"] if r["method"] == m
-               and r["lr"] == edge["lr"] and r["stiefel_lr"] == edge["stiefel_lr"] and r.get("val_loss") is not None}
-        ref = {s: chosen[(m, s)] for s in seeds if (m, s) in chosen}
+        nxt, ref = losses(edge), losses(best[m])
         mean, low, high, n = paired_seed_difference(nxt, ref)
-        rows.append({"method": m, "edge": edge["edge"], "next": edge[edge["edge"]], "diff": mean, "low": low,
-                     "high": high, "seeds": n})
-        print(f"| {m} | {best['lr']:.3g} / {best['stiefel_lr']:.3g} | {edge['edge']} = {edge[edge['edge']]:.3g} | "
-              f"{sum(ref.values()) / len(ref):.4f} | {sum(nxt.values()) / len(nxt):.4f} | "
+        rows.append({"method": m, "edge": edge["edge"], "chosen": best[m], "next": edge[edge["edge"]],
+                     "chosen_val_loss": ref, "next_val_loss": nxt, "diff": mean, "low": low, "high": high,
+                     "seeds": n})
+        print(f"| {m} | {best[m]['lr']:.3g} / {best[m]['stiefel_lr']:.3g} | {edge['edge']} = "
+              f"{edge[edge['edge']]:.3g} | {sum(ref.values()) / len(ref):.4f} | {sum(nxt.values()) / len(nxt):.4f} | "
               f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] |")
-    (root / "grid_edge" / "grid_edge.json").write_text(json.dumps(rows, indent=1))
+    (out / "grid_edge.json").write_text(json.dumps({"rows": rows, "seconds": result.get("seconds")}, indent=1,
+                                                   default=str))
     return 0
 
 

@@ -117,6 +117,13 @@ def best_per_method(results: list[dict]) -> dict[str, dict]:
     return best
 
 
+def phase_config(run: RunConfig, n_trials: int) -> RunConfig:
+    """The run config for one phase of explicit trials: every trial runs to its last step (FIFO, never stopped
+    early, so final losses compare), and the trial budget is the phase's size."""
+    return RunConfig.from_dict({**run.to_dict(), "sweep": {**run.to_dict()["sweep"], "scheduler": "fifo",
+                                                          "max_trials": max(1, n_trials)}})
+
+
 def _phase(run: RunConfig, root: Path, name: str, arms: list[dict], data: Path, calib: Path,
            parent: str) -> dict:
     """One phase's trials (skipped when its summary says it finished: a re-run resumes where it stopped)."""
@@ -128,9 +135,7 @@ def _phase(run: RunConfig, root: Path, name: str, arms: list[dict], data: Path, 
             log.info("ablation phase %s: finished earlier, reusing %s", name, folder)
             return summary
     log.info("ablation phase %s: %d trials", name, len(arms))
-    phase_run = RunConfig.from_dict({**run.to_dict(), "sweep": {**run.to_dict()["sweep"], "scheduler": "fifo",
-                                                               "max_trials": max(1, len(arms))}})
-    summary = tune_trials(phase_run, data, calib, folder, parent, arms=arms)
+    summary = tune_trials(phase_config(run, len(arms)), data, calib, folder, parent, arms=arms)
     done.write_text(json.dumps(summary, indent=1, default=str))
     if not summary["finished"]:
         raise RuntimeError(f"ablation phase {name}: {summary['failed_trials']} trial(s) failed; see {folder} and "
