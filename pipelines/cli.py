@@ -8,6 +8,7 @@
     fora submit CONFIG --host URL [--schedule CRON]           run (or schedule) it on a Kubeflow cluster
     fora validate CONFIG                                      check a config and print it resolved
     fora ui CONFIG                                            the MLflow UI command for this run
+    fora registry list|history|show|promote|rollback CONFIG [VERSION]  the registry: versions, decisions, hand moves
 
 ``fora run`` chains the five steps in this process by default (one MLflow run, Ray Train for training);
 ``--kfp`` runs them as the KFP components on the local KFP runner instead. A user mistake (bad config
@@ -35,14 +36,17 @@ def _config(args) -> RunConfig:
 
 
 def _print_summary(run: RunConfig, summary: dict) -> None:
+    if summary.get("skipped"):
+        print(f"Nothing trained: {summary['reason']}.")
+        print(f"MLflow UI: mlflow ui --backend-store-uri {summary['tracking_uri']}")
+        return
     print("\n" + (run.out / "eval" / "eval_table.md").read_text())
     t = summary["timings"]
     total = sum(t.values())
     print("Wall time by step: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) +
           f"; total {total:.0f} s (Fisher {100 * t['fisher'] / total:.1f}%)")
     reg = summary["registration"]
-    print(f"Registered '{run.register.model_name}' version {reg['version']}"
-          f"{' as champion' if reg['champion'] else ' (champion unchanged)'}.")
+    print(f"Registered '{run.register.model_name}' version {reg['version']}: {reg['action']} ({reg['reason']}).")
     print(f"Artifacts: {summary['output_dir']}")
     print(f"MLflow UI: mlflow ui --backend-store-uri {summary['tracking_uri']}")
 
@@ -104,7 +108,7 @@ def _cmd_step(args) -> int:
         reg = stages.register(run, d["data"], d["calibration"], d["adapter"], d["eval"], d["merged"],
                               args.mlflow_run_id)
         print(f"registered '{run.register.model_name}' version {reg['version']}"
-              f"{' as champion' if reg['champion'] else ''}")
+              f"{' as champion' if reg['champion'] else ''}: {reg['action']} ({reg['reason']})")
     return 0
 
 
@@ -206,6 +210,14 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def _cmd_registry(args) -> int:
+    from .registry.commands import registry_command
+
+    print(registry_command(_config(args), args.action, version=args.version, reason=args.reason, by=args.by,
+                           alias=args.alias, to=args.to), end="")
+    return 0
+
+
 def _cmd_ui(args) -> int:
     print(f"mlflow ui --backend-store-uri {_config(args).tracking_uri} --port 5000")
     return 0
@@ -258,6 +270,16 @@ def _parser() -> argparse.ArgumentParser:
     with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
     with_config("ablate", _cmd_ablate, "the four-way ablation with tuned learning rates and seeds, and its report"
                 ).add_argument("--plan", action="store_true", help="check the config and print the trial counts only")
+    p = sub.add_parser("registry", help="list versions, show the promotion history, promote or roll back by hand")
+    p.add_argument("action", choices=("list", "history", "show", "promote", "rollback"))
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.set_defaults(fn=_cmd_registry)
+    p.add_argument("version", nargs="?", type=int, default=None, help="the version (show, promote)")
+    p.add_argument("--reason", default="", help="why (required for promote and rollback; recorded)")
+    p.add_argument("--by", default="", help="who (default: $USER)")
+    p.add_argument("--alias", default="champion", help="the alias to move (promote; default champion)")
+    p.add_argument("--to", type=int, default=None, help="rollback: this version (default: the one it replaced)")
     p = sub.add_parser("compile", help="compile the KFP pipelines (main and sweep) to YAML")
     p.add_argument("--config", default=None,
                    help="take the steps' resources (CPU, memory, GPUs, node selector, tolerations, timeouts) "

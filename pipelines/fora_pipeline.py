@@ -2,17 +2,24 @@
 merge/register. Compiled to ``pipelines/fora_pipeline.yaml`` by ``fora compile`` (checked in; a test fails
 if it is stale). Upload that file in the Kubeflow UI, or ``fora submit --host URL CONFIG``.
 
-Parameters: ``config_yaml`` (a whole run config; the default is ``configs/cluster.yaml``) and
+Parameters: ``config_yaml`` (a whole run config; the default is ``configs/cluster.yaml``),
 ``overrides`` (``section.field=value`` items: one per line, or separated by commas before each new
 ``key=``, or a JSON list as ``fora submit`` sends them), so a scheduled run or a UI user can change a field
-without editing YAML. Each step's pod gets the resources of the compiling config's ``resources`` section
+without editing YAML, and ``scheduled`` (true for a recurring run: ``fora submit --schedule`` sets it; in
+the UI, tick it when creating a recurring run), which lets an unchanged run skip training. Each step's pod gets the resources of the compiling config's ``resources`` section
 (``pipelines/resources.py``), runs as UID 1000 (non-root), and reads its credentials from Secrets:
 ``fora-s3-credentials`` (required), ``fora-mlflow-credentials`` (required) and ``fora-ray-token`` (only
 needed with a Ray cluster); service addresses come from the ``fora-services`` ConfigMap.
 
-Caching: data prep and calibration are cached (their outputs are a function of the config); train,
-evaluate and register are not (register has side effects; train resumes from its own checkpoints, and a
-KFP retry of its pod picks them up: the pipeline run's id names its checkpoint namespace).
+Step 0, ``resolve`` (never cached), opens the pipeline run's MLflow run and fingerprints the data source
+(``pipelines/source_fingerprint.py``). Data prep and calibration are cached on the config *and* that
+fingerprint, so a cache hit means the same data; they log nothing to MLflow themselves (a cached output
+must not name an earlier run's MLflow run): the train step logs the data card and the Fisher report. When
+the champion was trained on the same fingerprint and recipe and ``register.skip_unchanged`` allows it
+(default: scheduled runs), everything after ``resolve`` is skipped (``dsl.If``) and the decision is in its
+``decision`` output and the MLflow run's tags. Train, evaluate and register are never cached (register has
+side effects; train resumes from its own checkpoints, and a KFP retry of its pod picks them up: the
+pipeline run's id names its checkpoint namespace).
 """
 
 import json
@@ -25,6 +32,7 @@ from components.calibrate.component import calibrate
 from components.data_prep.component import data_prep
 from components.evaluate.component import evaluate
 from components.register.component import register
+from components.resolve.component import resolve
 from components.train.component import train
 from pipelines.resources import StepResources, apply_to_task
 from pipelines.run_config import RunConfig, load_run_config
@@ -64,14 +72,27 @@ def default_run() -> RunConfig:
     return load_run_config(DEFAULT_CONFIG_PATH)
 
 
-def prepare_and_calibrate(run: RunConfig, config_yaml: str, overrides: str, calibrate_name: str):
-    """The head both DAGs share: data prep (which opens the pipeline run's MLflow run), then the Fisher pass.
-    Returns (prep task, calibrate task, the arguments every later step takes)."""
-    prep = data_prep(config_yaml=config_yaml, overrides=overrides, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+def resolve_run(run: RunConfig, config_yaml: str, overrides: str, scheduled) -> dsl.PipelineTask:
+    """Step 0, never cached: the MLflow run, the data fingerprint, and whether to train at all."""
+    res = resolve(config_yaml=config_yaml, overrides=overrides, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                  scheduled=scheduled)
+    configure_task(res, run.resources.data_prep).set_display_name("fingerprint data, open MLflow run")
+    res.set_caching_options(False)
+    return res
+
+
+def prepare_and_calibrate(run: RunConfig, config_yaml: str, overrides: str, res: dsl.PipelineTask,
+                          calibrate_name: str):
+    """The head both DAGs share after ``resolve_run``: data prep and the Fisher pass, both cached on the data
+    source's fingerprint (a cache hit means the same data). Returns (prep task, calibrate task, the
+    arguments every later step takes)."""
+    fingerprint = res.outputs["data_fingerprint"]
+    prep = data_prep(config_yaml=config_yaml, overrides=overrides, data_fingerprint=fingerprint)
     configure_task(prep, run.resources.data_prep).set_display_name("data prep")
-    common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": prep.outputs["Output"]}
-    calib = calibrate(data=prep.outputs["data"], **common)
+    calib = calibrate(data=prep.outputs["data"], config_yaml=config_yaml, overrides=overrides,
+                      data_fingerprint=fingerprint)
     configure_task(calib, run.resources.calibrate).set_display_name(calibrate_name)
+    common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": res.outputs["mlflow_run_id"]}
     return prep, calib, common
 
 
@@ -80,23 +101,30 @@ def make_pipeline(run: RunConfig | None = None):
     run = run or default_run()
 
     @dsl.pipeline(name="fora-pipeline", description="FoRA fine-tuning: Fisher layer selection + Stiefel LoRA")
-    def fora_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = ""):
-        prep, calib, common = prepare_and_calibrate(run, config_yaml, overrides, "Fisher calibration")
-
-        fit = train(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
-                    pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
-        configure_task(fit, run.resources.train).set_display_name("FoRA fine-tune (Ray Train)")
-        fit.set_caching_options(False)
-
-        scored = evaluate(data=prep.outputs["data"], adapter=fit.outputs["adapter"], **common)
-        configure_task(scored, run.resources.evaluate).set_display_name("lm-eval: base vs tuned")
-        scored.set_caching_options(False)
-
-        reg = register(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
-                       adapter=fit.outputs["adapter"], evaluation=scored.outputs["evaluation"], **common)
-        configure_task(reg, run.resources.register).set_display_name("merge and register").set_caching_options(False)
+    def fora_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = "", scheduled: bool = False):
+        res = resolve_run(run, config_yaml, overrides, scheduled)
+        with dsl.If(res.outputs["skip"] == False, name="data-or-settings-changed"):  # noqa: E712 (a KFP condition)
+            _train_and_register(run, config_yaml, overrides, res)
 
     return fora_pipeline
+
+
+def _train_and_register(run: RunConfig, config_yaml: str, overrides: str, res: dsl.PipelineTask) -> None:
+    """Data prep, calibration, train, evaluate, register: what runs when the resolve step says train."""
+    prep, calib, common = prepare_and_calibrate(run, config_yaml, overrides, res, "Fisher calibration")
+
+    fit = train(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
+                pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
+    configure_task(fit, run.resources.train).set_display_name("FoRA fine-tune (Ray Train)")
+    fit.set_caching_options(False)
+
+    scored = evaluate(data=prep.outputs["data"], adapter=fit.outputs["adapter"], **common)
+    configure_task(scored, run.resources.evaluate).set_display_name("lm-eval: base vs tuned")
+    scored.set_caching_options(False)
+
+    reg = register(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
+                   adapter=fit.outputs["adapter"], evaluation=scored.outputs["evaluation"], **common)
+    configure_task(reg, run.resources.register).set_display_name("merge and register").set_caching_options(False)
 
 
 fora_pipeline = make_pipeline()

@@ -15,7 +15,13 @@ from kfp import compiler, dsl
 from components.evaluate.component import evaluate
 from components.register.component import register
 from components.sweep.component import sweep
-from pipelines.fora_pipeline import DEFAULT_CONFIG, configure_task, default_run, prepare_and_calibrate
+from pipelines.fora_pipeline import (
+    DEFAULT_CONFIG,
+    configure_task,
+    default_run,
+    prepare_and_calibrate,
+    resolve_run,
+)
 from pipelines.run_config import RunConfig
 
 SWEEP_PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
@@ -28,7 +34,8 @@ def make_sweep_pipeline(run: RunConfig | None = None):
     @dsl.pipeline(name="fora-sweep-pipeline",
                   description="FoRA sweep: Ray Tune over the layer budget K, learning rates and method")
     def fora_sweep_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = ""):
-        prep, calib, common = prepare_and_calibrate(run, config_yaml, overrides,
+        res = resolve_run(run, config_yaml, overrides, False)
+        prep, calib, common = prepare_and_calibrate(run, config_yaml, overrides, res,
                                                     "Fisher calibration (once for all trials)")
 
         trials = sweep(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
@@ -36,7 +43,7 @@ def make_sweep_pipeline(run: RunConfig | None = None):
         configure_task(trials, run.resources.sweep).set_display_name("Ray Tune sweep").set_caching_options(False)
 
         best = {"config_yaml": trials.outputs["best_config_yaml"], "overrides": "",
-                "mlflow_run_id": prep.outputs["Output"]}
+                "mlflow_run_id": res.outputs["mlflow_run_id"]}
         scored = evaluate(data=prep.outputs["data"], adapter=trials.outputs["best_adapter"], **best)
         configure_task(scored, run.resources.evaluate).set_display_name("lm-eval: base vs best trial")
         scored.set_caching_options(False)

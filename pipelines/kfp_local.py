@@ -15,8 +15,10 @@ from .run_config import RunConfig, parse_run_config, split_overrides
 log = logging.getLogger("fora")
 
 
-def run_on_kfp_local(config_text: str, overrides: str = "", pipeline_root: str | Path | None = None) -> dict:
-    """Run the five KFP components locally; returns {"run": RunConfig, "version", "outputs_root"}."""
+def run_on_kfp_local(config_text: str, overrides: str = "", pipeline_root: str | Path | None = None,
+                     scheduled: bool = False) -> dict:
+    """Run the KFP components locally; returns {"run": RunConfig, "task", "outputs_root"}. ``scheduled``: as a
+    recurring run would (an unchanged run may skip training)."""
     from kfp import local
 
     from .fora_pipeline import fora_pipeline
@@ -26,6 +28,6 @@ def run_on_kfp_local(config_text: str, overrides: str = "", pipeline_root: str |
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
-    task = fora_pipeline(config_yaml=config_text, overrides=overrides)
+    task = fora_pipeline(config_yaml=config_text, overrides=overrides, scheduled=scheduled)
     runs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("fora-pipeline-"))
     return {"run": run, "task": task, "outputs_root": str(runs[-1]) if runs else str(root)}

@@ -29,12 +29,20 @@ def run_pipeline(run: RunConfig, progress: bool = True) -> dict:
     out = run.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    run_id = stages.start_tracking(run)
+    resolved = stages.resolve(run)
+    run_id = resolved["run_id"]
+    if resolved["skip"]:
+        log.info("nothing to do: %s", resolved["reason"])
+        summary = {"run_id": run_id, "skipped": True, "reason": resolved["reason"], "output_dir": str(out),
+                   "tracking_uri": run.tracking_uri, "source_fingerprint": resolved["source_fingerprint"]}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
     with stages.tracked(run, run_id):
         t = time.perf_counter()
         log.info("[1/5] data prep: %s", run.data.source)
         model, tokenizer = model_source(run).load()
-        card = stages.data_prep(run, out / "data", run_id, tokenizer=tokenizer, progress=progress)
+        card = stages.data_prep(run, out / "data", run_id, tokenizer=tokenizer, progress=progress,
+                                source_fingerprint=resolved["source_fingerprint"])
         timings["data_prep"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -28,7 +28,7 @@ from pathlib import Path
 from . import storage
 from .models import model_source
 from .resources import step_device
-from .run_config import RunConfig
+from .run_config import RunConfig, RunConfigError
 from .tracking import check_server
 
 log = logging.getLogger("fora")
@@ -91,25 +91,75 @@ def _load(run: RunConfig, step: str, model=None, tokenizer=None):
     return model.to(device), tokenizer
 
 
+def resolve(run: RunConfig, run_name: str | None = None, scheduled: bool = False) -> dict:
+    """The cheap, never-cached first step: open this pipeline run's MLflow run, fingerprint the data source
+    and the recipe, and decide whether training can be skipped (``registry/retrain.py``).
+
+    Returns {"run_id", "source_fingerprint", "recipe_fingerprint", "skip", "reason"}."""
+    from .registry.retrain import skip_decision
+    from .source_fingerprint import recipe_fingerprint, source_fingerprint
+
+    source = source_fingerprint(run.data)
+    recipe = recipe_fingerprint(run, source)
+    run_id = start_tracking(run, run_name)
+    skip, reason = skip_decision(run.tracking_uri, run.register.model_name, recipe, run.register.skip_unchanged,
+                                 scheduled)
+    with tracked(run, run_id):
+        import mlflow
+
+        mlflow.set_tags({"data_fingerprint": source, "recipe_fingerprint": recipe, "scheduled": str(scheduled),
+                         "retrain": "skipped" if skip else "trained", "retrain_reason": reason})
+    log.info("data source %s: fingerprint %s; %s", run.data.source, source, reason)
+    return {"run_id": run_id, "source_fingerprint": source, "recipe_fingerprint": recipe, "skip": skip,
+            "reason": reason}
+
+
 def data_prep(run: RunConfig, data_dir: str | Path, run_id: str | None = None, tokenizer=None,
-              progress: bool = False) -> dict:
-    """Read ``run.data.source``, write the tokenized splits and the data card; returns the card."""
+              progress: bool = False, source_fingerprint: str | None = None) -> dict:
+    """Read ``run.data.source``, write the tokenized splits and the data card; returns the card.
+    ``source_fingerprint``: the source's identity as the resolve step saw it (computed here if None)."""
+    from .source_fingerprint import source_fingerprint as fingerprint_of
     from .steps.data_prep import data_card_markdown, prepare_data
 
     if tokenizer is None:
         tokenizer = model_source(run).load_tokenizer()
     with storage.local_output(data_dir) as out:
         card = prepare_data(run.data, tokenizer, out, progress=progress)
+        card["source_fingerprint"] = source_fingerprint or fingerprint_of(run.data)
+        (out / "data_card.json").write_text(json.dumps(card, indent=2))
         (out / "data_card.md").write_text(data_card_markdown(card))
         with tracked(run, run_id) as on:
             if on:
-                import mlflow
-
-                mlflow.log_artifact(str(out / "data_card.json"), "data")
-                mlflow.log_artifact(str(out / "data_card.md"), "data")
-                mlflow.log_metrics({f"data/{k}": float(v) for k, v in card["counts"].items()})
-                mlflow.set_tag("data_hash", card["content_hash"])
+                _log_data_card(out, card)
     return card
+
+
+def _log_data_card(data: Path, card: dict) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(data / "data_card.json"), "data")
+    mlflow.log_artifact(str(data / "data_card.md"), "data")
+    mlflow.log_metrics({f"data/{k}": float(v) for k, v in card["counts"].items()})
+    mlflow.set_tag("data_hash", card["content_hash"])
+
+
+def _log_calibration(calib_dir: Path, selected_layers: list[int]) -> None:
+    import mlflow
+
+    mlflow.log_artifacts(str(calib_dir), "calibration")
+    mlflow.log_param("selected_layers", json.dumps(selected_layers))
+
+
+def log_inputs(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_id: str | None) -> None:
+    """Log the data card and the Fisher report to ``run_id``: what the cached KFP steps (data prep,
+    calibration) cannot do themselves, since a cached output must not name one pipeline run's MLflow run."""
+    from .steps.calibrate import load_selection
+
+    with tracked(run, run_id) as on, storage.local_input(data_dir) as data, \
+            storage.local_input(calib_dir) as calib:
+        if on:
+            _log_data_card(data, json.loads((data / "data_card.json").read_text()))
+            _log_calibration(calib, load_selection(calib)[1])
 
 
 def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_id: str | None = None,
@@ -124,10 +174,7 @@ def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_i
                  calib["selected_layers"])
         with tracked(run, run_id) as on:
             if on:
-                import mlflow
-
-                mlflow.log_artifacts(str(out), "calibration")
-                mlflow.log_param("selected_layers", json.dumps(calib["selected_layers"]))
+                _log_calibration(out, calib["selected_layers"])
     return calib
 
 
@@ -171,17 +218,29 @@ def sweep_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, ou
 
 def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | None, eval_dir: str | Path,
              run_id: str | None = None, model=None, tokenizer=None) -> dict:
-    """lm-eval and held-out perplexity, base and tuned side by side."""
+    """lm-eval and held-out perplexity, base and tuned side by side, and (``register.compare_champion``)
+    the registry's current champion on the same items, with per-item scores for the register step's
+    paired test."""
+    import tempfile
+
     from .steps.evaluate import run_evaluation
 
     if not storage.is_uri(str(eval_dir)):
         os.environ.setdefault("HF_HOME", str(Path(eval_dir).resolve().parent / ".hf-home"))
     model, tokenizer = _load(run, "evaluate", model, tokenizer)
     with storage.local_input(data_dir) as data, storage.local_input(adapter_dir) as adapter, \
-            storage.local_output(eval_dir) as out:
+            storage.local_output(eval_dir) as out, tempfile.TemporaryDirectory(prefix="fora-champion-") as tmp:
+        champion = None
+        if run.register.compare_champion and adapter is not None:
+            from .registry.champion import champion_for_eval
+
+            check_server(run.tracking_uri)
+            champion, why = champion_for_eval(run.tracking_uri, run.register.model_name, run.model, tmp)
+            log.info("evaluate: %s%s", why, " (scored on the same items)" if champion else "")
         e = run.eval
         results = run_evaluation(model, tokenizer, adapter, data, e.tasks, e.limit, out, e.batch_size,
-                                 e.compare_base, e.perplexity, e.general_text, e.general_tokens, e.diagnostics)
+                                 e.compare_base, e.perplexity, e.general_text, e.general_tokens, e.diagnostics,
+                                 item_scores=True, champion=champion)
         with tracked(run, run_id) as on:
             if on:
                 log_evaluation(results, out)
@@ -206,7 +265,11 @@ def log_evaluation(results: dict, out: Path) -> None:
         mlflow.log_metric(f"diagnostics/effective_rank_ratio/{t}", v["effective_rank_ratio"])
     if "seconds" in diag:
         mlflow.log_metric("diagnostics/seconds", diag["seconds"])
-    for name in ("eval_results.json", "eval_table.md", "adapter_diagnostics.json", "adapter_spectrum.png"):
+    if "champion" in results:
+        mlflow.log_metric("champion/acc_avg", results["champion"]["acc_avg"])
+        mlflow.log_param("eval_champion_version", results["champion"]["version"])
+    for name in ("eval_results.json", "eval_table.md", "item_scores.json", "adapter_diagnostics.json",
+                 "adapter_spectrum.png"):
         if (out / name).exists():
             mlflow.log_artifact(str(out / name), "eval")
 
@@ -215,8 +278,10 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
              eval_dir: str | Path, merged_dir: str | Path, run_id: str | None = None,
              extra_tags: dict[str, str] | None = None, layers: list[int] | None = None) -> dict:
     """Merge the adapter into fresh base weights, log model + adapter, register a version with tags and
-    move the ``champion`` alias only if ``register.metric`` beats the current champion's. Layers and method
+    move the ``champion`` alias only if the paired test over the evaluation's items says it beats the
+    champion (``registry/promotion.py``). Layers and method
     come from the adapter's ``fora_config.json`` (a sweep's best trial has its own), else the calibration."""
+    from .registry.promotion import Challenger, Policy
     from .steps.calibrate import load_selection
     from .steps.register import merge_to_folder, register_model
 
@@ -231,13 +296,30 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
         results = storage.read_json(storage.join(str(eval_dir), "eval_results.json"))
         tuned = results["tuned"]
         metric = run.register.metric
-        value = tuned[metric] if metric in tuned else tuned["acc_avg"]
+        if metric not in tuned:
+            raise RunConfigError(f"the evaluation has no '{metric}' (register.metric): it scored no tasks")
+        key = "acc_norm" if metric == "acc_norm_avg" else "acc"
+        per_item = storage.read_json(storage.join(str(eval_dir), "item_scores.json"))
+        measured = per_item.get("champion")
+        challenger = Challenger(
+            version=0, items=per_item["tuned"][key], suite=per_item["suite"], metric_key=key,
+            measured={"version": measured["version"], "items": measured[key]} if measured else None,
+            data_fingerprint=card.get("source_fingerprint", card["content_hash"]),
+            by=(extra_tags or {}).get("pipeline_run", run.name))
+        r = run.register
+        policy = Policy(test=r.promotion_test, margin=r.margin, alpha=r.alpha, approval=r.approval)
         merged = merge_to_folder(model_source(run), adapter, merged_out,
                                  device=step_device(run.resources.register, "register"))
+        from .source_fingerprint import recipe_fingerprint
+
+        source = card.get("source_fingerprint", card["content_hash"])
         tags = {"method": method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
-                "data_hash": card["content_hash"], "base_model": run.model, **(extra_tags or {})}
+                "data_hash": card["content_hash"], "data_fingerprint": source,
+                "recipe_fingerprint": recipe_fingerprint(run, source), "base_model": run.model,
+                "data_source": run.data.source, "eval_suite": per_item["suite"],
+                metric: f"{tuned[metric]:.6f}", **(extra_tags or {})}
         if run_id is None:
             run_id = start_tracking(run)
-        return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=run.register.model_name,
-                              merged_dir=merged, adapter_dir=adapter, tags=tags, metric=metric, value=value,
-                              greater_is_better=run.register.greater_is_better)
+        return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=r.model_name,
+                              merged_dir=merged, adapter_dir=adapter, tags=tags, challenger=challenger,
+                              policy=policy, metric=metric, value=tuned[metric])

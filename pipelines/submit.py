@@ -42,7 +42,8 @@ def submit(host: str, config_text: str, overrides: str = "", experiment: str = "
     compile_pipeline(package, run=run)
     arguments = {"config_yaml": config_text, "overrides": overrides}
     try:
-        if schedule:
+        if schedule:  # a recurring run may skip training when nothing changed (register.skip_unchanged)
+            arguments["scheduled"] = True
             exp = client.create_experiment(experiment, namespace=namespace)
             job = client.create_recurring_run(exp.experiment_id, job_name=run_name or "fora-retrain",
                                               cron_expression=schedule, pipeline_package_path=str(package),

@@ -15,11 +15,20 @@ from components import BASE_IMAGE
 from pipelines.fora_pipeline import PIPELINE_YAML, compile_pipeline
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-STEPS = ["data-prep", "calibrate", "train", "evaluate", "register"]
+STEPS = ["resolve", "data-prep", "calibrate", "train", "evaluate", "register"]
 
 
 def _spec(path: Path) -> dict:
     return next(yaml.safe_load_all(path.read_text()))
+
+
+def _tasks(spec: dict) -> dict:
+    """Every step task, the root DAG's and those inside its dsl.If sub-DAG (control-flow nodes left out)."""
+    tasks = {k: v for k, v in spec["root"]["dag"]["tasks"].items() if not k.startswith("condition-")}
+    for name, comp in spec["components"].items():
+        if name.startswith("comp-condition-"):
+            tasks.update(comp["dag"]["tasks"])
+    return tasks
 
 
 def _platform(path: Path) -> dict:
@@ -43,10 +52,10 @@ def test_checked_in_sweep_pipeline_is_fresh_and_wired(tmp_path):
 
     fresh = compile_sweep_pipeline(tmp_path / "sweep.yaml").read_text()
     assert SWEEP_PIPELINE_YAML.read_text() == fresh, "pipelines/fora_sweep_pipeline.yaml is stale: `fora compile`"
-    tasks = _spec(SWEEP_PIPELINE_YAML)["root"]["dag"]["tasks"]
-    assert sorted(tasks) == ["calibrate", "data-prep", "evaluate", "register", "sweep"]
+    tasks = _tasks(_spec(SWEEP_PIPELINE_YAML))
+    assert sorted(tasks) == ["calibrate", "data-prep", "evaluate", "register", "resolve", "sweep"]
     # the Fisher pass runs once, before the trials; the best trial flows into evaluate and register
-    assert set(tasks["sweep"]["dependentTasks"]) == {"data-prep", "calibrate"}
+    assert set(tasks["sweep"]["dependentTasks"]) == {"data-prep", "calibrate", "resolve"}
     reg = tasks["register"]["inputs"]
     assert reg["parameters"]["registry_tags"]["taskOutputParameter"] == {"outputParameterKey": "registry_tags",
                                                                          "producerTask": "sweep"}
@@ -56,17 +65,28 @@ def test_checked_in_sweep_pipeline_is_fresh_and_wired(tmp_path):
 
 def test_dag_wiring_resources_caching_and_image():
     spec = _spec(PIPELINE_YAML)
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _tasks(spec)
     assert sorted(tasks) == sorted(STEPS)
     deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
-    assert deps["data-prep"] == set()
+    # resolve first and alone; everything else only when it says train (the dsl.If sub-DAG)
+    root = spec["root"]["dag"]["tasks"]
+    assert sorted(root) == ["condition-1", "resolve"] and root["condition-1"]["dependentTasks"] == ["resolve"]
+    assert root["condition-1"]["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--resolve-skip'] == false"
+    assert deps["resolve"] == set() and deps["data-prep"] == set()
     assert deps["calibrate"] == {"data-prep"}
     assert deps["train"] == {"data-prep", "calibrate"}
     assert deps["evaluate"] == {"data-prep", "train"}
     assert deps["register"] == {"data-prep", "calibrate", "train", "evaluate"}
     caching = {name: t.get("cachingOptions", {}).get("enableCache", False) for name, t in tasks.items()}
-    assert caching == {"data-prep": True, "calibrate": True, "train": False, "evaluate": False,
+    assert caching == {"resolve": False, "data-prep": True, "calibrate": True, "train": False, "evaluate": False,
                        "register": False}
+    # data prep and calibration are cached on the source's fingerprint, so a cache hit means the same data
+    inner = next(c for n, c in spec["components"].items() if n.startswith("comp-condition-"))
+    for step in ("data-prep", "calibrate"):
+        fp = inner["dag"]["tasks"][step]["inputs"]["parameters"]["data_fingerprint"]
+        assert fp == {"componentInputParameter": "pipelinechannel--resolve-data_fingerprint"}, step
+        assert "mlflow_run_id" not in inner["dag"]["tasks"][step]["inputs"]["parameters"], step
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 2
     # artifacts flow between steps as typed KFP artifacts
     train_inputs = tasks["train"]["inputs"]["artifacts"]
@@ -100,6 +120,7 @@ def test_dag_wiring_resources_caching_and_image():
     assert default["register"]["tracking_uri"].startswith("http")
     assert default["storage"]["uri"].startswith("s3://")  # checkpoints and Ray-job inputs on shared storage
     assert params["overrides"]["defaultValue"] == ""
+    assert params["scheduled"]["defaultValue"] is False and params["scheduled"]["parameterType"] == "BOOLEAN"
 
 
 def test_resources_come_from_the_compiling_config(tmp_path):
@@ -144,19 +165,30 @@ def model_dir(tmp_path_factory):
     return tiny_model_dir(tmp_path_factory.mktemp("model"))
 
 
-def test_data_prep_component_python_func(tmp_path, model_dir):
+def test_resolve_and_data_prep_components_python_func(tmp_path, model_dir):
     from components.data_prep.component import data_prep
+    from components.resolve.component import resolve
 
     cfg = _tiny_config(tmp_path, model_dir)
+    decision = Markdown(name="decision", uri=str(tmp_path / "decision.md"), metadata={})
+    r = resolve.python_func(config_yaml=yaml.safe_dump(cfg), overrides="data.max_train=16", pipeline_run="unit",
+                            scheduled=True, decision=decision)
+    import hashlib
+
+    records = Path(cfg["data"]["source"]).read_bytes()
+    assert r.data_fingerprint == "file:sha256:" + hashlib.sha256(records).hexdigest()[:32]
+    assert r.skip is False and "no champion yet" in (tmp_path / "decision.md").read_text()
+    run = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}").get_run(r.mlflow_run_id)
+    assert run.info.run_name == "tiny (unit)" and run.data.tags["data_fingerprint"] == r.data_fingerprint
+
     data = Dataset(name="data", uri=str(tmp_path / "data"), metadata={})
     card = Markdown(name="card", uri=str(tmp_path / "card.md"), metadata={})
-    run_id = data_prep.python_func(config_yaml=yaml.safe_dump(cfg), overrides="data.max_train=16",
-                                   pipeline_run="unit", data=data, data_card=card)
+    content_hash = data_prep.python_func(config_yaml=yaml.safe_dump(cfg), overrides="data.max_train=16",
+                                         data_fingerprint=r.data_fingerprint, data=data, data_card=card)
     assert len((tmp_path / "data" / "train.jsonl").read_text().splitlines()) == 16
-    assert data.metadata["train"] == 16 and data.metadata["content_hash"].startswith("sha256:")
+    assert data.metadata["train"] == 16 and content_hash == data.metadata["content_hash"]
+    assert json.loads((tmp_path / "data" / "data_card.json").read_text())["source_fingerprint"] == r.data_fingerprint
     assert "| train |" in (tmp_path / "card.md").read_text()
-    run = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}").get_run(run_id)
-    assert run.info.run_name == "tiny (unit)" and run.data.metrics["data/train"] == 16
 
 
 def test_component_user_error_is_one_line(tmp_path, model_dir, capsys):
@@ -165,7 +197,7 @@ def test_component_user_error_is_one_line(tmp_path, model_dir, capsys):
     cfg = _tiny_config(tmp_path, model_dir)
     cfg["fora"]["method"] = "dora"
     with pytest.raises(SystemExit) as exit_info:
-        data_prep.python_func(config_yaml=yaml.safe_dump(cfg), overrides="", pipeline_run="unit",
+        data_prep.python_func(config_yaml=yaml.safe_dump(cfg), overrides="", data_fingerprint="x",
                               data=Dataset(name="d", uri=str(tmp_path / "d"), metadata={}),
                               data_card=Markdown(name="c", uri=str(tmp_path / "c"), metadata={}))
     assert exit_info.value.code == 2
@@ -173,39 +205,107 @@ def test_component_user_error_is_one_line(tmp_path, model_dir, capsys):
     assert len(err) == 1 and "fora.method" in err[0] and "dora" in err[0]
 
 
+def _step_dirs(outputs_root: Path) -> dict[str, Path]:
+    """{task name: its output folder} of one local KFP run (tasks inside the dsl.If sub-DAG included)."""
+    found: dict[str, Path] = {}
+    for out in outputs_root.rglob("executor_output.json"):
+        found.setdefault(out.parent.name, out.parent)
+    return found
+
+
+def _write_new_records(path: Path, n: int = 40) -> Path:
+    """Tonight's data: the same file, rewritten with other rows (what a nightly export does)."""
+    records = [{"instruction": f"What is {i} times 3?", "input": "", "output": f"It is {3 * i}.",
+                "answer": str(3 * i)} for i in range(n)]
+    path.write_text(json.dumps(records))
+    return path
+
+
 @pytest.mark.integration
-def test_whole_dag_on_the_local_kfp_runner(tmp_path, model_dir):
+def test_scheduled_retraining_on_the_local_kfp_runner(tmp_path, model_dir):
+    """Three nights of a recurring run against one registry: night 1 trains, registers and promotes; night 2
+    has new data, scores the champion on the same items and promotes only on a paired McNemar win; night 3
+    has the same data as night 2 and skips training."""
+    from scipy.stats import binomtest
+
     from pipelines.kfp_local import run_on_kfp_local
 
     cfg = _tiny_config(tmp_path, model_dir)
-    result = run_on_kfp_local(yaml.safe_dump(cfg), overrides="train.eval_every=4")
-    root = Path(result["outputs_root"])
-    expect = ["data-prep/data/train.jsonl", "data-prep/data/data_card.json", "data-prep/data_card",
-              "calibrate/calibration/fisher_report.json", "calibrate/calibration/fisher_profile.png",
-              "calibrate/fisher_profile", "train/adapter/adapter_model.safetensors",
-              "train/adapter/adapter_config.json", "train/loss_curve", "evaluate/evaluation/eval_results.json",
-              "evaluate/table", "register/merged/config.json", "register/registration"]
-    for rel in expect:
-        assert (root / rel).exists(), rel
-    assert "data:image/png;base64," in (root / "calibrate" / "fisher_profile").read_text()
-    assert "data:image/png;base64," in (root / "train" / "loss_curve").read_text()
-    layers = json.loads((root / "calibrate/calibration/fisher_report.json").read_text())["selected_layers"]
+    cfg["register"].update(promotion_test="mcnemar", alpha=0.05)
+    text = yaml.safe_dump(cfg)
+    result = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
+    steps = _step_dirs(Path(result["outputs_root"]))
+    expect = {"resolve": ["decision"], "data-prep": ["data/train.jsonl", "data/data_card.json", "data_card"],
+              "calibrate": ["calibration/fisher_report.json", "calibration/fisher_profile.png", "fisher_profile"],
+              "train": ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "loss_curve"],
+              "evaluate": ["evaluation/eval_results.json", "evaluation/item_scores.json", "table"],
+              "register": ["merged/config.json", "registration"]}
+    for step, files in expect.items():
+        for rel in files:
+            assert (steps[step] / rel).exists(), f"{step}/{rel}"
+    assert "data:image/png;base64," in (steps["calibrate"] / "fisher_profile").read_text()
+    assert "data:image/png;base64," in (steps["train"] / "loss_curve").read_text()
+    layers = json.loads((steps["calibrate"] / "calibration/fisher_report.json").read_text())["selected_layers"]
     assert len(layers) == 2  # half of the tiny model's 4 layers
-    calib_out = json.loads((root / "calibrate" / "executor_output.json").read_text())
+    calib_out = json.loads((steps["calibrate"] / "executor_output.json").read_text())
     assert json.loads(calib_out["parameterValues"]["Output"]) == layers
     assert calib_out["artifacts"]["metrics"]["artifacts"][0]["metadata"]["layers_selected"] == 2
-    eval_out = json.loads((root / "evaluate" / "executor_output.json").read_text())
+    eval_out = json.loads((steps["evaluate"] / "executor_output.json").read_text())
     assert {"base_acc_avg", "tuned_acc_avg", "tuned_perplexity"} <= set(
         eval_out["artifacts"]["scores"]["artifacts"][0]["metadata"])
 
     client = MlflowClient(result["run"].tracking_uri)
-    version = client.get_model_version("tiny-kfp", "1")
-    assert version.tags["K"] == "2" and json.loads(version.tags["selected_layers"]) == layers
+    v1 = client.get_model_version("tiny-kfp", "1")
+    assert v1.tags["K"] == "2" and json.loads(v1.tags["selected_layers"]) == layers
+    assert v1.tags["promotion"] == "promote"
     assert str(client.get_model_version_by_alias("tiny-kfp", "champion").version) == "1"
-    run = client.get_run(version.run_id)
-    # every step logged into the one MLflow run that data prep opened
+    run = client.get_run(v1.run_id)
+    # every step logged into the one MLflow run that the resolve step opened
     assert {"data/train", "train/loss", "tuned/acc_avg", "base/acc_avg", "acc_avg"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4
     assert run.data.params["selected_layers"] == json.dumps(layers)
     assert run.data.params["train.eval_every"] == "4"  # the override reached the steps
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"data", "calibration", "eval", "adapter"}
+    assert run.data.tags["data_fingerprint"] == v1.tags["data_fingerprint"] != ""
+
+    # night 2: the source file was rewritten; same config, so only the fingerprint tells the data changed
+    _write_new_records(Path(cfg["data"]["source"]))
+    result2 = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
+    steps2 = _step_dirs(Path(result2["outputs_root"]))
+    assert "register" in steps2
+    v2 = client.get_model_version("tiny-kfp", "2")
+    assert v2.tags["data_fingerprint"] != v1.tags["data_fingerprint"]
+    # data prep ran on tonight's rows (on a cluster the fingerprint input makes KFP's cache miss)
+    card2 = json.loads((steps2["data-prep"] / "data" / "data_card.json").read_text())
+    assert card2["content_hash"] == v2.tags["data_hash"] != v1.tags["data_hash"]
+    items = json.loads((steps2["evaluate"] / "evaluation" / "item_scores.json").read_text())
+    assert items["champion"]["version"] == 1  # the champion, scored in this run on the same items
+    a = [x for t in sorted(items["tuned"]["acc"]) for x in items["tuned"]["acc"][t]]
+    b = [x for t in sorted(items["champion"]["acc"]) for x in items["champion"]["acc"][t]]
+    n10 = sum(1 for x, y in zip(a, b, strict=True) if x > y)
+    n01 = sum(1 for x, y in zip(a, b, strict=True) if x < y)
+    p = binomtest(n10, n10 + n01, 0.5, alternative="greater").pvalue if n10 + n01 else 1.0
+    should_win = p < 0.05 and sum(a) >= sum(b)
+    decision = json.loads(v2.tags["champion_decision"])
+    assert decision["action"] == ("promote" if should_win else "keep"), decision
+    assert decision["previous"] == 1 and decision["suite"] == items["suite"] == v2.tags["eval_suite"]
+    champion = client.get_model_version_by_alias("tiny-kfp", "champion").version
+    assert str(champion) == ("2" if should_win else "1")
+    registration = (steps2["register"] / "registration").read_text()
+    assert f"**{decision['action']}**" in registration and "McNemar p" in registration
+
+    # night 3: nothing changed since night 2: the resolve step says so and nothing else runs
+    result3 = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
+    steps3 = _step_dirs(Path(result3["outputs_root"]))
+    assert set(steps3) == {"resolve"}, sorted(steps3)
+    said = (steps3["resolve"] / "decision").read_text()
+    assert "Skipped" in said and "same data" in said
+    assert len(client.search_model_versions("name = 'tiny-kfp'")) == 2
+    skipped = client.search_runs([run.info.experiment_id], "tags.retrain = 'skipped'")
+    assert len(skipped) == 1 and "same data" in skipped[0].data.tags["retrain_reason"]
+    # the decisions can be explained from the registry alone
+    from pipelines.registry.history import read_history
+
+    history = read_history(client, "tiny-kfp")
+    assert [(e["version"], e["action"]) for e in history] == [(1, "promote"), (2, decision["action"])]
+    assert history[1]["test"]["p_value"] == pytest.approx(p)

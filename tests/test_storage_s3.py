@@ -74,6 +74,25 @@ def test_upload_download_and_atomic_local_copy(s3, tmp_path):
     assert not scratch.exists()  # the download is removed after the block
 
 
+def test_an_s3_source_s_fingerprint_changes_when_the_object_is_rewritten(s3):
+    """A nightly export rewrites the same key: its fingerprint (ETag, from a HEAD request) must change, so the
+    KFP cache of data prep misses; an untouched object keeps its fingerprint."""
+    import hashlib
+
+    from pipelines.run_config import DataConfig
+    from pipelines.source_fingerprint import source_fingerprint
+
+    uri = f"s3://{BUCKET}/sources/train.json"
+    storage.write_text(uri, '[{"instruction": "a", "output": "b"}]')
+    cfg = DataConfig(source=uri)
+    first = source_fingerprint(cfg)
+    assert first == source_fingerprint(cfg)  # stable while the object is unchanged
+    # a single-part upload's ETag is the MD5 of its bytes (the S3 API's definition): an independent check
+    assert first == f"s3:{uri}@" + hashlib.md5(b'[{"instruction": "a", "output": "b"}]').hexdigest()
+    storage.write_text(uri, '[{"instruction": "c", "output": "d"}]')
+    assert source_fingerprint(cfg) != first
+
+
 def test_a_missing_bucket_is_named_in_one_line_or_created(s3):
     with pytest.raises(storage.StorageError) as err:
         storage.ensure_bucket("s3://no-such-bucket-here/x", create=False)

@@ -7,9 +7,10 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def calibrate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset],
+def calibrate(config_yaml: str, overrides: str, data_fingerprint: str, data: Input[Dataset],
               calibration: Output[Artifact], fisher_profile: Output[HTML], metrics: Output[Metrics]) -> str:
-    """Diagonal empirical Fisher per decoder layer; returns the selected layers as JSON."""
+    """Diagonal empirical Fisher per decoder layer; returns the selected layers as JSON. Cached on the data
+    source's fingerprint like data prep; logged to MLflow by the train step."""
     import json
     from pathlib import Path
 
@@ -20,7 +21,7 @@ def calibrate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))
-        calib = stages.calibrate(run, data.path, calibration.path, mlflow_run_id)
+        calib = stages.calibrate(run, data.path, calibration.path, None)
     png_to_html(Path(calibration.path) / "fisher_profile.png", fisher_profile.path, "Fisher layer profile")
     report = calib["report"]
     metrics.log_metric("layers_selected", len(calib["selected_layers"]))

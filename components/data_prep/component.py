@@ -1,4 +1,5 @@
-"""KFP component for step 1: training source -> tokenized splits + data card."""
+"""KFP component for step 1: training source -> tokenized splits + data card (cached on the source's
+fingerprint: a new source version misses the cache)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
@@ -7,12 +8,11 @@ from components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def data_prep(config_yaml: str, overrides: str, pipeline_run: str, data: Output[Dataset],
+def data_prep(config_yaml: str, overrides: str, data_fingerprint: str, data: Output[Dataset],
               data_card: Output[Markdown]) -> str:
-    """Read ``data.source``; write train/validation/calibration JSONL and the data card.
-
-    Returns the id of the MLflow run that every later step logs to (one per pipeline run).
-    """
+    """Read ``data.source``; write train/validation/calibration JSONL and the data card. Returns the
+    prepared data's content hash. Logs nothing to MLflow (a cached step must not name a run: the train step
+    logs the data card into this pipeline run's MLflow run)."""
     import shutil
     from pathlib import Path
 
@@ -22,8 +22,8 @@ def data_prep(config_yaml: str, overrides: str, pipeline_run: str, data: Output[
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))
-        run_id = stages.start_tracking(run, run_name=f"{run.name} ({pipeline_run})")
-        card = stages.data_prep(run, data.path, run_id)
+        card = stages.data_prep(run, data.path, None, source_fingerprint=data_fingerprint)
     shutil.copy(Path(data.path) / "data_card.md", data_card.path)
-    data.metadata.update({**card["counts"], "content_hash": card["content_hash"], "source": run.data.source})
-    return run_id
+    data.metadata.update({**card["counts"], "content_hash": card["content_hash"], "source": run.data.source,
+                          "source_fingerprint": data_fingerprint})
+    return card["content_hash"]

@@ -11,8 +11,8 @@ def register(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
              calibration: Input[Artifact], adapter: Input[Model], evaluation: Input[Artifact],
              merged: Output[Model], registration: Output[Markdown], registry_tags: str = "{}") -> int:
     """Registers a model version tagged with method, K, layers, data hash and base model; moves the
-    ``champion`` alias only if ``register.metric`` beats the current champion's. ``registry_tags``: JSON of
-    extra tags (the sweep pipeline says which trial). Returns the version."""
+    ``champion`` alias only if a paired test on the evaluation's items says it beats the champion.
+    ``registry_tags``: JSON of extra tags (the sweep pipeline says which trial). Returns the version."""
     import json
 
     from pipelines import stages
@@ -24,8 +24,8 @@ def register(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
         reg = stages.register(run, data.path, calibration.path, adapter.path, evaluation.path, merged.path,
                               mlflow_run_id, extra_tags=json.loads(registry_tags))
     merged.metadata.update({"registered_model": run.register.model_name, "version": reg["version"]})
-    verdict = "promoted to `champion`" if reg["champion"] else "champion unchanged"
+    merged.metadata.update({"promotion": reg["action"]})
     with open(registration.path, "w") as f:
-        f.write(f"Registered **{run.register.model_name}** version {reg['version']}: {verdict} "
-                f"(previous champion {run.register.metric}: {reg['previous_champion_value']}).\n")
+        f.write(f"Registered **{run.register.model_name}** version {reg['version']}: **{reg['action']}** "
+                f"(previous champion: {reg['previous'] or 'none'}). {reg['reason']}\n")
     return reg["version"]

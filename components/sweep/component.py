@@ -32,6 +32,7 @@ def sweep(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: st
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))
+        stages.log_inputs(run, data.path, calibration.path, mlflow_run_id)
         summary = stages.sweep_trials(run, data.path, calibration.path, results.path, mlflow_run_id,
                                       run_key=pipeline_run, data_uri=data.uri, calib_uri=calibration.uri)
     if not summary["finished"]:

@@ -78,10 +78,32 @@ def lm_eval_scores(model, tokenizer, tasks: list[str], limit: int, task_dir: Pat
         if items:
             samples = sorted(out["samples"][f"fora_{t}"], key=lambda s: s["doc_id"])
             scores[t]["items"] = [int(s["acc"]) for s in samples]
+            scores[t]["items_norm"] = [int(s["acc_norm"]) for s in samples]
     return scores
 
 
+def suite_fingerprint(task_dir: Path, tasks: list[str], limit: int) -> str:
+    """What makes two scorings comparable item by item: the tasks' item files, the task template, the
+    limit and lm-eval's version (sha256, 16 hex digits). Equal fingerprints: the same items, scored the
+    same way."""
+    import hashlib
+    from importlib.metadata import version
+
+    h = hashlib.sha256(f"{TASK_YAML}|{limit}|lm_eval {version('lm_eval')}".encode())
+    for t in sorted(tasks):
+        h.update(t.encode())
+        h.update((task_dir / f"{t}.jsonl").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def per_item_scores(scores: dict) -> dict[str, dict[str, list[int]]]:
+    """{"acc": {task: [0/1, ...]}, "acc_norm": {...}} from ``lm_eval_scores(..., items=True)``."""
+    return {"acc": {t: v["items"] for t, v in scores.items()},
+            "acc_norm": {t: v["items_norm"] for t, v in scores.items()}}
+
+
 def summarise(scores: dict) -> dict:
+    scores = {t: v for t, v in scores.items() if isinstance(v, dict) and "acc" in v}
     accs = [v["acc"] for v in scores.values()]
     norms = [v["acc_norm"] for v in scores.values()]
     return {"acc_avg": sum(accs) / len(accs), "acc_norm_avg": sum(norms) / len(norms)}
@@ -119,22 +141,29 @@ def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, gener
 def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_dir: str | Path,
                    tasks: list[str], limit: int, out_dir: str | Path, batch_size: int = 8,
                    compare_base: bool = True, with_perplexity: bool = True, general_text: str = "",
-                   general_tokens: int = 2048, diagnostics: bool = True, item_scores: bool = False) -> dict:
+                   general_tokens: int = 2048, diagnostics: bool = True, item_scores: bool = False,
+                   champion: dict | None = None) -> dict:
     """Score base and tuned models; writes ``eval_results.json`` and ``eval_table.md`` in ``out_dir``.
 
     With ``diagnostics`` and an adapter, also the adapter's diagnostics (``results["diagnostics"]``,
     ``adapter_diagnostics.json``, ``adapter_spectrum.png``) and, when ``general_text`` is set, general-text
-    perplexity of base and tuned (``general_perplexity``) and the tuned model's ``kl_drift``."""
+    perplexity of base and tuned (``general_perplexity``) and the tuned model's ``kl_drift``.
+
+    ``champion`` ({"version": v, "adapter_dir": folder}): the registry's current champion, scored on the
+    same items (``results["champion"]``) for a paired promotion; its adapter goes on the same base weights.
+    With ``item_scores`` (always with a champion), per-item scores and the suite's fingerprint are written
+    to ``item_scores.json``."""
     from peft import PeftModel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task_dir = write_task_definitions(tasks, limit, out / "tasks")
     held_out = read_jsonl(Path(data_dir) / "validation.jsonl")
-    results: dict[str, dict] = {}
+    results: dict = {}
+    item_scores_on = item_scores or champion is not None
     base_model.eval()
     def scores(model) -> dict:  # no tasks: perplexities and diagnostics only
-        return lm_eval_scores(model, tokenizer, tasks, limit, task_dir, batch_size, item_scores) if tasks else {}
+        return lm_eval_scores(model, tokenizer, tasks, limit, task_dir, batch_size, item_scores_on) if tasks else {}
 
     if compare_base:
         results["base"] = {"tasks": scores(base_model)}
@@ -158,9 +187,21 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
                 if "base" in results:
                     results["base"]["general_perplexity"] = g["base_perplexity"]
         tuned.unload()
-    for who in ("base", "tuned"):
+    if champion is not None and tasks:
+        held = PeftModel.from_pretrained(base_model, str(champion["adapter_dir"]))
+        held.eval()
+        results["champion"] = {"version": int(champion["version"]), "tasks": scores(held)}
+        held.unload()
+    for who in ("base", "tuned", "champion"):
         if who in results and tasks:
             results[who].update(summarise(results[who]["tasks"]))
+    if item_scores_on and tasks and "tuned" in results:
+        results["suite"] = suite_fingerprint(task_dir, tasks, limit)
+        per_item = {"suite": results["suite"], "tuned": per_item_scores(results["tuned"]["tasks"])}
+        if "champion" in results:
+            per_item["champion"] = {"version": results["champion"]["version"],
+                                    **per_item_scores(results["champion"]["tasks"])}
+        (out / "item_scores.json").write_text(json.dumps(per_item))
     (out / "eval_results.json").write_text(json.dumps(results, indent=2))
     (out / "eval_table.md").write_text(results_table(results))
     return results
@@ -202,4 +243,9 @@ def results_table(results: dict) -> str:
             extra.append(f"- the Stiefel factor moved {a['stiefel_factor_drift']:.3g} of its norm from its init "
                          "(||X - X0|| / ||X0||, mean over adapters)")
         lines += [""] + extra
+    champ = results.get("champion")
+    if champ and "acc_avg" in champ and "tuned" in results:
+        gain = results["tuned"]["acc_avg"] - champ["acc_avg"]
+        lines += ["" if not diag else "", f"- the registry's champion (version {champ['version']}) on the same items: "
+                  f"acc {champ['acc_avg']:.3f} (tuned minus champion {gain:+.3f}; the register step tests it)"]
     return "\n".join(lines) + "\n"

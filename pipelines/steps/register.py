@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from fora_core import ModelSource, load_adapter, merge_adapter
 
-CHAMPION = "champion"
+from ..registry.champion import CHAMPION, version_by_alias
+from ..registry.promotion import DECISION_TAG, Challenger, Policy, decide_and_apply
 
 
 def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str | Path,
@@ -44,46 +45,50 @@ def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str |
     return out
 
 
-def _metric_of(client: MlflowClient, version, metric: str) -> float | None:
-    run = client.get_run(version.run_id)
-    return run.data.metrics.get(metric)
+def _version_of_run(client: MlflowClient, model_name: str, run_id: str):
+    """The version this run registered already (a retried register step), or None."""
+    found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
 
 
 def register_model(
     *, run_id: str, tracking_uri: str, model_name: str, merged_dir: str | Path, adapter_dir: str | Path,
-    tags: dict[str, str], metric: str, value: float, greater_is_better: bool = True,
+    tags: dict[str, str], challenger: Challenger, policy: Policy, metric: str, value: float,
 ) -> dict:
-    """Log the merged model (pyfunc) and adapter to ``run_id``, register a version, maybe move the alias.
+    """Log the merged model (pyfunc) and adapter to ``run_id``, register a version, and let
+    ``registry/promotion.py`` decide on the alias (paired test against the champion, under the lock).
 
-    Returns {"version", "champion" (bool), "previous_champion_value"}.
-    """
+    A retry of the same run (a crash after the version was created) reuses its version instead of
+    registering a duplicate. Returns the decision (``registry.history`` entry) with ``version`` and
+    ``champion`` (whether it is the champion now)."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    active = mlflow.active_run()
-    same = active is not None and active.info.run_id == run_id
-    with contextlib.nullcontext() if same else mlflow.start_run(run_id=run_id):
-        mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
-        # a loader module and plain data (safetensors): nothing in the artifact is unpickled or executed
-        info = mlflow.pyfunc.log_model(name="model", loader_module="pipelines.pyfunc_model",
-                                       data_path=str(merged_dir))
-        mlflow.log_metric(metric, value)
     try:
         client.get_registered_model(model_name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(model_name, description="FoRA fine-tuned models (fora-pipelines)")
-    # model_id: an MLflow server (REST store) refuses a models:/ source without it; SQLite accepts either
-    version = client.create_model_version(model_name, info.model_uri, run_id=run_id, tags=tags,
-                                          model_id=info.model_id)
-    previous = None
-    try:
-        champ = client.get_model_version_by_alias(model_name, CHAMPION)
-        previous = _metric_of(client, champ, metric)
-    except mlflow.exceptions.MlflowException:
-        champ = None
-    better = previous is None or (value > previous if greater_is_better else value < previous)
-    if better:
-        client.set_registered_model_alias(model_name, CHAMPION, version.version)
-    client.set_model_version_tag(model_name, version.version, "champion_decision",
-                                 json.dumps({"metric": metric, "value": value, "previous": previous,
-                                             "promoted": better}))
-    return {"version": int(version.version), "champion": better, "previous_champion_value": previous}
+    version = _version_of_run(client, model_name, run_id)
+    if version is not None and version.tags.get("promotion", "pending") != "pending":
+        # a retry after the decision was made: report it, decide nothing twice
+        decision = json.loads(version.tags[DECISION_TAG])
+        current = version_by_alias(client, model_name, CHAMPION)
+        return {**decision, "version": int(version.version), "promoted": decision["action"] == "promote",
+                "proposed": decision["action"] == "propose",
+                "champion": current is not None and current.version == version.version, "retried": True}
+    if version is None:
+        active = mlflow.active_run()
+        same = active is not None and active.info.run_id == run_id
+        with contextlib.nullcontext() if same else mlflow.start_run(run_id=run_id):
+            mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
+            # a loader module and plain data (safetensors): nothing in the artifact is unpickled or executed
+            info = mlflow.pyfunc.log_model(name="model", loader_module="pipelines.pyfunc_model",
+                                           data_path=str(merged_dir))
+            mlflow.log_metric(metric, value)
+        # model_id: an MLflow server (REST store) refuses a models:/ source without it; SQLite accepts either
+        version = client.create_model_version(model_name, info.model_uri, run_id=run_id,
+                                              tags={**tags, "promotion": "pending"}, model_id=info.model_id)
+    challenger.version = int(version.version)
+    decision = decide_and_apply(client, tracking_uri, model_name, challenger, policy)
+    client.set_model_version_tag(model_name, version.version, "promotion", decision["action"])
+    return {**decision, "version": int(version.version), "champion": decision["promoted"]
+            or decision["reason"].startswith("already champion")}

@@ -1,0 +1,31 @@
+"""KFP component for step 0 (never cached): open the pipeline run's MLflow run, fingerprint the data source
+and the recipe, and decide whether this run needs to train at all."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Markdown, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def resolve(config_yaml: str, overrides: str, pipeline_run: str, scheduled: bool, decision: Output[Markdown]
+            ) -> NamedTuple("ResolveOutputs", mlflow_run_id=str, data_fingerprint=str, skip=bool):
+    """Returns the MLflow run every later step logs to, the source's fingerprint (data prep and calibration
+    are cached on it: a cache hit means the same data) and ``skip``: the champion was trained on this very
+    data and recipe and ``register.skip_unchanged`` allows skipping (default: scheduled runs only)."""
+    from collections import namedtuple
+
+    from pipelines import stages
+    from pipelines.errors import one_line_user_errors
+    from pipelines.run_config import parse_run_config, split_overrides
+
+    with one_line_user_errors():
+        run = parse_run_config(config_yaml, split_overrides(overrides))
+        r = stages.resolve(run, run_name=f"{run.name} ({pipeline_run})", scheduled=scheduled)
+    with open(decision.path, "w") as f:
+        f.write(f"Data source `{run.data.source}`: fingerprint `{r['source_fingerprint']}`.\n\n"
+                f"**{'Skipped' if r['skip'] else 'Training'}**: {r['reason']}.\n")
+    out = namedtuple("ResolveOutputs", ["mlflow_run_id", "data_fingerprint", "skip"])
+    return out(r["run_id"], r["source_fingerprint"], r["skip"])
