@@ -103,7 +103,7 @@ def make_pipeline(run: RunConfig | None = None):
     @dsl.pipeline(name="fora-pipeline", description="FoRA fine-tuning: Fisher layer selection + Stiefel LoRA")
     def fora_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = "", scheduled: bool = False):
         res = resolve_run(run, config_yaml, overrides, scheduled)
-        with dsl.If(res.outputs["skip"] == False, name="data-or-settings-changed"):  # noqa: E712 (a KFP condition)
+        with dsl.If(res.outputs["Output"] == True, name="data-or-settings-changed"):  # noqa: E712 (a KFP condition)
             _train_and_register(run, config_yaml, overrides, res)
 
     return fora_pipeline

@@ -72,7 +72,7 @@ def test_dag_wiring_resources_caching_and_image():
     root = spec["root"]["dag"]["tasks"]
     assert sorted(root) == ["condition-1", "resolve"] and root["condition-1"]["dependentTasks"] == ["resolve"]
     assert root["condition-1"]["triggerPolicy"]["condition"] == \
-        "inputs.parameter_values['pipelinechannel--resolve-skip'] == false"
+        "inputs.parameter_values['pipelinechannel--resolve-Output'] == true"
     assert deps["resolve"] == set() and deps["data-prep"] == set()
     assert deps["calibrate"] == {"data-prep"}
     assert deps["train"] == {"data-prep", "calibrate"}
@@ -177,7 +177,7 @@ def test_resolve_and_data_prep_components_python_func(tmp_path, model_dir):
 
     records = Path(cfg["data"]["source"]).read_bytes()
     assert r.data_fingerprint == "file:sha256:" + hashlib.sha256(records).hexdigest()[:32]
-    assert r.skip is False and "no champion yet" in (tmp_path / "decision.md").read_text()
+    assert r.Output is True and "no champion yet" in (tmp_path / "decision.md").read_text()  # Output: train
     run = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}").get_run(r.mlflow_run_id)
     assert run.info.run_name == "tiny (unit)" and run.data.tags["data_fingerprint"] == r.data_fingerprint
 
@@ -307,5 +307,7 @@ def test_scheduled_retraining_on_the_local_kfp_runner(tmp_path, model_dir):
     from pipelines.registry.history import read_history
 
     history = read_history(client, "tiny-kfp")
+    print("\n" + "\n".join(f"night {i}: v{e['version']} {e['action']}: {e['reason']}" for i, e in enumerate(history, 1))
+          + f"\nnight 3: {skipped[0].data.tags['retrain_reason']}")
     assert [(e["version"], e["action"]) for e in history] == [(1, "promote"), (2, decision["action"])]
     assert history[1]["test"]["p_value"] == pytest.approx(p)

@@ -11,10 +11,12 @@ from components import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def resolve(config_yaml: str, overrides: str, pipeline_run: str, scheduled: bool, decision: Output[Markdown]
-            ) -> NamedTuple("ResolveOutputs", mlflow_run_id=str, data_fingerprint=str, skip=bool):
-    """Returns the MLflow run every later step logs to, the source's fingerprint (data prep and calibration
-    are cached on it: a cache hit means the same data) and ``skip``: the champion was trained on this very
-    data and recipe and ``register.skip_unchanged`` allows skipping (default: scheduled runs only)."""
+            ) -> NamedTuple("ResolveOutputs", Output=bool, mlflow_run_id=str, data_fingerprint=str):
+    """Returns ``Output``: whether to train (false when the champion, or a judged challenger, was trained on
+    this very data and recipe and ``register.skip_unchanged`` allows skipping: by default scheduled runs
+    only), the MLflow run every later step logs to, and the source's fingerprint (data prep and calibration
+    are cached on it: a cache hit means the same data). The flag is named ``Output`` because the local KFP
+    runner resolves a ``dsl.If`` condition only on an output of that name."""
     from collections import namedtuple
 
     from pipelines import stages
@@ -27,5 +29,5 @@ def resolve(config_yaml: str, overrides: str, pipeline_run: str, scheduled: bool
     with open(decision.path, "w") as f:
         f.write(f"Data source `{run.data.source}`: fingerprint `{r['source_fingerprint']}`.\n\n"
                 f"**{'Skipped' if r['skip'] else 'Training'}**: {r['reason']}.\n")
-    out = namedtuple("ResolveOutputs", ["mlflow_run_id", "data_fingerprint", "skip"])
-    return out(r["run_id"], r["source_fingerprint"], r["skip"])
+    out = namedtuple("ResolveOutputs", ["Output", "mlflow_run_id", "data_fingerprint"])
+    return out(not r["skip"], r["run_id"], r["source_fingerprint"])
