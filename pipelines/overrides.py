@@ -31,9 +31,18 @@ def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         node = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        if not all(parts):
+            raise ValueError(f"override {item!r}: '{key.strip()}' is not a section.field name")
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.load(raw, Loader=ConfigLoader)
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: '{'.'.join(parts[:depth + 1])}' is a value, not a section "
+                                 "(nothing below it can be set)")
+        try:
+            node[parts[-1]] = yaml.load(raw, Loader=ConfigLoader)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: the value is not valid YAML "
+                             f"({getattr(err, 'problem', None) or str(err).splitlines()[0]})") from None
     return data
 
 

@@ -368,6 +368,10 @@ class RunConfig:
         if self.dtype not in ("float32", "bfloat16"):
             _fail("dtype", self.dtype, "float32, bfloat16")
         _int("seed", self.seed, 0)
+        if not isinstance(self.model, str) or not self.model.strip():
+            _fail("model", self.model, "a model name (smollm2-135m), a folder, an HF id or an s3:// URI")
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            _fail("output_dir", self.output_dir, "a folder path")
 
     @property
     def out(self) -> Path:
@@ -429,15 +433,27 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     path = Path(path)
     if not path.exists():
         raise RunConfigError(f"config file not found: {path}")
-    return parse_run_config(path.read_text(), overrides, where=str(path))
+    if not path.is_file():
+        raise RunConfigError(f"{path} is a folder, not a config file (e.g. configs/default.yaml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunConfigError(f"{path}: not a UTF-8 text file") from None
+    return parse_run_config(text, overrides, where=str(path))
 
 
 def parse_run_config(text: str, overrides: list[str] | None = None, where: str = "config") -> RunConfig:
     """The same as :func:`load_run_config` for YAML text (how KFP components receive the config)."""
     try:
-        data = yaml.load(text, Loader=ConfigLoader) or {}
+        data = yaml.load(text, Loader=ConfigLoader)
     except yaml.YAMLError as err:
-        raise RunConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+        mark = getattr(err, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise RunConfigError(f"{where}: not valid YAML ({at}{getattr(err, 'problem', None) or str(err).splitlines()[0]})"
+                             ) from None
+    if data is None:
+        raise RunConfigError(f"{where}: the config is empty; start from configs/default.yaml (every field has a "
+                             "default, but an empty file is more likely a mistake than a choice)")
     try:
         apply_overrides(data, overrides or [])
     except ValueError as err:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.run_config import RunConfigError, load_run_config
+from pipelines.run_config import RunConfigError, load_run_config, parse_run_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -111,3 +111,28 @@ def test_exponent_numbers_without_a_dot_are_numbers_in_files_and_overrides():
     assert run.train.lr == 0.001 and run.train.stiefel_lr == 0.0002
     assert run.sweep.lr == {"grid": [0.001, 0.0003]}
     assert parse_run_config("name: x1e3").name == "x1e3"  # not a number: stays text
+
+
+@pytest.mark.parametrize("text,overrides,expected", [
+    ("", [], "the config is empty"),
+    ("# only a comment\n", [], "the config is empty"),
+    ("train:\n  max_steps: [1\n", [], "not valid YAML (line 3, column 1"),
+    ("output_dir: 5\n", [], "invalid value for 'output_dir': 5"),
+    ("model: 123\n", [], "invalid value for 'model': 123"),
+    ("name: x\n", ["train.lr=[1"], "override 'train.lr=[1': the value is not valid YAML"),
+    ("train: {max_steps: 3}\n", ["train.max_steps.x=1"], "'train.max_steps' is a value, not a section"),
+    ("name: x\n", [".x=1"], "'.x' is not a section.field name"),
+])
+def test_review_r5_config_mistakes_are_one_line_errors(text, overrides, expected):
+    with pytest.raises(RunConfigError) as err:
+        parse_run_config(text, overrides, where="c.yaml")
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_review_r5_a_folder_or_a_binary_file_as_config(tmp_path):
+    with pytest.raises(RunConfigError, match="is a folder, not a config file"):
+        load_run_config(tmp_path)
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    with pytest.raises(RunConfigError, match="not a UTF-8 text file"):
+        load_run_config(binary)
