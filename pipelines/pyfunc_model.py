@@ -8,11 +8,31 @@ write the artifact bucket can change the weights, but cannot make a loader run t
 
     >>> model = mlflow.pyfunc.load_model("models:/fora-smollm2-135m@champion")
     >>> model.predict(["Question: Why is the sky blue?\\nAnswer:"], params={"max_new_tokens": 16})
+
+An adapter-only version (``register.artifact: adapter``) holds the PEFT adapter and ``fora_base.json``
+naming the base model it needs (``{"model": "smollm2-135m", "dtype": "float32"}``); the same call loads
+the base (built-in, a folder, a hub id or an s3:// folder), applies the adapter and merges it in memory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+BASE_FILE = "fora_base.json"
+
+
+def _adapter_on_base(folder: Path):
+    """(merged model, tokenizer) from an adapter folder and the base model its ``fora_base.json`` names."""
+    import json
+
+    from fora_core import ModelSource, load_adapter, merge_adapter
+
+    from .models import resolve_model
+
+    base = json.loads((folder / BASE_FILE).read_text())
+    model, tokenizer = ModelSource(resolve_model(base["model"]), dtype=base.get("dtype", "float32")).load()
+    peft_model, _, _ = load_adapter(model, folder)
+    return merge_adapter(peft_model), tokenizer
 
 
 class MergedModel:
@@ -20,10 +40,14 @@ class MergedModel:
     continuations (``params``: max_new_tokens, default 32)."""
 
     def __init__(self, folder: str | Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        folder = Path(folder)
+        if (folder / BASE_FILE).exists():
+            self.model, self.tokenizer = _adapter_on_base(folder)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
         self.model.eval()
 
     def predict(self, model_input, params: dict | None = None) -> list[str]:

@@ -175,6 +175,10 @@ class RegisterConfig:
     approval: str = "auto"
     """auto: a winning challenger becomes ``champion``; manual: it becomes ``challenger`` and a person
     promotes it (``fora registry promote``)."""
+    artifact: str = "merged"
+    """What the registered version holds: merged (a plain transformers model, loads anywhere), adapter (the
+    PEFT adapter and the name of its base model: megabytes instead of the model's size; loads with the same
+    ``mlflow.pyfunc.load_model`` call, which fetches the base) or both (merged registered, adapter beside)."""
     skip_unchanged: str = "scheduled"
     """Skip training when the champion was trained on the same data fingerprint and settings: scheduled
     (recurring runs only), always, never."""
@@ -197,6 +201,8 @@ class RegisterConfig:
             _fail("register.alpha", self.alpha, "a number in (0, 0.5)")
         if self.approval not in APPROVALS:
             _fail("register.approval", self.approval, ", ".join(APPROVALS))
+        if self.artifact not in ("merged", "adapter", "both"):
+            _fail("register.artifact", self.artifact, "merged, adapter, both")
         if self.skip_unchanged not in ("scheduled", "always", "never"):
             _fail("register.skip_unchanged", self.skip_unchanged, "scheduled, always, never")
 

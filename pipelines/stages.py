@@ -308,18 +308,39 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
             by=(extra_tags or {}).get("pipeline_run", run.name))
         r = run.register
         policy = Policy(test=r.promotion_test, margin=r.margin, alpha=r.alpha, approval=r.approval)
-        merged = merge_to_folder(model_source(run), adapter, merged_out,
-                                 device=step_device(run.resources.register, "register"))
+        if r.artifact == "adapter":  # megabytes: the adapter and the name of the base it needs
+            model_dir = adapter_package(run, adapter, merged_out)
+        else:
+            model_dir = merge_to_folder(model_source(run), adapter, merged_out,
+                                        device=step_device(run.resources.register, "register"))
         from .source_fingerprint import recipe_fingerprint
 
         source = card.get("source_fingerprint", card["content_hash"])
         tags = {"method": method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
                 "data_hash": card["content_hash"], "data_fingerprint": source,
                 "recipe_fingerprint": recipe_fingerprint(run, source), "base_model": run.model,
-                "data_source": run.data.source, "eval_suite": per_item["suite"],
+                "data_source": run.data.source, "eval_suite": per_item["suite"], "artifact": r.artifact,
                 metric: f"{tuned[metric]:.6f}", **(extra_tags or {})}
         if run_id is None:
             run_id = start_tracking(run)
         return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=r.model_name,
-                              merged_dir=merged, adapter_dir=adapter, tags=tags, challenger=challenger,
-                              policy=policy, metric=metric, value=tuned[metric])
+                              merged_dir=model_dir, adapter_dir=adapter, tags=tags, challenger=challenger,
+                              policy=policy, metric=metric, value=tuned[metric],
+                              adapter_package_dir=adapter_package(run, adapter, Path(merged_out).parent /
+                                                                  "adapter-package") if r.artifact == "both"
+                              else None)
+
+
+def adapter_package(run: RunConfig, adapter: Path, out: str | Path) -> Path:
+    """The adapter-only form of a registered model: the PEFT adapter files and ``fora_base.json`` naming
+    the base model (``pipelines/pyfunc_model.py`` loads the base, applies and merges the adapter)."""
+    import shutil
+
+    from .pyfunc_model import BASE_FILE
+
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(adapter, out)
+    (out / BASE_FILE).write_text(json.dumps({"model": run.model, "dtype": run.dtype}))
+    return out

@@ -38,6 +38,31 @@ def test_each_step_from_the_shell_in_order(tmp_path, capsys):
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     assert client.get_model_version("tiny-steps", "1").tags["K"] == "2"
 
+    # register.artifact: adapter: the version holds the adapter and its base model's name, a fraction of the
+    # merged model's bytes, and loads with the same call into the same logits
+    assert cli.main(["register", str(config), "--quiet", "--set", "register.artifact=adapter",
+                     "--out", str(tmp_path / "adapter-form")]) == 0
+    v2 = client.get_model_version("tiny-steps", "2")
+    assert v2.tags["artifact"] == "adapter" and v2.tags["promotion"] == "keep"  # v1 has no item scores
+    import mlflow
+    import torch
+
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    merged_py = mlflow.pyfunc.load_model("models:/tiny-steps/1")
+    adapter_py = mlflow.pyfunc.load_model("models:/tiny-steps/2")
+    prompt = ["Question: 1 plus 1?\nAnswer:"]
+    assert merged_py.predict(prompt, params={"max_new_tokens": 4}) == adapter_py.predict(prompt, params={
+        "max_new_tokens": 4})
+    merged, from_adapter = merged_py._model_impl, adapter_py._model_impl  # the loader module's MergedModel
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    with torch.no_grad():
+        a, b = merged.model(ids).logits, from_adapter.model(ids).logits
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    files = {p.name for p in (tmp_path / "adapter-form").iterdir()}
+    assert {"adapter_model.safetensors", "fora_base.json"} <= files and "model.safetensors" not in files
+    size = lambda folder: sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())  # noqa: E731
+    assert size(tmp_path / "adapter-form") < size(out / "merged") / 2
+
 
 def test_a_step_without_its_input_says_which_is_missing(tmp_path, capsys):
     config = _write_config(tmp_path, tmp_path / "no-model")

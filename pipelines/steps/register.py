@@ -54,8 +54,10 @@ def _version_of_run(client: MlflowClient, model_name: str, run_id: str):
 def register_model(
     *, run_id: str, tracking_uri: str, model_name: str, merged_dir: str | Path, adapter_dir: str | Path,
     tags: dict[str, str], challenger: Challenger, policy: Policy, metric: str, value: float,
+    adapter_package_dir: str | Path | None = None,
 ) -> dict:
-    """Log the merged model (pyfunc) and adapter to ``run_id``, register a version, and let
+    """Log the model (pyfunc over ``merged_dir``: the merged model, or the adapter package) and the adapter
+    to ``run_id``, register a version, and let
     ``registry/promotion.py`` decide on the alias (paired test against the champion, under the lock).
 
     A retry of the same run (a crash after the version was created) reuses its version instead of
@@ -83,6 +85,9 @@ def register_model(
             # a loader module and plain data (safetensors): nothing in the artifact is unpickled or executed
             info = mlflow.pyfunc.log_model(name="model", loader_module="pipelines.pyfunc_model",
                                            data_path=str(merged_dir))
+            if adapter_package_dir is not None:  # register.artifact: both (the adapter form beside)
+                mlflow.pyfunc.log_model(name="model_adapter", loader_module="pipelines.pyfunc_model",
+                                        data_path=str(adapter_package_dir))
             mlflow.log_metric(metric, value)
         # model_id: an MLflow server (REST store) refuses a models:/ source without it; SQLite accepts either
         version = client.create_model_version(model_name, info.model_uri, run_id=run_id,
