@@ -246,6 +246,6 @@ def results_table(results: dict) -> str:
     champ = results.get("champion")
     if champ and "acc_avg" in champ and "tuned" in results:
         gain = results["tuned"]["acc_avg"] - champ["acc_avg"]
-        lines += ["" if not diag else "", f"- the registry's champion (version {champ['version']}) on the same items: "
+        lines += ["", f"- the registry's champion (version {champ['version']}) on the same items: "
                   f"acc {champ['acc_avg']:.3f} (tuned minus champion {gain:+.3f}; the register step tests it)"]
     return "\n".join(lines) + "\n"
