@@ -321,6 +321,12 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
                 "recipe_fingerprint": recipe_fingerprint(run, source), "base_model": run.model,
                 "data_source": run.data.source, "eval_suite": per_item["suite"], "artifact": r.artifact,
                 metric: f"{tuned[metric]:.6f}", **(extra_tags or {})}
+        from .registry.model_card import model_card
+
+        (Path(model_dir) / "README.md").write_text(model_card(
+            model_name=r.model_name, tags={**tags, "promotion_test": r.promotion_test}, results=results,
+            per_item=per_item, metric_key=key, artifact=r.artifact,
+            fora=meta.get("fora", {}) or run.to_dict()["fora"]))
         if run_id is None:
             run_id = start_tracking(run)
         return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=r.model_name,

@@ -37,6 +37,11 @@ def test_each_step_from_the_shell_in_order(tmp_path, capsys):
     assert "registered 'tiny-steps' version 1 as champion" in capsys.readouterr().out
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     assert client.get_model_version("tiny-steps", "1").tags["K"] == "2"
+    # the model card: base, data and its fingerprint, method and layers, accuracy with its interval
+    card = (out / "merged" / "README.md").read_text()
+    items = json.loads((out / "eval" / "item_scores.json").read_text())["tuned"]["acc"]["arc_easy"]
+    assert f"| acc (macro over tasks) | {sum(items) / len(items):.4f} [" in card
+    assert "file:sha256:" in card and "at K = 2 decoder layers" in card and "No champion was measured" in card
 
     # register.artifact: adapter: the version holds the adapter and its base model's name, a fraction of the
     # merged model's bytes, and loads with the same call into the same logits
@@ -58,6 +63,7 @@ def test_each_step_from_the_shell_in_order(tmp_path, capsys):
     with torch.no_grad():
         a, b = merged.model(ids).logits, from_adapter.model(ids).logits
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert "fora_base.json" in (tmp_path / "adapter-form" / "README.md").read_text()
     files = {p.name for p in (tmp_path / "adapter-form").iterdir()}
     assert {"adapter_model.safetensors", "fora_base.json"} <= files and "model.safetensors" not in files
     size = lambda folder: sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())  # noqa: E731

@@ -1,0 +1,69 @@
+"""The model card every registered version carries (``README.md`` in the registered folder, the Hugging Face
+convention): what it was tuned from and on, how, how well (with intervals), and how to load it.
+
+The promotion decision is made after the version exists (under the registry lock); the card gives the
+comparison with the champion measured in the same run, and points at the version's ``champion_decision``
+tag for the final word (``fora registry show CONFIG VERSION``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..ablation.stats import bootstrap_ci
+from .paired_test import paired_test
+
+
+def _acc_ci(items: dict[str, list[int]]) -> tuple[float, float, float]:
+    return bootstrap_ci({t: np.asarray(v, dtype=float) for t, v in items.items()}, n_boot=2000)
+
+
+def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item: dict, metric_key: str,
+               artifact: str, fora: dict) -> str:
+    """Markdown: base model, data (source, fingerprint, content hash), method and layers, metrics with 95%
+    bootstrap intervals over items, the measured champion comparison, and the loading snippet."""
+    tuned = results["tuned"]
+    acc, low, high = _acc_ci(per_item["tuned"][metric_key])
+    lines = [f"# {model_name}", "",
+             f"Fine-tuned from `{tags['base_model']}` with **{tags['method']}** (fora-pipelines) at K = {tags['K']} "
+             f"decoder layers {tags['selected_layers']}, rank {fora.get('rank')}, alpha {fora.get('alpha')}.", "",
+             "## Data", "",
+             f"- source: `{tags['data_source']}`", f"- fingerprint: `{tags['data_fingerprint']}`",
+             f"- prepared data's content hash: `{tags['data_hash']}`", "",
+             "## Evaluation", "",
+             f"Eval suite `{per_item['suite']}` (the tasks' items, limit and lm-eval version); 95% intervals are "
+             "percentile bootstraps over items, resampled within each task.", "",
+             "| metric | tuned | base |", "|---|---|---|",
+             f"| {metric_key} (macro over tasks) | {acc:.4f} [{low:.4f}, {high:.4f}] | "
+             f"{results.get('base', {}).get('acc_avg', float('nan')):.4f} |"]
+    for t, v in tuned["tasks"].items():
+        lines.append(f"| {t} | {v['acc']:.4f} | {results.get('base', {}).get('tasks', {}).get(t, {}).get('acc', float('nan')):.4f} |")
+    for key, label in (("perplexity", "held-out perplexity"), ("general_perplexity", "general-text perplexity")):
+        if key in tuned:
+            lines.append(f"| {label} | {tuned[key]:.3f} | {results.get('base', {}).get(key, float('nan')):.3f} |")
+    for key, label in (("kl_drift", "KL drift from the base (nats/token)"),
+                       ("effective_rank_ratio", "effective rank of the updates / r")):
+        if key in tuned:
+            lines.append(f"| {label} | {tuned[key]:.4f} | - |")
+    lines += ["", "## Promotion", ""]
+    champ = per_item.get("champion")
+    if champ:
+        r = paired_test(per_item["tuned"][metric_key], champ[metric_key], test=tags.get("promotion_test", "bootstrap"))
+        lines.append(f"Measured in the same run against champion version {champ['version']}: {r.explain()}.")
+    else:
+        lines.append("No champion was measured in this run.")
+    lines += ["The decision (and, if the champion changed meanwhile, what it was compared with) is the version's "
+              "`champion_decision` tag: `fora registry show CONFIG VERSION`.", "", "## Load it", "", "```python",
+              "import mlflow", "", f'model = mlflow.pyfunc.load_model("models:/{model_name}@champion")',
+              'model.predict(["Question: Why is the sky blue?\\nAnswer:"], params={"max_new_tokens": 32})', "```", ""]
+    if artifact == "adapter":
+        lines += [f"This version holds only the PEFT adapter and `fora_base.json` (`{tags['base_model']}`): loading "
+                  "fetches the base model and merges the adapter. `peft.PeftModel.from_pretrained(base, folder)` works "
+                  "on the folder too.", ""]
+    else:
+        lines += ["This version is a plain merged transformers model: `AutoModelForCausalLM.from_pretrained(folder)` "
+                  "loads it, as does a server that reads Hugging Face model folders (vLLM, TGI; not run here).", ""]
+    lines += ["## Tags", "", "```json", json.dumps(tags, indent=1, sort_keys=True), "```", ""]
+    return "\n".join(lines)
