@@ -53,7 +53,11 @@ class MergedModel:
     def predict(self, model_input, params: dict | None = None) -> list[str]:
         import torch
 
-        prompts = list(model_input["prompt"]) if hasattr(model_input, "columns") else list(model_input)
+        if hasattr(model_input, "columns"):  # a DataFrame: its 'prompt' column, else its only column
+            column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+            prompts = [str(p) for p in model_input[column]]
+        else:
+            prompts = list(model_input)
         outs = []
         for p in prompts:
             ids = self.tokenizer(p, return_tensors="pt")

@@ -58,6 +58,11 @@ def test_each_step_from_the_shell_in_order(tmp_path, capsys):
     prompt = ["Question: 1 plus 1?\nAnswer:"]
     assert merged_py.predict(prompt, params={"max_new_tokens": 4}) == adapter_py.predict(prompt, params={
         "max_new_tokens": 4})
+    sig = merged_py.metadata.get_input_schema()
+    assert [t.name for t in sig.input_types()] == ["string"]
+    assert merged_py.metadata.get_params_schema().params[0].name == "max_new_tokens"
+    example = Path(mlflow.artifacts.download_artifacts("models:/tiny-steps/1", dst_path=str(tmp_path / "dl")))
+    assert "sky blue" in (example / "input_example.json").read_text()
     merged, from_adapter = merged_py._model_impl, adapter_py._model_impl  # the loader module's MergedModel
     ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
     with torch.no_grad():

@@ -45,6 +45,16 @@ def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str |
     return out
 
 
+def _signature() -> dict:
+    """Prompts in, continuations out (strings), with an example: what the MLflow UI and serving show."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    signature = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]),
+                               params=ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
+    return {"signature": signature, "input_example": ["Question: Why is the sky blue?\nAnswer:"]}
+
+
 def _version_of_run(client: MlflowClient, model_name: str, run_id: str):
     """The version this run registered already (a retried register step), or None."""
     found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
@@ -84,10 +94,10 @@ def register_model(
             mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
             # a loader module and plain data (safetensors): nothing in the artifact is unpickled or executed
             info = mlflow.pyfunc.log_model(name="model", loader_module="pipelines.pyfunc_model",
-                                           data_path=str(merged_dir))
+                                           data_path=str(merged_dir), **_signature())
             if adapter_package_dir is not None:  # register.artifact: both (the adapter form beside)
                 mlflow.pyfunc.log_model(name="model_adapter", loader_module="pipelines.pyfunc_model",
-                                        data_path=str(adapter_package_dir))
+                                        data_path=str(adapter_package_dir), **_signature())
             mlflow.log_metric(metric, value)
         # model_id: an MLflow server (REST store) refuses a models:/ source without it; SQLite accepts either
         version = client.create_model_version(model_name, info.model_uri, run_id=run_id,
