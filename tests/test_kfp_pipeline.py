@@ -221,13 +221,9 @@ def _write_new_records(path: Path, n: int = 40) -> Path:
     return path
 
 
-@pytest.mark.integration
-def test_scheduled_retraining_on_the_local_kfp_runner(tmp_path, model_dir):
-    """Three nights of a recurring run against one registry: night 1 trains, registers and promotes; night 2
-    has new data, scores the champion on the same items and promotes only on a paired McNemar win; night 3
-    has the same data as night 2 and skips training."""
-    from scipy.stats import binomtest
-
+def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient, object, object]:
+    """The whole DAG once, as a scheduled run with no champion yet: every artifact, the one MLflow run, the
+    registration. Returns (config, its YAML, the registry client, version 1, its MLflow run)."""
     from pipelines.kfp_local import run_on_kfp_local
 
     cfg = _tiny_config(tmp_path, model_dir)
@@ -267,6 +263,24 @@ def test_scheduled_retraining_on_the_local_kfp_runner(tmp_path, model_dir):
     assert run.data.params["train.eval_every"] == "4"  # the override reached the steps
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"data", "calibration", "eval", "adapter"}
     assert run.data.tags["data_fingerprint"] == v1.tags["data_fingerprint"] != ""
+    return cfg, text, client, v1, run
+
+
+@pytest.mark.integration
+def test_whole_dag_on_the_local_kfp_runner(tmp_path, model_dir):
+    _night_one(tmp_path, model_dir)
+
+
+@pytest.mark.slow
+def test_scheduled_retraining_on_the_local_kfp_runner(tmp_path, model_dir):
+    """Three nights of a recurring run against one registry: night 1 trains, registers and promotes; night 2
+    has new data, scores the champion on the same items and promotes only on a paired McNemar win; night 3
+    has the same data as night 2 and skips training. (About 10 minutes on 2 cores: `make test-all`.)"""
+    from scipy.stats import binomtest
+
+    from pipelines.kfp_local import run_on_kfp_local
+
+    cfg, text, client, v1, run = _night_one(tmp_path, model_dir)
 
     # night 2: the source file was rewritten; same config, so only the fingerprint tells the data changed
     _write_new_records(Path(cfg["data"]["source"]))
