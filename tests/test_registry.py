@@ -136,18 +136,19 @@ def _client(uri: str):
 
 
 def _register(uri: str, name: str, items: dict, suite: str = "suite-1") -> int:
-    """A run that logged its item scores like the evaluate step, and a version of it."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
+    """A run that logged its item scores like the evaluate step, and a version of it (client calls only: no
+    process-global MLflow state from other tests can leak in)."""
     client = _client(uri)
     try:
         client.create_registered_model(name)
     except MlflowException:
         pass
-    with mlflow.start_run() as run:
-        mlflow.log_dict({"suite": suite, "tuned": {"acc": items}}, "eval/item_scores.json")
-    v = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    exp = client.get_experiment_by_name("registry-tests")
+    exp_id = exp.experiment_id if exp else client.create_experiment("registry-tests")
+    run_id = client.create_run(exp_id).info.run_id
+    client.log_dict(run_id, {"suite": suite, "tuned": {"acc": items}}, "eval/item_scores.json")
+    client.set_terminated(run_id)
+    v = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
     return int(v.version)
 
 

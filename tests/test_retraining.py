@@ -4,7 +4,6 @@ scope, and the skip decision against a real (SQLite) MLflow registry."""
 import hashlib
 import json
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from pipeline_fixtures import write_records
@@ -65,13 +64,12 @@ def test_the_recipe_covers_what_decides_the_model_and_nothing_else(tmp_path):
 
 
 def _version(uri: str, name: str, recipe: str, promotion: str, alias: bool) -> int:
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri)  # client calls only: no process-global MLflow state from other tests
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
-    with mlflow.start_run() as r:
-        pass
-    v = client.create_model_version(name, f"runs:/{r.info.run_id}/model", run_id=r.info.run_id,
+    exp = client.get_experiment_by_name("retrain-tests")
+    run_id = client.create_run(exp.experiment_id if exp else client.create_experiment("retrain-tests")).info.run_id
+    v = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id,
                                     tags={"recipe_fingerprint": recipe, "promotion": promotion,
                                           "data_fingerprint": "file:sha256:d"})
     if alias:
