@@ -81,10 +81,29 @@ class _Failing:
         from mlflow.protos import databricks_pb2
 
         self.err = MlflowException(message, error_code=getattr(databricks_pb2, code))
+        self.existing: list = []
         assert self.err.error_code == code
 
     def get_model_version_by_alias(self, name, alias):
         raise self.err
+
+    def search_registered_models(self, filter_string):
+        return self.existing
+
+
+class _Forbidden(_Failing):
+    """MLflow's basic-auth server: 403 on a model with no permission record (one that does not exist)."""
+
+    def __init__(self, existing: list):
+        self.err = MlflowException("API request to endpoint /api/2.0/mlflow/registered-models/alias failed with "
+                                   "error code 403 != 200. Response body: 'Permission denied'")
+        self.existing = existing
+
+
+def test_a_403_means_no_champion_only_when_the_model_does_not_exist():
+    assert version_by_alias(_Forbidden(existing=[]), "x") is None
+    with pytest.raises(MlflowException, match="403"):
+        version_by_alias(_Forbidden(existing=["x"]), "x")
 
 
 def test_a_server_error_is_never_read_as_no_champion():

@@ -35,6 +35,11 @@ def version_by_alias(client: MlflowClient, model_name: str, alias: str = CHAMPIO
     except MlflowException as err:
         if _absent(err):
             return None
+        # MLflow's basic-auth server answers 403 for a registered model that does not exist yet (there is no
+        # permission record to check); only then is it "none": a 403 on an existing model is raised
+        if "403" in str(err) or err.error_code == "PERMISSION_DENIED":
+            if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
+                return None
         raise
 
 
