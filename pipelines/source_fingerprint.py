@@ -78,17 +78,19 @@ def _hub(source: str) -> str | None:
 
 def source_fingerprint(cfg: DataConfig) -> str:
     """The data source's identity now (see the module docstring)."""
-    source = cfg.source
-    if source == "builtin:commonsense" or cfg.format == "builtin":
+    from .steps.data_prep import source_kind
+
+    kind, source = source_kind(cfg), cfg.source  # a missing file or a format that cannot apply: DataError
+    if kind == "builtin":
         return _builtin()
-    if source.startswith("s3://"):
+    if kind == "s3":
         from . import storage
 
         return f"s3:{source}@{storage.etag(source)}"
     path = Path(source).expanduser()
-    if path.is_file():
+    if kind == "file":
         return "file:sha256:" + _sha256_file(path).hexdigest()[:32]
-    if path.is_dir():
+    if kind == "folder":
         return _folder(path)
     return _hub(source) or f"unresolved:{uuid.uuid4().hex}"
 

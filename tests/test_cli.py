@@ -77,7 +77,10 @@ def test_each_step_from_the_shell_in_order(tmp_path, capsys):
 
 def test_a_step_without_its_input_says_which_is_missing(tmp_path, capsys):
     config = _write_config(tmp_path, tmp_path / "no-model")
-    assert cli.main(["calibrate", str(config)]) == 2
+    assert cli.main(["calibrate", str(config)]) == 2  # checked before the model is loaded
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "calibrate: no calibration.jsonl in" in err[0] and "written by data-prep" in err[0]
+    assert cli.main(["data-prep", str(config)]) == 2  # data prep has its input: then the model is the problem
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-model" in err[0]
 

@@ -82,8 +82,54 @@ def test_malformed_files_name_file_row_and_field(tokenizer, tmp_path, content, n
 
 def test_unknown_source_is_a_clear_error(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match="could not load dataset 'no/such-dataset'"):
+    with pytest.raises(DataError, match="could not load the HF dataset 'no/such-dataset'"):
         prepare_data(DataConfig(source="no/such-dataset"), tokenizer, tmp_path / "out")
+
+
+def test_review_r5_a_missing_data_file_is_a_missing_file_not_a_dataset(tokenizer, tmp_path):
+    for source in (str(tmp_path / "train.json"), "data/not-here.jsonl", "./not-here"):
+        with pytest.raises(DataError, match="data file not found"):
+            prepare_data(DataConfig(source=source), tokenizer, tmp_path / "out")
+
+
+def test_review_r5_a_non_utf8_data_file(tokenizer, tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'[{"instruction": "caf\xe9", "output": "ok"}]')  # Latin-1, not UTF-8
+    with pytest.raises(DataError, match="latin1.json: not UTF-8 text"):
+        prepare_data(DataConfig(source=str(path)), tokenizer, tmp_path / "out")
+
+
+def _records(tmp_path, name, records, jsonl=False):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(r) for r in records) if jsonl else json.dumps(records))
+    return path
+
+
+def test_review_r5_data_format_is_honoured(tokenizer, tmp_path):
+    pr = [{"prompt": f"q{i}?", "response": f" a{i}"} for i in range(8)]
+    # jsonl: one record per line whatever the suffix (auto would read a .txt line file as one JSON document)
+    lines = _records(tmp_path, "records.txt", pr, jsonl=True)
+    card = prepare_data(DataConfig(source=str(lines), format="jsonl", max_validation=2), tokenizer, tmp_path / "a")
+    assert card["counts"]["read"] == 8
+    with pytest.raises(DataError, match="records.txt: not valid JSON"):
+        prepare_data(DataConfig(source=str(lines)), tokenizer, tmp_path / "b")
+    # alpaca / llm-adapters: every record must have their fields (auto would take prompt/response)
+    as_json = _records(tmp_path, "pr.json", pr)
+    with pytest.raises(DataError, match="pr.json row 1: field 'instruction' is missing"):
+        prepare_data(DataConfig(source=str(as_json), format="alpaca"), tokenizer, tmp_path / "c")
+    alpaca = _records(tmp_path, "alpaca.json", [{"instruction": f"i{i}", "output": f"o{i}"} for i in range(8)])
+    assert prepare_data(DataConfig(source=str(alpaca), format="alpaca", max_validation=2), tokenizer,
+                        tmp_path / "d")["counts"]["read"] == 8
+    with pytest.raises(DataError, match="alpaca.json row 1: field 'answer' is missing"):
+        prepare_data(DataConfig(source=str(alpaca), format="llm-adapters"), tokenizer, tmp_path / "e")
+    # a format that cannot apply to the source names both fields, before reading anything
+    for cfg, match in ((DataConfig(source=str(alpaca), format="builtin"), "data.format 'builtin' reads builtin"),
+                       (DataConfig(source=str(alpaca), format="hf"), "data.format 'hf' needs an HF dataset id"),
+                       (DataConfig(source=str(tmp_path), format="jsonl"), "is a folder; data.format 'jsonl'"),
+                       (DataConfig(source="builtin:commonsense", format="alpaca"), "does not apply to data.source"),
+                       (DataConfig(source="org/dataset", format="jsonl"), "data file not found: org/dataset")):
+        with pytest.raises(DataError, match=match):
+            prepare_data(cfg, tokenizer, tmp_path / "f")
 
 
 def test_builtin_commonsense_mix(tokenizer, tmp_path):

@@ -142,7 +142,7 @@ def test_interrupted_training_resumes_without_losing_or_repeating_steps(tmp_path
     "edit, match",
     [
         ({"fora": {"method": "dora"}}, "invalid value for 'fora.method'"),
-        ({"fora": {"layer_budget": 9}}, "invalid value for 'layer_budget': 9 (allowed: 1..4 layers"),
+        ({"fora": {"layer_budget": 9}}, "invalid value for 'fora.layer_budget': 9 (allowed: 1..4 layers"),
         ({"fora": {"target_modules": ["qkv_proj"]}}, "target module 'qkv_proj' not found"),
         ({"data": {"source": "EMPTY"}}, "the file is empty"),
         ({"data": {"source": "MALFORMED"}}, "bad.json row 1: field 'output' is missing"),

@@ -8,6 +8,7 @@ Outputs in ``out_dir``: ``fisher_report.json`` (scores, ranking, N, tokens, seco
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ from fora_core import FisherReport, ForaConfig, fisher_scores, select_layers
 from fora_core.fisher import IGNORE_INDEX
 
 from .data_prep import read_jsonl
+
+log = logging.getLogger("fora")
 
 
 def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -72,6 +75,9 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
     rows = read_jsonl(Path(data_dir) / "calibration.jsonl")
     bs = fora.fisher.batch_size
     batches = [collate(rows[i : i + bs], tokenizer.pad_token_id) for i in range(0, len(rows), bs)]
+    if len(batches) < fora.fisher.num_batches:  # the data had fewer rows than data.calibration_size
+        log.warning("Fisher pass: %d batches of %d, not fora.fisher.num_batches=%d: the calibration split has "
+                    "only %d records", len(batches), bs, fora.fisher.num_batches, len(rows))
     report = fisher_scores(model.to(device), batches, num_batches=fora.fisher.num_batches,
                            estimator=fora.fisher.estimator, seed=fora.seed, progress=progress)
     k = fora.num_layers_to_adapt(report.num_layers)

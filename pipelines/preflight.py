@@ -1,0 +1,117 @@
+"""What a run config names, checked before any work starts: the model's architecture and the data source.
+
+The schema (``run_config.py``) knows types and ranges; it cannot know that ``fora.target_modules: [qkv]``
+does not exist in a Llama block, that ``fora.layer_budget: 40`` exceeds a 30-layer model, that
+``data.max_length`` is beyond the model's positions, or that ``data.source`` names a file that is not there.
+Those used to surface minutes later, inside a Ray worker, retried ``train.max_failures`` times. Here they
+are found from the model's ``config.json`` alone: the model is built on PyTorch's ``meta`` device (shapes,
+no storage, no weights read; well under a second for an 8B architecture), and its decoder blocks and linear
+layers are looked up exactly as training will (``fora_core.architecture``).
+
+Called by ``fora validate``, by the resolve step (the first step of ``fora run`` and of the KFP pipeline),
+and at the start of ``fora sweep`` and ``fora ablate``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fora_core import ForaConfigError, ModelSource
+from fora_core.architecture import find_decoder_layers, resolve_target_modules
+from fora_core.config import resolve_layer_budget
+
+from . import storage
+from .run_config import RunConfig, RunConfigError
+
+
+def model_config(spec: str, dtype: str = "float32"):
+    """The ``transformers`` config of ``run.model`` without its weights (an s3:// model: its config.json only)."""
+    from transformers import AutoConfig
+
+    if storage.is_uri(spec):
+        with tempfile.TemporaryDirectory(prefix="fora-preflight-") as tmp:
+            Path(tmp, "config.json").write_text(storage.read_text(storage.join(spec, "config.json")))
+            return AutoConfig.from_pretrained(tmp)
+    return ModelSource(spec, dtype=dtype).load_config()
+
+
+def model_skeleton(config):
+    """The architecture on the meta device: module names and shapes, no parameter storage."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def _max_positions(config) -> int | None:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(text, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_model(run: RunConfig) -> dict[str, Any]:
+    """Target modules, K (and the sweep's integer Ks) and ``data.max_length`` against the model's architecture.
+    Returns {"architecture", "layers", "K", "targets", "max_positions"}."""
+    config = model_config(run.model, run.dtype)
+    skeleton = model_skeleton(config)
+    try:
+        layout = find_decoder_layers(skeleton)
+    except ForaConfigError as err:
+        raise RunConfigError(f"model {run.model!r}: {err}") from None
+    num_layers = layout.num_layers
+    try:
+        targets = resolve_target_modules(skeleton, run.fora.target_modules)
+    except ForaConfigError as err:
+        raise RunConfigError(f"invalid value for 'fora.target_modules' (model {run.model!r}): {err}") from None
+    try:
+        k = run.fora.num_layers_to_adapt(num_layers)
+    except ForaConfigError:
+        raise RunConfigError(f"invalid value for 'fora.layer_budget': {run.fora.layer_budget!r} (allowed: 1.."
+                             f"{num_layers} layers ({run.model} has {num_layers}) or a fraction in (0, 1])") from None
+    for budget in run.sweep.layer_budgets:
+        if isinstance(budget, int) and budget > num_layers:
+            raise RunConfigError(f"invalid value for 'sweep.layer_budgets': {budget} (allowed: 1..{num_layers} "
+                                 f"layers ({run.model} has {num_layers}) or fractions in (0, 1])")
+        resolve_layer_budget(budget, num_layers)
+    positions = _max_positions(config)
+    if positions is not None and run.data.max_length > positions:
+        raise RunConfigError(f"invalid value for 'data.max_length': {run.data.max_length} (allowed: at most "
+                             f"{positions}, the positions of {run.model!r})")
+    return {"architecture": type(skeleton).__name__, "layers": num_layers, "K": k, "targets": targets,
+            "max_positions": positions}
+
+
+def check_data(run: RunConfig, remote: bool = True) -> str:
+    """The data source exists and ``data.format`` applies to it; returns its kind (builtin, file, folder, s3,
+    hub). ``remote``: also ask S3 for the object (a HEAD request)."""
+    from .steps.data_prep import source_kind
+
+    kind = source_kind(run.data)
+    if kind == "s3" and remote:
+        storage.etag(run.data.source)  # a missing object or bucket: one line naming the endpoint and bucket
+    return kind
+
+
+def preflight(run: RunConfig, remote: bool = True) -> dict[str, Any]:
+    """Every check that needs more than the schema; raises a one-line user error (RunConfigError, DataError,
+    ModelLoadError, StorageError) at the first problem. Returns what was checked (printed by ``fora validate``)."""
+    summary = check_model(run)
+    summary["data"] = check_data(run, remote)
+    return summary
+
+
+def describe(run: RunConfig, summary: dict[str, Any]) -> str:
+    """One line for a person: what the config was checked against."""
+    return (f"checked against {run.model} ({summary['architecture']}, {summary['layers']} layers"
+            + (f", {summary['max_positions']} positions" if summary["max_positions"] else "")
+            + f"): {run.fora.method} at K={summary['K']}, targets {', '.join(summary['targets'])}; data source: "
+            f"{summary['data']}")
+
+
+__all__ = ["check_data", "check_model", "describe", "model_config", "model_skeleton", "preflight"]
