@@ -428,11 +428,7 @@ class RunConfig:
                     except ForaConfigError as err:  # a section defined in its own module (resources)
                         raise RunConfigError(str(err)) from None
             kwargs[key] = value
-        run = cls(**kwargs)
-        fisher_given = (data.get("fora") or {}).get("fisher")
-        if isinstance(fisher_given, dict) and {"num_batches", "batch_size"} & set(fisher_given):
-            _check_fisher_budget(run)
-        return run
+        return cls(**kwargs)
 
 
 def _check_fisher_budget(run: RunConfig) -> None:
@@ -482,4 +478,8 @@ def parse_run_config(text: str, overrides: list[str] | None = None, where: str =
         apply_overrides(data, overrides or [])
     except ValueError as err:
         raise RunConfigError(str(err)) from None
-    return RunConfig.from_dict(data)
+    run = RunConfig.from_dict(data)
+    fisher_given = (data.get("fora") or {}).get("fisher") if isinstance(data, dict) else None
+    if isinstance(fisher_given, dict) and {"num_batches", "batch_size"} & set(fisher_given):
+        _check_fisher_budget(run)  # only what the user wrote: a round trip through to_dict spells out defaults
+    return run

@@ -83,6 +83,24 @@ def tracked(run: RunConfig, run_id: str | None) -> Iterator[bool]:
         yield True
 
 
+class StepInputError(RunConfigError):
+    """A step's input (a folder or URI the user or the pipeline named) is missing: names it and its maker."""
+
+
+def require_inputs(step: str, *inputs: tuple[str | Path | None, str, str]) -> None:
+    """Each (folder or URI, file it must hold, the step that writes it) exists, else one line: which input,
+    where it was looked for and what writes it. Run before any work, so a missing input is the user's
+    mistake in one line and a file missing later is a real fault (a traceback)."""
+    for location, name, maker in inputs:
+        if location is None:
+            continue
+        path = storage.join(str(location), name) if storage.is_uri(str(location)) else Path(location) / name
+        found = storage.exists(str(path)) if storage.is_uri(str(path)) else Path(path).is_file()
+        if not found:
+            raise StepInputError(f"{step}: no {name} in {location} (written by {maker}; run it first, or point "
+                                 f"the option at its output)")
+
+
 def _load(run: RunConfig, step: str, model=None, tokenizer=None):
     """The base model on the step's device (``resources.<step>.gpus`` > 0: cuda)."""
     device = step_device(run.resources.of(step), step)
@@ -96,9 +114,11 @@ def resolve(run: RunConfig, run_name: str | None = None, scheduled: bool = False
     and the recipe, and decide whether training can be skipped (``registry/retrain.py``).
 
     Returns {"run_id", "source_fingerprint", "recipe_fingerprint", "skip", "reason"}."""
+    from .preflight import describe, preflight
     from .registry.retrain import skip_decision
     from .source_fingerprint import recipe_fingerprint, source_fingerprint
 
+    log.info("%s", describe(run, preflight(run, remote=False)))  # the fingerprint asks S3 for the object
     source = source_fingerprint(run.data)
     recipe = recipe_fingerprint(run, source)
     run_id = start_tracking(run, run_name)
@@ -167,6 +187,7 @@ def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_i
     """Fisher scores on the calibration split; writes the report and the profile plot."""
     from .steps.calibrate import run_calibration
 
+    require_inputs("calibrate", (data_dir, "calibration.jsonl", "data-prep"))
     model, tokenizer = _load(run, "calibrate", model, tokenizer)
     with storage.local_input(data_dir) as data, storage.local_output(calib_dir) as out:
         calib = run_calibration(model, tokenizer, data, run.fora, out, device=str(model.device), progress=progress)
@@ -188,6 +209,7 @@ def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir
     ``data_uri``/``calib_uri``: the inputs' artifact URIs, used by a Ray job when they are s3://."""
     from .ray_runtime import jobs_api_address
 
+    require_inputs("train", (data_dir, "data_card.json", "data-prep"), (calib_dir, "fisher_report.json", "calibrate"))
     address = jobs_api_address(run)
     if address:
         from .ray_jobs import train_on_cluster
@@ -225,6 +247,8 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
 
     from .steps.evaluate import run_evaluation
 
+    require_inputs("evaluate", (data_dir, "validation.jsonl", "data-prep"),
+                   (adapter_dir, "adapter_config.json", "train"))
     if not storage.is_uri(str(eval_dir)):
         os.environ.setdefault("HF_HOME", str(Path(eval_dir).resolve().parent / ".hf-home"))
     model, tokenizer = _load(run, "evaluate", model, tokenizer)
@@ -285,6 +309,8 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
     from .steps.calibrate import load_selection
     from .steps.register import merge_to_folder, register_model
 
+    require_inputs("register", (data_dir, "data_card.json", "data-prep"), (adapter_dir, "adapter_config.json", "train"),
+                   (eval_dir, "eval_results.json", "evaluate"), (eval_dir, "item_scores.json", "evaluate"))
     check_server(run.tracking_uri)  # before anything: nothing is half-registered when the server is down
     with storage.local_input(adapter_dir) as adapter, storage.local_output(merged_dir) as merged_out:
         meta_file = adapter / "fora_config.json"  # what the adapter was trained with (save_adapter)
@@ -341,12 +367,18 @@ def adapter_package(run: RunConfig, adapter: Path, out: str | Path) -> Path:
     """The adapter-only form of a registered model: the PEFT adapter files and ``fora_base.json`` naming
     the base model (``pipelines/pyfunc_model.py`` loads the base, applies and merges the adapter)."""
     import shutil
+    import tempfile
 
+    from .atomic import replace_dir
     from .pyfunc_model import BASE_FILE
 
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(adapter, out)
-    (out / BASE_FILE).write_text(json.dumps({"model": run.model, "dtype": run.dtype}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        shutil.copytree(adapter, staging / "package")
+        (staging / "package" / BASE_FILE).write_text(json.dumps({"model": run.model, "dtype": run.dtype}))
+        replace_dir(staging / "package", out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out

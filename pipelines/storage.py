@@ -313,19 +313,21 @@ def download_dir(uri: str, local: str | Path) -> Path:
 
 def copy_to(local: str | Path, dest: str | Path) -> str:
     """Copy a local folder to a folder or URI; returns ``dest``. A local copy is written beside ``dest`` and
-    renamed into place, so a crash never leaves half a folder there."""
+    swapped into place (``atomic.replace_dir``), so a crash never leaves half a folder, or none, there."""
     if is_uri(str(dest)):
         upload_dir(local, str(dest))
         return str(dest)
     dest = Path(dest)
     if dest.resolve() != Path(local).resolve():
         dest.parent.mkdir(parents=True, exist_ok=True)
+        from .atomic import replace_dir
+
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-        shutil.copytree(local, staging / "tree")
-        if dest.exists():
-            shutil.rmtree(dest)
-        (staging / "tree").rename(dest)
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            shutil.copytree(local, staging / "tree")
+            replace_dir(staging / "tree", dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return str(dest)
 
 

@@ -27,8 +27,8 @@ from typing import Any
 from fora_core import select_layers
 from fora_core.config import resolve_layer_budget
 
-from . import checkpoints, stages, storage
-from .models import model_source, resolve_model
+from . import atomic, checkpoints, stages, storage
+from .models import model_source
 from .ray_runtime import check_placement, init_ray
 from .run_config import RunConfig, RunConfigError
 from .steps.calibrate import load_selection
@@ -40,16 +40,11 @@ TRIAL_DRIVER_CPU = 0.1
 
 
 def num_decoder_layers(run: RunConfig) -> int:
-    """L from the model's config alone (no weights loaded), to check K values before any work starts."""
-    from transformers import AutoConfig
+    """L from the model's config alone (no weights loaded), after every preflight check (``preflight.py``):
+    targets, K values, max_length and the data source are checked before any work starts."""
+    from .preflight import preflight
 
-    from fora_core import ModelSource
-
-    source = ModelSource(resolve_model(run.model), dtype=run.dtype)
-    with source._one_line_errors():
-        cfg = AutoConfig.from_pretrained(source.resolve())
-    cfg = getattr(cfg, "text_config", cfg)
-    return int(cfg.num_hidden_layers)
+    return preflight(run)["layers"]
 
 
 def build_arms(run: RunConfig, num_layers: int) -> list[dict[str, Any]]:
@@ -127,8 +122,25 @@ def arm_run_dict(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, An
     return out
 
 
+def in_process_trials(run: RunConfig) -> bool:
+    """Single-worker trials run the training loop inside the Tune trial's process. A Ray Train worker group
+    per trial (a controller and a worker: two more processes that import torch, transformers and peft, and
+    a placement group) buys nothing for one worker; it cost about 20 s per trial here, more than a tiny
+    trial's training. Trials with ``train.num_workers`` > 1 keep Ray Train (DDP across the workers)."""
+    return run.train.num_workers == 1
+
+
+def trial_resources(run: RunConfig) -> dict[str, float]:
+    """What Tune reserves for one trial's own process: the whole trial when it trains in-process, else just
+    its driver (the Ray Train workers reserve their own)."""
+    if not in_process_trials(run):
+        return {"CPU": TRIAL_DRIVER_CPU}
+    return {"CPU": TRIAL_DRIVER_CPU + run.train.cpus_per_worker, **({"GPU": 1} if run.train.use_gpu else {})}
+
+
 def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """One trial: a Ray Train run of ``train_loop_per_worker`` with this trial's method, K and lrs."""
+    """One trial with this trial's method, K and lrs: ``train_loop_per_worker`` in this process (one worker,
+    :func:`in_process_trials`) or as a Ray Train run of ``train.num_workers`` workers."""
     import mlflow
     from ray import tune  # [ray]
     from ray.train import FailureConfig, ScalingConfig  # [ray]
@@ -163,6 +175,9 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
                    "report_val_loss_every_step": True, "run_key": trial_id,
                    "fingerprint": checkpoints.fingerprint(run, ctx["data_hash"], layers)}
     tcfg = run.train
+    if in_process_trials(run):  # one worker: the loop runs here, reporting to Tune directly
+        train_loop_per_worker({**loop_config, "in_tune": True})
+        return
     storage_path, filesystem = storage.ray_storage(ctx["storage"])
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -193,8 +208,9 @@ def _trial_callback(tracking_uri: str, experiment_id: str, max_steps: int):
             steps = int(last.get("step", 0))
             ended = "failed" if status == "FAILED" else ("completed" if steps >= max_steps else "stopped_early")
             client.set_tag(run_id, "fora.trial_status", ended)
-            if last.get("checkpoint_path"):
-                client.set_tag(run_id, "fora.checkpoint", str(last["checkpoint_path"]))
+            where = last.get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint else None)
+            if where:
+                client.set_tag(run_id, "fora.checkpoint", str(where))
             client.set_terminated(run_id, status)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -216,8 +232,21 @@ def _prepare(run: RunConfig, sweep_dir: Path, parent_run_id: str) -> tuple[dict,
     model, tokenizer = model_source(run).load()
     stages.data_prep(run, sweep_dir / "data", parent_run_id, tokenizer=tokenizer)
     calib = stages.calibrate(run, sweep_dir / "data", sweep_dir / "calibration", parent_run_id, model, tokenizer)
-    stamp.write_text(_fingerprint(run))
+    atomic.write_text(stamp, _fingerprint(run))
     return calib, True
+
+
+def _set_aside_if_inputs_changed(run: RunConfig, sweep_dir: Path) -> None:
+    """A restart with other data settings (or another model, Fisher or targets) is a new sweep, not a resume:
+    the old trials were trained on other data and the old MLflow parent run holds the old settings. The old
+    folder is kept beside, renamed ``sweep.replaced-<UTC time>``; nothing is deleted."""
+    stamp = sweep_dir / "calibration" / "fingerprint.txt"
+    if not stamp.exists() or stamp.read_text() == _fingerprint(run):
+        return
+    aside = sweep_dir.with_name(f"sweep.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    sweep_dir.rename(aside)
+    log.warning("the data settings changed since the sweep in %s started (model, data, Fisher or target "
+                "modules): starting a new sweep; the old one was moved to %s", sweep_dir, aside)
 
 
 def _max_concurrent(run: RunConfig, total_cpus: float) -> int:
@@ -247,10 +276,11 @@ def run_sweep(run: RunConfig) -> dict:
     t_start = time.perf_counter()
     plan(run)
     sweep_dir = run.out.resolve() / "sweep"
+    _set_aside_if_inputs_changed(run, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state_file = sweep_dir / "parent_run_id.txt"
     parent = state_file.read_text().strip() if state_file.exists() else stages.start_tracking(run, f"{run.name} sweep")
-    state_file.write_text(parent)
+    atomic.write_text(state_file, parent)
     t = time.perf_counter()
     _, fisher_computed = _prepare(run, sweep_dir, parent)
     prep_seconds = time.perf_counter() - t
@@ -267,7 +297,7 @@ def run_sweep(run: RunConfig) -> dict:
         summary["best"].update(registration=reg, acc_avg={w: results[w]["acc_avg"] for w in ("base", "tuned") if w in results})
         summary["seconds"]["evaluate_register"] = time.perf_counter() - t
     summary["seconds"]["total"] = time.perf_counter() - t_start
-    (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic.write_text(sweep_dir / "sweep_summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 
@@ -283,7 +313,7 @@ def tune_trials_to(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, 
         summary = tune_trials(run, data_dir, calib_dir, local, parent_run_id, run_key)
         if summary["finished"]:
             best_trial(run, summary, local / "best")
-        (local / "sweep_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic.write_text(local / "sweep_summary.json", json.dumps(summary, indent=2, default=str))
         if remote:
             storage.upload_dir(local, str(out))
     finally:
@@ -342,7 +372,7 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
     ctx = {"run": base, "calibration": storage.absolute(calib_dir), "data_dir": storage.absolute(data_dir),
            "data_hash": data_hash, "tracking_uri": run.tracking_uri,
            "experiment_id": experiment_id, "parent_run_id": parent_run_id, "storage": storage.join(root, "train")}
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": TRIAL_DRIVER_CPU})
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), trial_resources(run))
     tune_storage, filesystem = storage.ray_storage(storage.join(root, "tune"))
     exp_path = f"{tune_storage}/experiment"
     resumed = tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem)
@@ -355,7 +385,10 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
         tuner = tune.Tuner(
             trainable, param_space=space,
             run_config=tune.RunConfig(name="experiment", storage_path=tune_storage, storage_filesystem=filesystem,
-                                      callbacks=[_trial_callback(run.tracking_uri, experiment_id, run.train.max_steps)]),
+                                      callbacks=[_trial_callback(run.tracking_uri, experiment_id, run.train.max_steps)],
+                                      # an in-process trial is retried by Tune (from its last checkpoint)
+                                      failure_config=tune.FailureConfig(max_failures=run.train.max_failures
+                                                                        if in_process_trials(run) else 0)),
             tune_config=tune.TuneConfig(scheduler=_scheduler(run), num_samples=run.sweep.num_samples,
                                         max_concurrent_trials=concurrent))
     log.info("sweep: %d trials (%s%s), %d at a time, %d torch threads each", n_trials,

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from . import atomic
+
 COLUMNS = ("trial_id", "method", "K", "lr", "stiefel_lr", "seed", "status", "steps", "val_loss", "loss",
            "best_val_loss", "tokens_per_s", "train_seconds", "val_seconds", "wall_seconds",
            "checkpoint_path")
@@ -41,9 +43,11 @@ def collect_results(grid, max_steps: int) -> list[dict[str, Any]]:
                        tokens_per_s=_num(df["tokens_per_s"].median()) if "tokens_per_s" in df else None)
             if "val_loss" in df:
                 row["best_val_loss"] = _num(df["val_loss"].min())
-            if "checkpoint_path" in df:
+            if "checkpoint_path" in df:  # reported by Ray Train (multi-worker trials)
                 paths = df["checkpoint_path"].dropna()
                 row["checkpoint_path"] = str(paths.iloc[-1]) if len(paths) else None
+            elif trial.checkpoint is not None:  # an in-process trial's last checkpoint, kept by Tune
+                row["checkpoint_path"] = trial.checkpoint.path
             fresh = df["val_fresh"] if "val_fresh" in df else [True] * len(df)
             row["curve"] = [(int(s), _num(lo), _num(v) if f else None)
                             for s, lo, v, f in zip(df["step"], df["loss"], df.get("val_loss", [None] * len(df)),
@@ -91,7 +95,7 @@ def write_tables(results: list[dict], folder: Path) -> list[Path]:
         lines += ["", "K sensitivity (best final val_loss over learning rates, trials that ran to the end):", "",
                   "| method | " + " | ".join(f"K={k}" for k in all_k) + " |", "|---|" + "---|" * len(all_k)]
         lines += [f"| {m} | " + " | ".join(fmt(v.get(k)) for k in all_k) + " |" for m, v in ks.items()]
-    md_path.write_text("\n".join(lines) + "\n")
+    atomic.write_text(md_path, "\n".join(lines) + "\n")
     return [csv_path, md_path]
 
 

@@ -12,7 +12,7 @@ from pipeline_fixtures import tiny_model_dir, write_records
 
 from pipelines import cli, errors
 from pipelines.preflight import check_model, model_skeleton, preflight
-from pipelines.run_config import RunConfig, RunConfigError
+from pipelines.run_config import RunConfig, RunConfigError, parse_run_config
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +100,20 @@ def test_review_r5_an_unknown_model_is_one_line(tmp_path, capsys):
     assert "could not load model" in line and "no-such-model" in line
 
 
-def test_review_r5_fisher_settings_larger_than_the_calibration_split(tmp_path):
-    base = {"data": {"calibration_size": 64}}
+def test_review_r5_fisher_settings_larger_than_the_calibration_split():
+    base = "data: {calibration_size: 64}\n"
     with pytest.raises(RunConfigError, match=r"64 batches of 4 = 256 calibration records, but "
                                              r"data.calibration_size is 64.*num_batches to 16"):
-        RunConfig.from_dict({**base, "fora": {"fisher": {"num_batches": 64, "batch_size": 4}}})
-    RunConfig.from_dict({**base, "fora": {"fisher": {"num_batches": 16, "batch_size": 4}}})  # fits exactly
-    # the defaults (128 batches of 1) adapt to a smaller split: nothing written, nothing to contradict
-    RunConfig.from_dict(base)
+        parse_run_config(base + "fora: {fisher: {num_batches: 64, batch_size: 4}}")
+    with pytest.raises(RunConfigError, match="data.calibration_size is 64"):  # an override counts as written
+        parse_run_config(base, ["fora.fisher.num_batches=65"])
+    parse_run_config(base + "fora: {fisher: {num_batches: 16, batch_size: 4}}")  # fits exactly
+    # the defaults (128 batches of 1) adapt to a smaller split: nothing written, nothing to contradict, also
+    # after a round trip through to_dict (how a Ray worker or a KFP pod receives the config)
+    run = parse_run_config(base)
+    RunConfig.from_dict(run.to_dict())
     # methods without a Fisher pass do not care
-    RunConfig.from_dict({**base, "fora": {"method": "lora", "fisher": {"num_batches": 64, "batch_size": 4}}})
+    parse_run_config(base + "fora: {method: lora, fisher: {num_batches: 64, batch_size: 4}}")
 
 
 def test_review_r5_a_missing_step_input_names_the_file_and_its_maker(tmp_path, model_dir, capsys):

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from ..adapter_report import normalised_spectrum
 from .config import FISHER_METHODS
 from .stats import bootstrap_ci, mean_sd, paired_difference_ci, paired_seed_difference, seed_averaged
@@ -349,6 +350,6 @@ def write_report(summary: dict, root: Path) -> list[Path]:
     curves = k_curves(summary)
     outputs = [plot_search(summary, root / "search.png"), plot_k(curves, summary["num_layers"], root / "k_sensitivity.png"),
                plot_methods(summary, table, root / "methods.png"), plot_spectra(summary, root, root / "spectra.png")]
-    (root / "report.md").write_text(markdown(summary, table, curves))
-    (root / "report.json").write_text(json.dumps({"methods": table, "k_curves": curves}, indent=1))
+    atomic.write_text(root / "report.md", markdown(summary, table, curves))
+    atomic.write_text(root / "report.json", json.dumps({"methods": table, "k_curves": curves}, indent=1))
     return [root / "report.md", root / "report.json", *outputs]

@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from .. import atomic
 from ..commonsense import load_examples
 from .calibrate import mean_response_loss
 from .data_prep import read_jsonl
@@ -201,9 +202,9 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
         if "champion" in results:
             per_item["champion"] = {"version": results["champion"]["version"],
                                     **per_item_scores(results["champion"]["tasks"])}
-        (out / "item_scores.json").write_text(json.dumps(per_item))
-    (out / "eval_results.json").write_text(json.dumps(results, indent=2))
-    (out / "eval_table.md").write_text(results_table(results))
+        atomic.write_text(out / "item_scores.json", json.dumps(per_item))
+    atomic.write_text(out / "eval_results.json", json.dumps(results, indent=2))
+    atomic.write_text(out / "eval_table.md", results_table(results))
     return results
 
 

@@ -1,6 +1,7 @@
 """Step 5, merge / register: fold the adapter into the base weights, keep the adapter-only artifact, log
 everything to MLflow, register a model version with tags, and move the ``champion`` alias only when the
-chosen metric beats the current champion's.
+paired test over the evaluation's items says the challenger beats the current champion
+(``registry/promotion.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from fora_core import ModelSource, load_adapter, merge_adapter
 
+from ..atomic import replace_dir
 from ..registry.champion import CHAMPION, version_by_alias
 from ..registry.promotion import DECISION_TAG, Challenger, Policy, decide_and_apply
 
@@ -26,7 +28,8 @@ def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str |
 
     The base model is loaded afresh from ``source``: a model object that has carried PEFT adapters (even
     unloaded ones) keeps PEFT markers that make ``save_pretrained`` write an adapter instead of weights.
-    Written beside ``out_dir`` and renamed into place, so a crash never leaves half a model there.
+    Written beside ``out_dir`` and swapped into place (``atomic.replace_dir``), so a crash never leaves half a
+    model there, nor no model where an older one was.
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -37,9 +40,7 @@ def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str |
     try:
         merged.save_pretrained(staging / "model", safe_serialization=True)
         tokenizer.save_pretrained(staging / "model")
-        if out.exists():
-            shutil.rmtree(out)
-        (staging / "model").rename(out)
+        replace_dir(staging / "model", out)  # the old merged folder stays until the new one is whole
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -53,6 +54,43 @@ def _signature() -> dict:
     signature = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]),
                                params=ParamSchema([ParamSpec("max_new_tokens", "long", 32)]))
     return {"signature": signature, "input_example": ["Question: Why is the sky blue?\nAnswer:"]}
+
+
+SERVING_PACKAGES = ("mlflow", "torch", "transformers", "peft", "safetensors", "accelerate", "fora-pipelines")
+
+
+def _log_pyfunc(name: str, data_path: str | Path):
+    """``mlflow.pyfunc.log_model`` of our loader over ``data_path``, minus two hidden model loads.
+
+    MLflow would (1) infer pip requirements by loading the model in a subprocess and recording its imports
+    (for this loader it missed torch and peft), and (2) load it again to predict the input example. For an 8B
+    model that is two full loads and a CPU generation inside the register step. The requirements are
+    stated instead (the versions installed here), and the example is stored but not run; loading and
+    predicting a registered version is what the tests do (test_cli, test_registry)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mlflow.models import Model
+
+    requirements = []
+    for package in SERVING_PACKAGES:
+        try:
+            requirements.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return Model.log(artifact_path=None, name=name, flavor=_PyfuncNoServingCheck, flavor_name="pyfunc",
+                     loader_module="pipelines.pyfunc_model", data_path=str(data_path), pip_requirements=requirements,
+                     validate_serving_input=False, **_signature())
+
+
+class _PyfuncNoServingCheck:
+    """``mlflow.pyfunc`` as a flavour for ``Model.log``, accepting the ``validate_serving_input`` switch that
+    ``Model.log`` reads but ``mlflow.pyfunc.save_model`` refuses as an unknown argument."""
+
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(path, mlflow_model, validate_serving_input: bool = True, **kwargs):
+        return mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
 
 
 def _version_of_run(client: MlflowClient, model_name: str, run_id: str):
@@ -93,11 +131,9 @@ def register_model(
         with contextlib.nullcontext() if same else mlflow.start_run(run_id=run_id):
             mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
             # a loader module and plain data (safetensors): nothing in the artifact is unpickled or executed
-            info = mlflow.pyfunc.log_model(name="model", loader_module="pipelines.pyfunc_model",
-                                           data_path=str(merged_dir), **_signature())
+            info = _log_pyfunc("model", merged_dir)
             if adapter_package_dir is not None:  # register.artifact: both (the adapter form beside)
-                mlflow.pyfunc.log_model(name="model_adapter", loader_module="pipelines.pyfunc_model",
-                                        data_path=str(adapter_package_dir), **_signature())
+                _log_pyfunc("model_adapter", adapter_package_dir)
             mlflow.log_metric(metric, value)
         # model_id: an MLflow server (REST store) refuses a models:/ source without it; SQLite accepts either
         version = client.create_model_version(model_name, info.model_uri, run_id=run_id,

@@ -126,6 +126,29 @@ class _RayContext:
         return str(storage.localize(self.resume_from, scratch / "resume")) if self.resume_from else None
 
 
+class _TuneContext:
+    """A single-worker sweep trial runs the loop in the Tune trial's own process (no Ray Train worker group,
+    see ``sweep.trial_driver``): reports and checkpoints go straight to Tune, which restores the trial's
+    last checkpoint after a failure or a resumed sweep."""
+
+    rank = 0
+    world = 1
+    local_world = 1
+
+    def __init__(self) -> None:
+        from ray import tune  # [ray]
+
+        self._tune = tune
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        ckpt = self._tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self._tune.report(metrics, checkpoint=ckpt)  # [ray]
+
+    def latest_checkpoint(self, scratch: Path) -> str | None:
+        ckpt = self._tune.get_checkpoint()  # [ray]
+        return ckpt.to_directory(str(scratch / "resume")) if ckpt is not None else None
+
+
 def _metric_logger(config: dict, rank: int) -> BufferedMetricLogger | None:
     """Step metrics to the driver's MLflow run (rank 0 only), buffered: an MLflow outage never stops training."""
     if rank != 0 or not config.get("mlflow_run_id"):
@@ -177,14 +200,16 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
 
     run = RunConfig.from_dict(config["run"])
     tcfg = run.train
-    if config.get("use_ray"):
-        ctx: _LocalContext | _RayContext = _RayContext(config.get("resume_from"))
+    if config.get("in_tune"):
+        ctx: _LocalContext | _RayContext | _TuneContext = _TuneContext()
+    elif config.get("use_ray"):
+        ctx = _RayContext(config.get("resume_from"))
     else:
         ctx = _LocalContext(config["storage"], config.get("resume_from"))
     torch.manual_seed(run.seed)
     torch.set_num_threads(tcfg.threads_per_worker or max(1, (os.cpu_count() or 1) // ctx.local_world))
     use_gpu = tcfg.use_gpu and torch.cuda.is_available()
-    if use_gpu and config.get("use_ray"):
+    if use_gpu and config.get("use_ray") and not config.get("in_tune"):
         import ray.train.torch  # [ray]
 
         device = ray.train.torch.get_device()  # [ray]
@@ -196,7 +221,7 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
     fora: ForaConfig = run.fora
     model = apply_fora(model, config["layers"], fora)
     inner = model
-    if config.get("use_ray") and ctx.world > 1:
+    if isinstance(ctx, _RayContext) and ctx.world > 1:
         import ray.train.torch  # [ray]
 
         model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})  # [ray]
