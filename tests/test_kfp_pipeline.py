@@ -267,15 +267,11 @@ def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient
 
 
 @pytest.mark.integration
-def test_whole_dag_on_the_local_kfp_runner(tmp_path, model_dir):
-    _night_one(tmp_path, model_dir)
-
-
-@pytest.mark.slow
-def test_scheduled_retraining_on_the_local_kfp_runner(tmp_path, model_dir):
-    """Three nights of a recurring run against one registry: night 1 trains, registers and promotes; night 2
-    has new data, scores the champion on the same items and promotes only on a paired McNemar win; night 3
-    has the same data as night 2 and skips training. (About 10 minutes on 2 cores: `make test-all`.)"""
+def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, model_dir):
+    """The whole DAG, then three nights of a recurring run against one registry: night 1 trains, registers
+    and promotes (every step's artifacts and the one MLflow run checked); night 2 has new data, scores the
+    champion on the same items and promotes only on a paired McNemar win; night 3 has the same data as
+    night 2 and skips training."""
     from scipy.stats import binomtest
 
     from pipelines.kfp_local import run_on_kfp_local
