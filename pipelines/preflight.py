@@ -69,6 +69,12 @@ def check_model(run: RunConfig) -> dict[str, Any]:
         targets = resolve_target_modules(skeleton, run.fora.target_modules)
     except ForaConfigError as err:
         raise RunConfigError(f"invalid value for 'fora.target_modules' (model {run.model!r}): {err}") from None
+    block = layout.layers[0]
+    smallest = min(min(m.in_features, m.out_features) for name, m in block.named_modules()
+                   if name in targets and hasattr(m, "in_features"))
+    if run.fora.rank > smallest:  # B (d_out x r) cannot have r orthonormal columns, and r > d adds nothing
+        raise RunConfigError(f"invalid value for 'fora.rank': {run.fora.rank} (allowed: 1..{smallest}, the "
+                             f"smallest dimension of the target modules of {run.model!r})")
     try:
         k = run.fora.num_layers_to_adapt(num_layers)
     except ForaConfigError:

@@ -25,8 +25,13 @@ def tiny_model_dir(root: Path, layers: int = 4) -> Path:
     return target
 
 
-def write_records(path: Path, n: int = 40) -> Path:
-    records = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"The answer is {2 * i}.",
-                "answer": str(2 * i)} for i in range(n)]
+def write_records(path: Path, n: int = 40, times: int | None = None) -> Path:
+    """n LLM-Adapters records: "What is i plus i?" (or, with ``times``, "What is i times <times>?")."""
+    if times is None:
+        records = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"The answer is {2 * i}.",
+                    "answer": str(2 * i)} for i in range(n)]
+    else:
+        records = [{"instruction": f"What is {i} times {times}?", "input": "", "output": f"It is {times * i}.",
+                    "answer": str(times * i)} for i in range(n)]
     path.write_text(json.dumps(records))
     return path

@@ -213,14 +213,6 @@ def _step_dirs(outputs_root: Path) -> dict[str, Path]:
     return found
 
 
-def _write_new_records(path: Path, n: int = 40) -> Path:
-    """Tonight's data: the same file, rewritten with other rows (what a nightly export does)."""
-    records = [{"instruction": f"What is {i} times 3?", "input": "", "output": f"It is {3 * i}.",
-                "answer": str(3 * i)} for i in range(n)]
-    path.write_text(json.dumps(records))
-    return path
-
-
 def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient, object, object]:
     """The whole DAG once, as a scheduled run with no champion yet: every artifact, the one MLflow run, the
     registration. Returns (config, its YAML, the registry client, version 1, its MLflow run)."""
@@ -279,7 +271,7 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     cfg, text, client, v1, run = _night_one(tmp_path, model_dir)
 
     # night 2: the source file was rewritten; same config, so only the fingerprint tells the data changed
-    _write_new_records(Path(cfg["data"]["source"]))
+    write_records(Path(cfg["data"]["source"]), 40, times=3)  # tonight's export: the same file, other rows
     result2 = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
     steps2 = _step_dirs(Path(result2["outputs_root"]))
     assert "register" in steps2

@@ -62,6 +62,8 @@ def test_validate_checks_against_the_model_and_says_what(tmp_path, model_dir, ca
     ("fora.layer_budget=9", "'fora.layer_budget': 9 (allowed: 1..4 layers"),
     ("sweep.layer_budgets=[2, 6]", "'sweep.layer_budgets': 6 (allowed: 1..4 layers"),
     ("data.max_length=4096", "'data.max_length': 4096 (allowed: at most 512"),
+    # k_proj's output: 2 key-value heads x head dim 64 / 4 = 32, the smallest dimension of q, k, v, up, down
+    ("fora.rank=33", "'fora.rank': 33 (allowed: 1..32, the smallest dimension"),
     ("data.source=missing/train.jsonl", "data file not found: missing/train.jsonl"),
     ("data.format=hf", "data.format 'hf' needs an HF dataset id"),
 ])
