@@ -35,6 +35,22 @@ def _config(args) -> RunConfig:
     return load_run_config(args.config, args.set)
 
 
+def _writable(folder: Path, what: str) -> Path:
+    """``folder`` created (with its parents) now, or one line saying why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunConfigError(f"{what} {folder}: cannot create it ({err.strerror or err})") from None
+    return folder
+
+
+def _output_config(args) -> RunConfig:
+    """The config of a command that writes under ``output_dir``: checked to be creatable before any work."""
+    run = _config(args)
+    _writable(run.out, "output_dir")
+    return run
+
+
 def _print_summary(run: RunConfig, summary: dict) -> None:
     if summary.get("skipped"):
         print(f"Nothing trained: {summary['reason']}.")
@@ -63,7 +79,7 @@ def _cmd_run(args) -> int:
         return 0
     from .local_run import run_pipeline
 
-    run = _config(args)
+    run = _output_config(args)
     _print_summary(run, run_pipeline(run, progress=not args.quiet))
     return 0
 
@@ -87,7 +103,7 @@ def _cmd_step(args) -> int:
     from . import stages, storage
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    run = _config(args)
+    run = _output_config(args)
     d = _step_dirs(run, args)
     progress = not args.quiet
     if args.step == "data-prep":
@@ -122,9 +138,7 @@ def _cmd_compile(args) -> int:
         run = run or load_run_config(DEFAULT_CONFIG_PATH)
         run.resources.train.gpus = args.train_gpus
         run.resources.sweep.gpus = args.train_gpus
-    folder = Path(args.output_dir) if args.output_dir else None
-    if folder:
-        folder.mkdir(parents=True, exist_ok=True)
+    folder = _writable(Path(args.output_dir), "--output-dir") if args.output_dir else None
     for fn, default in ((compile_pipeline, PIPELINE_YAML), (compile_sweep_pipeline, SWEEP_PIPELINE_YAML)):
         path = fn(folder / default.name if folder else default, run=run)
         print(f"wrote {path}")
@@ -135,7 +149,7 @@ def _cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    run = _config(args)
+    run = _output_config(args)
     if args.data or args.calibration or args.out:  # trials only, on prepared inputs (what the KFP step runs)
         from .stages import sweep_trials
 
@@ -178,7 +192,7 @@ def _cmd_ablate(args) -> int:
     from .ablation.runner import plan, run_ablation
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    run = _config(args)
+    run = _config(args) if args.plan else _output_config(args)
     if args.plan:
         num_layers, counts = plan(run)
         print(f"{num_layers} layers; trials: {counts['search']} search, {counts['seeds']} seeds, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -14,13 +15,34 @@ class SubmitError(ForaConfigError):
     """The KFP endpoint could not be reached or refused the request (one line, no traceback)."""
 
 
+CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,#-]+$")
+
+
+def check_request(host: str, schedule: str | None) -> None:
+    """The endpoint is a URL and the schedule a 6-field cron, checked before anything is contacted."""
+    if not host.startswith(("http://", "https://")):
+        raise SubmitError(f"--host {host!r}: give the KFP API endpoint as a URL, e.g. http://localhost:8080 or "
+                          "https://kubeflow.example.com/pipeline")
+    if schedule is None:
+        return
+    fields = schedule.split()
+    example = "e.g. '0 0 3 * * *' = every day at 03:00, '0 30 2 * * 1' = Mondays at 02:30"
+    if len(fields) == 5 and all(CRON_FIELD.match(f) for f in fields):
+        raise SubmitError(f"--schedule {schedule!r}: KFP's cron has 6 fields, seconds first: '0 {schedule}' "
+                          f"({example})")
+    if len(fields) != 6 or not all(CRON_FIELD.match(f) for f in fields):
+        raise SubmitError(f"--schedule {schedule!r}: not a cron expression of 6 fields (seconds minutes hours "
+                          f"day-of-month month day-of-week; {example})")
+
+
 def _client(host: str, namespace: str | None):
     import logging
     import warnings
 
     import kfp
 
-    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry lines would repeat the one error below
+    for name in ("urllib3", "urllib3.connectionpool"):  # its retry lines would repeat the one error below
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="This client only works", category=FutureWarning)
     try:
         return kfp.Client(host=host, namespace=namespace)
@@ -37,6 +59,7 @@ def submit(host: str, config_text: str, overrides: str = "", experiment: str = "
     ``join_overrides`` makes of ``--set`` items: a JSON list, so every item reaches the pods as typed."""
     from .fora_pipeline import compile_pipeline
 
+    check_request(host, schedule)
     client = _client(host, namespace)
     package = Path(tempfile.mkdtemp(prefix="fora-submit-")) / "fora_pipeline.yaml"
     compile_pipeline(package, run=run)

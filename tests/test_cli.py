@@ -5,6 +5,7 @@ import json
 import types
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from pipeline_fixtures import tiny_model_dir, write_records
@@ -160,3 +161,30 @@ def test_submit_validates_the_config_before_sending(tmp_path, monkeypatch, capsy
 def test_validate_prints_the_resolved_config(capsys):
     assert cli.main(["validate", "configs/default.yaml", "--set", "train.max_steps=3"]) == 0
     assert json.loads(capsys.readouterr().out)["train"]["max_steps"] == 3
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["submit", "configs/smoke.yaml", "--host", "notaurl"], "--host 'notaurl': give the KFP API endpoint as a URL"),
+    (["submit", "configs/smoke.yaml", "--host", "http://kfp.example", "--schedule", "0 3 * * *"],
+     "KFP's cron has 6 fields, seconds first: '0 0 3 * * *'"),
+    (["submit", "configs/smoke.yaml", "--host", "http://kfp.example", "--schedule", "every day"],
+     "not a cron expression of 6 fields"),
+    (["compile", "--output-dir", "/proc/fora-cannot-be-here"], "--output-dir /proc/fora-cannot-be-here: cannot create"),
+    (["data-prep", "configs/smoke.yaml", "--set", "output_dir=/proc/fora-cannot-be-here"],
+     "output_dir /proc/fora-cannot-be-here: cannot create it"),
+])
+def test_careless_cli_input_is_one_line_before_anything_is_contacted(monkeypatch, capsys, argv, expected):
+    """Found by probing the CLI: a host without a scheme, a 5-field (Unix) cron, an output folder that cannot
+    be created used to reach the KFP client or a traceback."""
+    monkeypatch.setattr("kfp.Client", _FakeClient)
+    _FakeClient.calls.clear()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert _FakeClient.calls == []
+
+
+def test_registry_commands_on_a_database_that_is_not_there_create_nothing(tmp_path, capsys):
+    assert cli.main(["registry", "list", "configs/smoke.yaml", "--set", f"output_dir={tmp_path}"]) == 2
+    assert f"no MLflow database at {tmp_path.resolve() / 'mlflow.db'}" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()

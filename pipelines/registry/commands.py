@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -26,7 +27,11 @@ from .promotion import DECISION_TAG, rollback, set_alias_by_hand
 
 
 def _client(run: RunConfig) -> MlflowClient:
-    check_server(run.tracking_uri)
+    uri = run.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():  # MLflow would create it
+        raise RunConfigError(f"no MLflow database at {uri[len('sqlite:///'):]}: nothing was registered there yet "
+                             "(is output_dir, or register.tracking_uri, the one the pipeline used?)")
+    check_server(uri)
     client = MlflowClient(run.tracking_uri)
     try:
         client.get_registered_model(run.register.model_name)
