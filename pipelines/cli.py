@@ -103,8 +103,12 @@ def _cmd_step(args) -> int:
     from . import stages, storage
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    run = _output_config(args)
+    run = _config(args)
     d = _step_dirs(run, args)
+    written = d[{"data-prep": "data", "calibrate": "calibration", "train": "train", "evaluate": "eval",
+                 "register": "merged"}[args.step]]
+    if not storage.is_uri(str(written)):  # a Ray job writes to s3:// (--out), never to the submitter's output_dir
+        _writable(Path(written).parent, "output_dir" if not args.out else "--out")
     progress = not args.quiet
     if args.step == "data-prep":
         card = stages.data_prep(run, d["data"], args.mlflow_run_id, progress=progress)
@@ -149,7 +153,7 @@ def _cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    run = _output_config(args)
+    run = _config(args)
     if args.data or args.calibration or args.out:  # trials only, on prepared inputs (what the KFP step runs)
         from .stages import sweep_trials
 
@@ -159,6 +163,7 @@ def _cmd_sweep(args) -> int:
         summary = sweep_trials(run, args.data, args.calibration, args.out, args.mlflow_run_id, args.run_key)
         print(f"{summary['finished_trials']}/{summary['planned_trials']} trials finished -> {args.out}")
         return 0 if summary["finished"] else 1
+    _writable(run.out, "output_dir")
     summary = run_sweep(run)
     sweep_dir = run.out.resolve() / "sweep"
     print("\n" + (sweep_dir / "results.md").read_text())

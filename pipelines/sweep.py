@@ -40,11 +40,12 @@ TRIAL_DRIVER_CPU = 0.1
 
 
 def num_decoder_layers(run: RunConfig) -> int:
-    """L from the model's config alone (no weights loaded), after every preflight check (``preflight.py``):
-    targets, K values, max_length and the data source are checked before any work starts."""
-    from .preflight import preflight
+    """L from the model's config alone (no weights loaded), after the model checks of ``preflight.py``
+    (targets, K values, rank, max_length). Not the data source: trials on a cluster read prepared data
+    from storage, and the source may be a file only the submitting pod has."""
+    from .preflight import check_model
 
-    return preflight(run)["layers"]
+    return check_model(run)["layers"]
 
 
 def build_arms(run: RunConfig, num_layers: int) -> list[dict[str, Any]]:
@@ -273,8 +274,11 @@ def run_sweep(run: RunConfig) -> dict:
     Interrupted (Ctrl-C, a killed driver), the same command resumes it: Tune restores its experiment,
     finished trials are kept, unfinished ones start again, and the data and Fisher report are reused.
     """
+    from .preflight import check_data
+
     t_start = time.perf_counter()
     plan(run)
+    check_data(run)
     sweep_dir = run.out.resolve() / "sweep"
     _set_aside_if_inputs_changed(run, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -188,3 +188,12 @@ def test_registry_commands_on_a_database_that_is_not_there_create_nothing(tmp_pa
     assert cli.main(["registry", "list", "configs/smoke.yaml", "--set", f"output_dir={tmp_path}"]) == 2
     assert f"no MLflow database at {tmp_path.resolve() / 'mlflow.db'}" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_step_writing_elsewhere_does_not_need_output_dir(tmp_path):
+    """A Ray job runs `fora train ... --out s3://...` as another user, on a config whose output_dir is the
+    submitting pod's private folder: only where the step writes must be creatable (found by make cluster-test)."""
+    config = _write_config(tmp_path, tiny_model_dir(tmp_path))
+    assert cli.main(["data-prep", str(config), "--quiet", "--set", "output_dir=/proc/fora-not-here",
+                     "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "data_card.json").exists()
