@@ -127,8 +127,10 @@ def in_process_trials(run: RunConfig) -> bool:
     """Single-worker trials run the training loop inside the Tune trial's process. A Ray Train worker group
     per trial (a controller and a worker: two more processes that import torch, transformers and peft, and
     a placement group) buys nothing for one worker; it cost about 20 s per trial here, more than a tiny
-    trial's training. Trials with ``train.num_workers`` > 1 keep Ray Train (DDP across the workers)."""
-    return run.train.num_workers == 1
+    trial's training. Trials with ``train.num_workers`` > 1 keep Ray Train (DDP across the workers).
+    ``FORA_TRIAL_WORKER_GROUP=1`` in the environment forces the worker group (``benchmarks/bench_sweep_trials.py``
+    compares the two)."""
+    return run.train.num_workers == 1 and os.environ.get("FORA_TRIAL_WORKER_GROUP", "") != "1"
 
 
 def trial_resources(run: RunConfig) -> dict[str, float]:
