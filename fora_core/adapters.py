@@ -8,6 +8,10 @@ Stiefel methods (fora, stiefel-lora) start on the manifold with the model unchan
     factor A: A = Q^T of a sign-fixed QR of a Gaussian (d_in, r) matrix (A A^T = I_r), B = 0.
 Plain methods (lora, fg-lora) keep PEFT's default init (A Kaiming-uniform, B = 0).
 Either way BA = 0 at step 0, so outputs equal the base model's.
+
+The other methods (``methods.py``): DoRA, rsLoRA and PiSSA are PEFT's own (``use_dora``, ``use_rslora``,
+``init_lora_weights="pissa"``); FILet (``filet.py``) and PiSSA move s B0 A0 out of the base weight, so the
+output is unchanged too; Fourier-FoRA (``fourier.py``) replaces each lora_A / lora_B by a spectral map.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from peft.tuners.lora import LoraLayer
 from .architecture import find_decoder_layers, module_names_for_layers
 from .cayley_adam import qr_retraction
 from .config import ForaConfig, ForaConfigError
+from .filet import filet_factors, orthonormalize_b, weight_out_in
+from .fourier import SpectralLinear, target_std
 
 ADAPTER_NAME = "default"
 
@@ -45,6 +51,7 @@ def build_lora_config(model: nn.Module, layers: list[int], config: ForaConfig) -
     """The PEFT LoraConfig with explicit module names for the given layers (no substring matching)."""
     names = module_names_for_layers(model, layers, config.target_modules)
     is_conv1d = any(type(model.get_submodule(n)).__name__ == "Conv1D" for n in names)
+    spec = config.spec
     return LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
@@ -53,6 +60,9 @@ def build_lora_config(model: nn.Module, layers: list[int], config: ForaConfig) -
         fan_in_fan_out=is_conv1d,
         bias="none",
         task_type="CAUSAL_LM",
+        use_dora=spec.adapter == "dora",
+        use_rslora=spec.rslora,
+        init_lora_weights="pissa" if spec.init == "pissa" else True,
     )
 
 
@@ -91,11 +101,57 @@ def stiefel_init_(peft_model: nn.Module, factor: str = "B", seed: int = 0) -> No
             b.zero_()
 
 
-def apply_fora(model: nn.Module, layers: list[int] | None, config: ForaConfig) -> PeftModel:
-    """Wrap ``model`` in a PEFT LoRA model with adapters only at ``layers`` (all layers when None).
+BASE_PREFIX = "base_model.model."
 
-    For methods without Fisher selection (lora, stiefel-lora) ``layers`` may be None. Returns a standard
-    ``peft.PeftModel``: it saves, loads and merges with plain PEFT.
+
+def base_module_name(peft_name: str) -> str:
+    """'base_model.model.model.layers.0.self_attn.q_proj' -> 'model.layers.0.self_attn.q_proj'."""
+    return peft_name[len(BASE_PREFIX):] if peft_name.startswith(BASE_PREFIX) else peft_name
+
+
+@torch.no_grad()
+def filet_init_(peft_model: nn.Module, energies: dict[str, torch.Tensor], config: ForaConfig) -> None:
+    """FILet (``filet.py``): A, B from the lowest-energy directions of each W0; W0 <- W0 - s B A."""
+    for name, layer in lora_layers(peft_model):
+        key = base_module_name(name)
+        if key not in energies:
+            raise ForaConfigError(f"no FILet energies for '{key}': the calibration did not collect them "
+                                  f"(re-run calibration with method '{config.method}')")
+        base = layer.get_base_layer()
+        w0 = weight_out_in(base)
+        a, b = filet_factors(w0, energies[key], config.rank)
+        if config.uses_stiefel:
+            a, b = orthonormalize_b(a, b, config.stiefel.factor)
+        lora_a, lora_b = layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight
+        lora_a.copy_(a.to(lora_a))
+        lora_b.copy_(b.to(lora_b))
+        scale = layer.scaling[ADAPTER_NAME]
+        w0.copy_((w0.double() - scale * (b @ a)).to(w0.dtype))
+
+
+def fourier_adapters_(peft_model: nn.Module, config: ForaConfig) -> None:
+    """Fourier-FoRA (``fourier.py``): every lora_A / lora_B becomes a SpectralLinear; B's coefficients 0."""
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    n = config.fourier.n_coefficients
+    for _, layer in lora_layers(peft_model):
+        old_a, old_b = layer.lora_A[ADAPTER_NAME], layer.lora_B[ADAPTER_NAME]
+        device = old_a.weight.device
+        a = SpectralLinear(old_a.in_features, old_a.out_features, n, config.seed)
+        b = SpectralLinear(old_b.in_features, old_b.out_features, n, config.seed)
+        if device.type != "meta":
+            a.init_spatial_std_(target_std(config.fourier.init, config.rank, old_a.in_features), gen)
+        layer.lora_A[ADAPTER_NAME] = a.to(device)
+        layer.lora_B[ADAPTER_NAME] = b.to(device)
+
+
+def apply_fora(model: nn.Module, layers: list[int] | None, config: ForaConfig,
+               filet_energies: dict[str, torch.Tensor] | None = None) -> PeftModel:
+    """Wrap ``model`` in a PEFT LoRA model with adapters only at ``layers`` (all layers when None), set up
+    as ``config.method`` says (``methods.py``).
+
+    For methods without Fisher selection ``layers`` may be None. FILet methods need ``filet_energies``
+    ({base module name: energies (d_in,)}, from the calibration pass). Returns a ``peft.PeftModel``; what
+    ``save_adapter`` writes loads in plain PEFT whatever the method.
     """
     num_layers = find_decoder_layers(model).num_layers
     if layers is None:
@@ -107,10 +163,22 @@ def apply_fora(model: nn.Module, layers: list[int] | None, config: ForaConfig) -
     if len(set(layers)) != len(layers):
         raise ForaConfigError(f"duplicate layer indices in {layers}")
     lora_config = build_lora_config(model, list(layers), config)
+    spec = config.spec
+    if spec.init == "filet" and filet_energies is None:
+        raise ForaConfigError(f"method '{config.method}' needs the FILet energies from the calibration pass")
     torch.manual_seed(config.seed)  # PEFT's default A init draws from the global generator
     peft_model = get_peft_model(model, lora_config)
-    if config.uses_stiefel:
+    meta = any(p.device.type == "meta" for p in peft_model.parameters())
+    if spec.init == "stiefel":
         stiefel_init_(peft_model, config.stiefel.factor, config.seed)
+    elif spec.init == "filet" and not meta:
+        filet_init_(peft_model, filet_energies or {}, config)
+    if spec.adapter == "fourier":
+        fourier_adapters_(peft_model, config)
+    if spec.residual and not meta:
+        from .residual import capture_initial_factors
+
+        capture_initial_factors(peft_model)
     return peft_model
 
 

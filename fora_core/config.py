@@ -13,9 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("fora", "fg-lora", "stiefel-lora", "lora")
-"""fora = Fisher selection + Stiefel B; fg-lora = Fisher selection + plain LoRA;
-stiefel-lora = all layers + Stiefel B; lora = all layers, plain LoRA."""
+from .methods import METHOD_SPECS, METHODS, MethodSpec
+
+__all__ = ["METHODS", "FisherSettings", "ForaConfig", "ForaConfigError", "FourierSettings", "LoraPlusSettings",
+           "StiefelSettings", "resolve_layer_budget"]
 
 FISHER_ESTIMATORS = ("empirical", "true")
 CAYLEY_SOLVERS = ("fixed-point", "exact")
@@ -95,6 +96,35 @@ class StiefelSettings:
         _check_int("stiefel.qr_period", self.qr_period, 0)
 
 
+FOURIER_INITS = ("kaiming", "xavier")
+
+
+@dataclass
+class FourierSettings:
+    """Fourier-FoRA (seed 003): each of A (r x d_in) and B (d_out x r) is Re(IFFT2(F)) of a spectral matrix F
+    that is zero except at n fixed random locations, whose n values are the trainable coefficients."""
+
+    n_coefficients: int = 4096
+    """n: trainable spectral coefficients per adaptation matrix (capped at the matrix's size r * d)."""
+    init: str = "kaiming"
+    """Spatial variance A's coefficients are scaled to match: kaiming or xavier (B's start at 0)."""
+
+    def __post_init__(self) -> None:
+        _check_int("fourier.n_coefficients", self.n_coefficients, 1)
+        if self.init not in FOURIER_INITS:
+            _fail("fourier.init", self.init, ", ".join(FOURIER_INITS))
+
+
+@dataclass
+class LoraPlusSettings:
+    """LoRA+ (Hayou et al. 2024, PEFT ``create_loraplus_optimizer``): B's learning rate is ``ratio`` x A's."""
+
+    ratio: float = 16.0
+
+    def __post_init__(self) -> None:
+        _check_float("lora_plus.ratio", self.ratio, 0.0, float("inf"), lo_open=True)
+
+
 @dataclass
 class ForaConfig:
     """The FoRA method: where adapters go (layer budget K) and how they are trained.
@@ -113,6 +143,10 @@ class ForaConfig:
     """K: an int (number of layers) or a float in (0, 1] (fraction of the decoder layers, rounded)."""
     fisher: FisherSettings = field(default_factory=FisherSettings)
     stiefel: StiefelSettings = field(default_factory=StiefelSettings)
+    fourier: FourierSettings = field(default_factory=FourierSettings)
+    """Used by fourier-fora and fg-fourier-fora."""
+    lora_plus: LoraPlusSettings = field(default_factory=LoraPlusSettings)
+    """Used by loraplus and fg-loraplus."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,6 +154,10 @@ class ForaConfig:
             self.fisher = _from_mapping(FisherSettings, self.fisher, "fisher.")
         if isinstance(self.stiefel, dict):
             self.stiefel = _from_mapping(StiefelSettings, self.stiefel, "stiefel.")
+        if isinstance(self.fourier, dict):
+            self.fourier = _from_mapping(FourierSettings, self.fourier, "fourier.")
+        if isinstance(self.lora_plus, dict):
+            self.lora_plus = _from_mapping(LoraPlusSettings, self.lora_plus, "lora_plus.")
         if self.method not in METHODS:
             _fail("method", self.method, ", ".join(METHODS))
         _check_int("rank", self.rank, 1)
@@ -145,19 +183,24 @@ class ForaConfig:
 
     # -- derived -------------------------------------------------------------------------------
     @property
+    def spec(self) -> MethodSpec:
+        """What the method is made of (``methods.py``): layers, adapter, init, optimiser."""
+        return METHOD_SPECS[self.method]
+
+    @property
     def uses_fisher(self) -> bool:
         """True for methods that adapt only the Fisher-selected top-K layers."""
-        return self.method in ("fora", "fg-lora")
+        return self.spec.fisher_layers
 
     @property
     def uses_stiefel(self) -> bool:
         """True for methods that keep one factor on the Stiefel manifold with Cayley-Adam."""
-        return self.method in ("fora", "stiefel-lora")
+        return self.spec.stiefel
 
     @property
     def scaling(self) -> float:
-        """alpha / r, the LoRA output scale."""
-        return self.alpha / self.rank
+        """The LoRA output scale s: alpha / r, or alpha / sqrt(r) for rsLoRA."""
+        return self.alpha / (self.rank ** 0.5 if self.spec.rslora else self.rank)
 
     def num_layers_to_adapt(self, num_layers: int) -> int:
         """Resolve K against a model with ``num_layers`` decoder layers (all layers for lora/stiefel-lora)."""

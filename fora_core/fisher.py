@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,7 @@ def fisher_scores(
     estimator: str = "empirical",
     seed: int = 0,
     progress: bool = False,
+    on_batch: Callable[[torch.Tensor | None], None] | None = None,
 ) -> FisherReport:
     """Score every decoder layer by its diagonal Fisher trace F_l (see module docstring).
 
@@ -131,6 +132,8 @@ def fisher_scores(
         num_batches: use at most this many batches (default: all).
         estimator: 'empirical' (observed labels) or 'true' (labels sampled from the model).
         progress: show a tqdm progress bar.
+        on_batch: called with each batch's attention mask (B, T) or None just before its forward, for hooks
+            that ride on the same pass (FILet's ``KfacCollector.begin_batch``).
 
     The model's training mode and ``requires_grad`` flags are restored afterwards.
     """
@@ -178,6 +181,8 @@ def fisher_scores(
                 ids, mask, labels = _unpack(batch)
                 ids, labels = ids.to(device), labels.to(device)
                 mask = mask.to(device) if mask is not None else None
+                if on_batch is not None:
+                    on_batch(mask)
                 logits = model(input_ids=ids, attention_mask=mask).logits
                 if estimator == "true":
                     labels = _sample_labels(logits, labels.cpu(), generator).to(device)

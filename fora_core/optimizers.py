@@ -95,7 +95,14 @@ def create_fora_optimizer(
     constrained_ids = {id(p) for p in constrained}
     free = [p for p in peft_model.parameters() if p.requires_grad and id(p) not in constrained_ids]
     adamw = None
-    if free:
+    if config.spec.loraplus:  # PEFT's LoRA+: B (and embedding B) at lr x ratio, the rest at lr
+        from peft.optimizers import create_loraplus_optimizer
+
+        adamw = create_loraplus_optimizer(peft_model, AdamW, lr=lr, loraplus_lr_ratio=config.lora_plus.ratio,
+                                          weight_decay=weight_decay, betas=betas)
+        for g in adamw.param_groups:
+            g["kind"] = "adamw"
+    elif free:
         foreach = all(p.device.type != "meta" for p in free)
         adamw = AdamW(free, lr=lr, weight_decay=weight_decay, betas=betas, foreach=foreach)
         for g in adamw.param_groups:

@@ -5,6 +5,10 @@
 given, ``fisher_report.json`` so the method's settings and the layer selection travel with the adapter.
 Merging computes W <- W0 + (alpha / r) B A at the adapted layers only; the result is a plain
 transformers model of the base architecture.
+
+Whatever the method, what is saved is a LoRA that vanilla PEFT loads: PiSSA and FILet adapters as the
+rank-2r LoRA of ``residual.py`` against the original base, Fourier-FoRA adapters as their dense A and B
+(with the spectral coefficients beside them in ``fourier_coefficients.safetensors``, used only to resume).
 """
 
 from __future__ import annotations
@@ -12,14 +16,40 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import torch.nn as nn
-from peft import PeftModel
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 
+from .adapters import ADAPTER_NAME, lora_layers
 from .config import ForaConfig
 from .fisher import FisherReport
+from .residual import exported_state, has_initial_factors, restore_residual_
 
 FORA_CONFIG_FILE = "fora_config.json"
 FISHER_REPORT_FILE = "fisher_report.json"
+FOURIER_FILE = "fourier_coefficients.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def _dense_fourier_state(peft_model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, layer in lora_layers(peft_model):
+        for part in ("lora_A", "lora_B"):
+            out[f"{name}.{part}.{ADAPTER_NAME}.weight"] = getattr(layer, part)[ADAPTER_NAME].weight.detach()
+    return out
+
+
+def _fourier_coefficients(peft_model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{name}.{part}": getattr(layer, part)[ADAPTER_NAME].coefficients.detach().float().cpu().contiguous()
+            for name, layer in lora_layers(peft_model) for part in ("lora_A", "lora_B")}
+
+
+def _rewrite_adapter_config(path: Path, **changes) -> None:
+    file = path / "adapter_config.json"
+    data = json.loads(file.read_text())
+    data.update(changes)
+    file.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def save_adapter(
@@ -31,12 +61,47 @@ def save_adapter(
 ) -> Path:
     """Save the adapter in PEFT format with the FoRA config (and selected layers, Fisher report) beside it."""
     path = Path(path)
-    peft_model.save_pretrained(path)
-    meta = {"fora": config.to_dict(), "layers": layers}
+    spec = config.spec
+    if spec.adapter == "fourier":
+        peft_model.save_pretrained(path, state_dict=_dense_fourier_state(peft_model))
+        save_file(_fourier_coefficients(peft_model), str(path / FOURIER_FILE))
+    elif spec.residual and has_initial_factors(peft_model):
+        peft_model.save_pretrained(path, state_dict=exported_state(peft_model))
+        _rewrite_adapter_config(path, r=2 * config.rank, lora_alpha=2 * config.alpha, init_lora_weights=True)
+    else:
+        peft_model.save_pretrained(path)
+    meta = {"fora": config.to_dict(), "layers": layers, "saved_as": _saved_as(config)}
     (path / FORA_CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     if report is not None:
         report.save(path / FISHER_REPORT_FILE)
     return path
+
+
+def _saved_as(config: ForaConfig) -> str:
+    spec = config.spec
+    if spec.adapter == "fourier":
+        return "dense rank-r LoRA (A and B materialised from the spectral coefficients)"
+    if spec.residual:
+        return "rank-2r LoRA [A; A0], [B, -B0] against the original base (the init's residual folded back)"
+    return "rank-r LoRA"
+
+
+@torch.no_grad()
+def restore_training_state(peft_model: nn.Module, adapter_dir: str | Path, config: ForaConfig) -> None:
+    """Put a checkpoint's adapter (written by ``save_adapter``) back into a model built by ``apply_fora``
+    with the same config, for resuming: spectral coefficients, the residual split, or the plain weights."""
+    adapter_dir = Path(adapter_dir)
+    spec = config.spec
+    if spec.adapter == "fourier":
+        saved = load_file(str(adapter_dir / FOURIER_FILE))
+        for name, layer in lora_layers(peft_model):
+            for part in ("lora_A", "lora_B"):
+                coeffs = getattr(layer, part)[ADAPTER_NAME].coefficients
+                coeffs.copy_(saved[f"{name}.{part}"].to(coeffs))
+    elif spec.residual and has_initial_factors(peft_model):
+        restore_residual_(peft_model, load_file(str(adapter_dir / ADAPTER_WEIGHTS)))
+    else:
+        set_peft_model_state_dict(peft_model, load_file(str(adapter_dir / ADAPTER_WEIGHTS)))
 
 
 def load_adapter(

@@ -7,7 +7,7 @@ from fora_core.config import resolve_layer_budget
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        (dict(method="dora"), "'method'"),
+        (dict(method="vera"), "'method'"),
         (dict(rank=0), "'rank'"),
         (dict(alpha=-1), "'alpha'"),
         (dict(dropout=1.5), "'dropout'"),
