@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from fora_core import ForaConfig, ForaConfigError
+from fora_core import FILET_METHODS, METHODS, ForaConfig, ForaConfigError
 
 from .ablation.config import AblationConfig
 from .overrides import ConfigLoader, apply_overrides, join_overrides, split_overrides  # noqa: F401 (re-exported)
@@ -196,7 +196,7 @@ class RayConfig:
 
 
 SCHEDULERS = ("asha", "median", "fifo")
-SWEEP_METHODS = ("fora", "fg-lora", "stiefel-lora", "lora")
+SWEEP_METHODS = METHODS  # every method of fora_core/methods.py
 SPACE_KINDS = ("grid", "choice", "loguniform", "uniform")
 
 
@@ -425,3 +425,9 @@ def parse_run_config(text: str, overrides: list[str] | None = None, where: str =
     if isinstance(fisher_given, dict) and {"num_batches", "batch_size"} & set(fisher_given):
         _check_fisher_budget(run)  # only what the user wrote: a round trip through to_dict spells out defaults
     return run
+
+
+def needs_filet(run: RunConfig) -> bool:
+    """True when a method the config names (fora.method, sweep.methods, ablation.methods) is a FILet method:
+    the calibration pass then also collects the K-FAC factors and writes ``filet_energies.safetensors``."""
+    return any(m in FILET_METHODS for m in [run.fora.method, *run.sweep.methods, *run.ablation.methods])

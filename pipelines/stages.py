@@ -28,7 +28,7 @@ from pathlib import Path
 from . import storage
 from .models import model_source
 from .resources import step_device
-from .run_config import RunConfig, RunConfigError
+from .run_config import RunConfig, RunConfigError, needs_filet
 from .tracking import check_server
 
 log = logging.getLogger("fora")
@@ -190,7 +190,8 @@ def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_i
     require_inputs("calibrate", (data_dir, "calibration.jsonl", "data-prep"))
     model, tokenizer = _load(run, "calibrate", model, tokenizer)
     with storage.local_input(data_dir) as data, storage.local_output(calib_dir) as out:
-        calib = run_calibration(model, tokenizer, data, run.fora, out, device=str(model.device), progress=progress)
+        calib = run_calibration(model, tokenizer, data, run.fora, out, device=str(model.device), progress=progress,
+                                filet=needs_filet(run))
         log.info("selected %d of %d layers: %s", len(calib["selected_layers"]), calib["report"].num_layers,
                  calib["selected_layers"])
         with tracked(run, run_id) as on:
@@ -219,7 +220,8 @@ def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir
     from .steps.train import run_training
 
     _, layers = load_selection(calib_dir)
-    return run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress, run_key=run_key)
+    return run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress, run_key=run_key,
+                        calib_dir=calib_dir)
 
 
 def sweep_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, out_dir: str | Path, run_id: str,

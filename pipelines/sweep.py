@@ -24,18 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fora_core import select_layers
+from fora_core import FISHER_METHODS, select_layers  # FISHER_METHODS: K applies; the others adapt every layer
 from fora_core.config import resolve_layer_budget
 
 from . import atomic, checkpoints, stages, storage
 from .models import model_source
 from .ray_runtime import check_placement, init_ray
-from .run_config import RunConfig, RunConfigError
+from .run_config import RunConfig, RunConfigError, needs_filet
 from .steps.calibrate import load_selection
 
 log = logging.getLogger("fora")
 
-FISHER_METHODS = ("fora", "fg-lora")  # the others adapt every layer, so K does not apply
 TRIAL_DRIVER_CPU = 0.1
 
 
@@ -101,7 +100,7 @@ def _fingerprint(run: RunConfig) -> str:
     """What the data and the Fisher report depend on; a restart with the same value reuses them."""
     d = run.to_dict()
     key = {"model": d["model"], "dtype": d["dtype"], "data": d["data"], "fisher": d["fora"]["fisher"],
-           "targets": d["fora"]["target_modules"], "seed": d["seed"]}
+           "targets": d["fora"]["target_modules"], "seed": d["seed"], "filet": needs_filet(run)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -174,6 +173,7 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     # a trial restarted after an interruption continues from its own last checkpoint (Ray Train restores
     # the run of the same name and storage path)
     loop_config = {"run": run.to_dict(), "data_dir": ctx["data_dir"], "layers": layers, "use_ray": True,
+                   "calib_dir": ctx["calibration"],
                    "tracking_uri": ctx["tracking_uri"], "mlflow_run_id": child, "progress": False,
                    "report_val_loss_every_step": True, "run_key": trial_id,
                    "fingerprint": checkpoints.fingerprint(run, ctx["data_hash"], layers)}

@@ -63,7 +63,7 @@ def test_arms_of_every_phase():
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"methods": ["dora"]}, "'ablation.methods': 'dora'"),
+    ({"methods": ["vera"]}, "'ablation.methods': 'vera'"),
     ({"seeds": []}, "'ablation.seeds': []"),
     ({"stiefel_lr": [0]}, "'ablation.stiefel_lr'"),
     ({"layer_budgets": [9]}, "'ablation.layer_budgets': 9 (allowed: 1..4 layers"),

@@ -195,14 +195,14 @@ def test_component_user_error_is_one_line(tmp_path, model_dir, capsys):
     from components.data_prep.component import data_prep
 
     cfg = _tiny_config(tmp_path, model_dir)
-    cfg["fora"]["method"] = "dora"
+    cfg["fora"]["method"] = "vera"
     with pytest.raises(SystemExit) as exit_info:
         data_prep.python_func(config_yaml=yaml.safe_dump(cfg), overrides="", data_fingerprint="x",
                               data=Dataset(name="d", uri=str(tmp_path / "d"), metadata={}),
                               data_card=Markdown(name="c", uri=str(tmp_path / "c"), metadata={}))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "fora.method" in err[0] and "dora" in err[0]
+    assert len(err) == 1 and "fora.method" in err[0] and "vera" in err[0]
 
 
 def _step_dirs(outputs_root: Path) -> dict[str, Path]:

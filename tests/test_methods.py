@@ -117,3 +117,13 @@ def test_bad_method_settings_name_the_field():
         ForaConfig(method="loraplus", lora_plus={"ratio": 0})
     with pytest.raises(ForaConfigError, match="lora_plus.lr"):
         ForaConfig(method="loraplus", lora_plus={"lr": 1})
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa", "fourier-fora", "dora"])
+def test_saved_adapter_reports_the_parameters_that_were_trained(method, tmp_path):
+    from fora_core import count_trainable
+    from fora_core.persistence import trainable_parameters
+
+    model, config, _ = build(method)
+    save_adapter(model, tmp_path, config)
+    assert trainable_parameters(tmp_path) == count_trainable(model)

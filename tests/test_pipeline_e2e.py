@@ -141,7 +141,7 @@ def test_interrupted_training_resumes_without_losing_or_repeating_steps(tmp_path
 @pytest.mark.parametrize(
     "edit, match",
     [
-        ({"fora": {"method": "dora"}}, "invalid value for 'fora.method'"),
+        ({"fora": {"method": "vera"}}, "invalid value for 'fora.method'"),
         ({"fora": {"layer_budget": 9}}, "invalid value for 'fora.layer_budget': 9 (allowed: 1..4 layers"),
         ({"fora": {"target_modules": ["qkv_proj"]}}, "target module 'qkv_proj' not found"),
         ({"data": {"source": "EMPTY"}}, "the file is empty"),

@@ -21,7 +21,7 @@ def test_there_are_shipped_configs():
 @pytest.mark.parametrize(
     "body, match",
     [
-        ("fora: {method: dora}", "'fora.method'"),
+        ("fora: {method: vera}", "'fora.method'"),
         ("train: {batch_size: 0}", "'train.batch_size'"),
         ("train: {bacth_size: 4}", "unknown field 'train.bacth_size'"),
         ("eval: {tasks: [mmlu]}", "'eval.tasks'"),

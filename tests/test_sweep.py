@@ -57,7 +57,7 @@ def _write(root: Path, cfg: dict) -> Path:
     ({"max_trials": 3}, "the sweep has 4 trials but 'sweep.max_trials' is 3"),
     ({"scheduler": "hyperband-x"}, "'sweep.scheduler': 'hyperband-x' (allowed: asha, median, fifo)"),
     ({"lr": {"loguniform": [1e-3, 1e-5]}}, "'sweep.lr'"),
-    ({"methods": ["dora"]}, "'sweep.methods': 'dora'"),
+    ({"methods": ["vera"]}, "'sweep.methods': 'vera'"),
 ])
 def test_bad_sweep_input_is_one_line_and_starts_nothing(tmp_path, model_dir, capsys, edit, message):
     path = _write(tmp_path, _config(tmp_path, model_dir, **edit))

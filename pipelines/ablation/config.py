@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fora_core import ForaConfigError
-from fora_core.config import METHODS
+from fora_core import FISHER_METHODS, METHODS, STIEFEL_METHODS, ForaConfigError  # noqa: F401 (re-exported)
 
-STIEFEL_METHODS = ("fora", "stiefel-lora")
-FISHER_METHODS = ("fora", "fg-lora")
+DEFAULT_METHODS = ["fora", "fg-lora", "stiefel-lora", "lora"]
+"""The four-way ablation of FoRA's two parts; any method of fora_core/methods.py may be listed."""
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:
@@ -37,7 +36,7 @@ def _positive_list(name: str, value: Any) -> None:
 
 @dataclass
 class AblationConfig:
-    methods: list = field(default_factory=lambda: list(METHODS))
+    methods: list = field(default_factory=lambda: list(DEFAULT_METHODS))
     lr: list = field(default_factory=lambda: [2e-4, 6e-4, 2e-3])
     """AdamW learning rates searched for every method."""
     stiefel_lr: list = field(default_factory=lambda: [3e-3, 3e-2, 3e-1])

@@ -156,17 +156,10 @@ def _adapter_of(row: dict, dest: Path) -> Path:
 
 
 def adapter_parameters(adapter_dir: Path) -> int:
-    """Trainable parameters of a saved PEFT adapter: the elements of every tensor in its safetensors file."""
-    from safetensors import safe_open
+    """Trainable parameters of a saved adapter (``fora_core.persistence.trainable_parameters``)."""
+    from fora_core.persistence import trainable_parameters
 
-    total = 0
-    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as f:
-        for key in f.keys():
-            n = 1
-            for d in f.get_slice(key).get_shape():
-                n *= d
-            total += n
-    return total
+    return trainable_parameters(adapter_dir)
 
 
 def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks: bool) -> dict[str, dict]:

@@ -2,7 +2,10 @@
 draw the per-layer Fisher profile with the selected layers highlighted.
 
 Outputs in ``out_dir``: ``fisher_report.json`` (scores, ranking, N, tokens, seconds, peak memory, plus
-``selected_layers``) and ``fisher_profile.png``.
+``selected_layers``) and ``fisher_profile.png``. For FILet methods the same pass also collects the K-FAC
+factors of every target module of every layer (``fora_core/filet.py``) and writes their candidate energies,
+(d_in,) per module, to ``filet_energies.safetensors`` (the factors themselves are dropped: a few hundred KB
+instead of (d_in^2 + d_out^2) floats per module); ``fisher_report.json`` gets ``filet`` with its cost.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from fora_core import FisherReport, ForaConfig, fisher_scores, select_layers
+from fora_core import FisherReport, ForaConfig, KfacCollector, fisher_energies, fisher_scores, select_layers
+from fora_core.architecture import module_names_for_layers
+from fora_core.filet import weight_out_in
 from fora_core.fisher import IGNORE_INDEX
 
 from .data_prep import read_jsonl
@@ -67,9 +72,13 @@ def plot_fisher_profile(report: FisherReport, selected: list[int], path: str | P
     return Path(path)
 
 
+FILET_FILE = "filet_energies.safetensors"
+
+
 def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, out_dir: str | Path,
-                    device: str = "cpu", progress: bool = False) -> dict:
-    """Fisher pass on ``calibration.jsonl``; returns {"report": FisherReport, "selected_layers": [...]}."""
+                    device: str = "cpu", progress: bool = False, filet: bool = False) -> dict:
+    """Fisher pass on ``calibration.jsonl`` (with FILet's K-FAC hooks when ``filet``); returns
+    {"report": FisherReport, "selected_layers": [...], "filet": {...} or None}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_jsonl(Path(data_dir) / "calibration.jsonl")
@@ -78,16 +87,70 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
     if len(batches) < fora.fisher.num_batches:  # the data had fewer rows than data.calibration_size
         log.warning("Fisher pass: %d batches of %d, not fora.fisher.num_batches=%d: the calibration split has "
                     "only %d records", len(batches), bs, fora.fisher.num_batches, len(rows))
-    report = fisher_scores(model.to(device), batches, num_batches=fora.fisher.num_batches,
-                           estimator=fora.fisher.estimator, seed=fora.seed, progress=progress)
+    model = model.to(device)
+    kfac = None
+    if filet:
+        from fora_core import find_decoder_layers
+
+        names = module_names_for_layers(model, list(range(find_decoder_layers(model).num_layers)), fora.target_modules)
+        kfac = KfacCollector(model, names)
+    with kfac if kfac is not None else _nothing():
+        report = fisher_scores(model, batches, num_batches=fora.fisher.num_batches, estimator=fora.fisher.estimator,
+                               seed=fora.seed, progress=progress, on_batch=kfac.begin_batch if kfac else None)
+    filet_info = _write_filet_energies(model, kfac, out / FILET_FILE, report.seconds) if kfac is not None else None
     k = fora.num_layers_to_adapt(report.num_layers)
     selected = select_layers(report, k) if fora.uses_fisher else list(range(report.num_layers))
     report.save(out / "fisher_report.json")
     data = json.loads((out / "fisher_report.json").read_text())
     data["selected_layers"] = selected
+    if filet_info is not None:
+        data["filet"] = filet_info
     (out / "fisher_report.json").write_text(json.dumps(data, indent=2))
     plot_fisher_profile(report, selected, out / "fisher_profile.png")
-    return {"report": report, "selected_layers": selected}
+    return {"report": report, "selected_layers": selected, "filet": filet_info}
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _write_filet_energies(model, kfac: KfacCollector, path: Path, pass_seconds: float) -> dict:
+    """Energies (d_in,) per module from the collected factors; returns the cost figures for the report."""
+    import time
+
+    from safetensors.torch import save_file
+
+    t0 = time.perf_counter()
+    factors = kfac.factors()
+    factor_bytes = sum(sx.numel() * sx.element_size() + sy.numel() * sy.element_size() for sx, sy in factors.values())
+    energies = {name: fisher_energies(weight_out_in(model.get_submodule(name)), sx, sy).float().cpu().contiguous()
+                for name, (sx, sy) in factors.items()}
+    del factors, kfac.sum_x, kfac.sum_y
+    save_file(energies, str(path))
+    seconds = time.perf_counter() - t0
+    log.info("FILet: Fisher energies of %d modules in %.1f s (K-FAC factors held during the pass: %.0f MB)",
+             len(energies), seconds, factor_bytes / 2**20)
+    return {"modules": len(energies), "energy_seconds": seconds, "pass_seconds_with_hooks": pass_seconds,
+            "kfac_factor_bytes": factor_bytes}
+
+
+def load_filet_energies(calib_dir: str | Path) -> dict:
+    """{module name: energies (d_in,)} from a calibration folder (or its s3:// copy), for the train step."""
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    from .. import storage
+
+    location = storage.join(str(calib_dir), FILET_FILE)
+    if not storage.is_uri(location):
+        return load_file(location)
+    with tempfile.TemporaryDirectory(prefix="fora-in-") as tmp:
+        return load_file(str(storage.download_file(location, Path(tmp) / FILET_FILE)))
 
 
 def load_selection(calib_dir: str | Path) -> tuple[FisherReport, list[int]]:
@@ -96,4 +159,5 @@ def load_selection(calib_dir: str | Path) -> tuple[FisherReport, list[int]]:
 
     data = storage.read_json(storage.join(str(calib_dir), "fisher_report.json"))
     selected = data.pop("selected_layers")
+    data.pop("filet", None)  # FILet's cost figures ride along in the same file
     return FisherReport(**data), selected

@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from fora_core.methods import METHOD_SPECS
+
 from .. import atomic
 from ..commonsense import load_examples
 from .calibrate import mean_response_loss
@@ -122,9 +124,12 @@ def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, gener
     scaling = cfg.lora_alpha / (math.sqrt(cfg.r) if getattr(cfg, "use_rslora", False) else cfg.r)
     meta_file = adapter_dir / "fora_config.json"
     fora = json.loads(meta_file.read_text())["fora"] if meta_file.exists() else {}
-    constrained = fora.get("stiefel", {}).get("factor", "B") if fora.get("method") in ("fora", "stiefel-lora") \
-        else None
     method = fora.get("method", "lora")
+    spec = METHOD_SPECS.get(method)
+    # the Stiefel factor's orthogonality is read off the saved adapter only where it is saved as trained:
+    # fora-filet is saved as [B, -B0] (rank 2r, residual.py), whose columns are not orthonormal together
+    constrained = fora.get("stiefel", {}).get("factor", "B") if spec and spec.stiefel and not spec.residual \
+        else None
     diag: dict = {"adapters": write_adapter_report(tuned, scaling, cfg.r, constrained, out,
                                                    title=f"{method}: adapter update spectra")}
     if constrained:  # how far the Stiefel factor moved from its (seeded, replayable) init

@@ -35,6 +35,7 @@ from fora_core import (
     apply_fora,
     create_fora_optimizer,
     max_orthogonality_error,
+    restore_training_state,
     save_adapter,
 )
 
@@ -195,8 +196,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def _train(config: dict[str, Any], scratch: Path) -> None:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     run = RunConfig.from_dict(config["run"])
     tcfg = run.train
@@ -219,7 +218,14 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
 
     model, tokenizer = model_source(run).load(device)
     fora: ForaConfig = run.fora
-    model = apply_fora(model, config["layers"], fora)
+    energies = None
+    if fora.spec.init == "filet":  # FILet's per-module energies, from the same calibration pass
+        from .calibrate import load_filet_energies
+
+        if not config.get("calib_dir"):
+            raise RuntimeError(f"method '{fora.method}' needs the calibration folder (its FILet energies)")
+        energies = load_filet_energies(config["calib_dir"])
+    model = apply_fora(model, config["layers"], fora, filet_energies=energies)
     inner = model
     if isinstance(ctx, _RayContext) and ctx.world > 1:
         import ray.train.torch  # [ray]
@@ -234,7 +240,7 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
     resume = ctx.latest_checkpoint(scratch)
     state = load_trainer_state(resume, config.get("fingerprint")) if resume else None
     if state is not None:
-        set_peft_model_state_dict(inner, load_file(str(Path(resume) / ADAPTER_DIR / "adapter_model.safetensors")))
+        restore_training_state(inner, Path(resume) / ADAPTER_DIR, fora)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_step = state["step"]
@@ -353,7 +359,8 @@ def save_checkpoint(path: Path, model, fora: ForaConfig, config: dict, optimizer
 
 def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_dir: str | Path,
                  mlflow_run_id: str | None = None, progress: bool = False,
-                 fail_at_step: int | None = None, run_key: str | None = None) -> dict:
+                 fail_at_step: int | None = None, run_key: str | None = None,
+                 calib_dir: str | Path | None = None) -> dict:
     """Driver: pick the run's checkpoint namespace (``checkpoints.py``), fit the per-worker loop with Ray
     Train (or in-process when ``train.use_ray`` is off), and write the final adapter, history and loss curve
     to ``out_dir`` (a folder or an s3:// URI). ``data_dir`` may be an s3:// URI too.
@@ -367,6 +374,7 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
     ns = checkpoints.choose_namespace(run, run_key, data_hash, list(layers))
     found = ns.latest
     loop_config = {"run": run.to_dict(), "data_dir": data, "layers": list(layers), "use_ray": run.train.use_ray,
+                   "calib_dir": storage.absolute(calib_dir) if calib_dir is not None else None,
                    "tracking_uri": run.tracking_uri, "mlflow_run_id": mlflow_run_id, "progress": progress,
                    "fail_at_step": fail_at_step, "fingerprint": ns.fingerprint, "run_key": ns.run_key,
                    "resume_from": found["checkpoint"] if found else None}
