@@ -272,7 +272,9 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
 
     # night 2: the source file was rewritten; same config, so only the fingerprint tells the data changed
     write_records(Path(cfg["data"]["source"]), 40, times=3)  # tonight's export: the same file, other rows
-    result2 = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
+    # nights 2 and 3 skip the base model's scores (the champion is the comparison that decides)
+    nightly = "train.eval_every=4,eval.compare_base=false"
+    result2 = run_on_kfp_local(text, overrides=nightly, scheduled=True)
     steps2 = _step_dirs(Path(result2["outputs_root"]))
     assert "register" in steps2
     v2 = client.get_model_version("tiny-kfp", "2")
@@ -297,7 +299,7 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     assert f"**{decision['action']}**" in registration and "McNemar p" in registration
 
     # night 3: nothing changed since night 2: the resolve step says so and nothing else runs
-    result3 = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
+    result3 = run_on_kfp_local(text, overrides=nightly, scheduled=True)
     steps3 = _step_dirs(Path(result3["outputs_root"]))
     assert set(steps3) == {"resolve"}, sorted(steps3)
     said = (steps3["resolve"] / "decision").read_text()

@@ -15,7 +15,7 @@ from fora_core.methods import METHODS
 from pipelines import cli
 from pipelines.run_config import load_run_config
 
-QUICK = ["fg-filet", "fourier-fora", "pissa"]
+QUICK = ["fg-filet"]  # the one with its own calibration path; every other method runs in make test-all
 ALL_OTHERS = [pytest.param(m, marks=pytest.mark.slow) for m in METHODS if m not in QUICK]
 
 

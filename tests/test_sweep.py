@@ -82,10 +82,13 @@ def test_arms_and_trial_count(tmp_path, model_dir):
 def test_real_sweep_asha_mlflow_children_and_best_registered(tmp_path, model_dir):
     from pipelines.sweep import run_sweep
 
-    run = RunConfig.from_dict(_config(tmp_path, model_dir))
+    # fg-filet: the trials also take FILet's energies from the sweep's one calibration pass
+    run = RunConfig.from_dict(_config(tmp_path, model_dir, methods=["fg-filet"]))
     summary = run_sweep(run)
     sweep_dir = run.out.resolve() / "sweep"
     assert summary["fisher_computed"] and summary["finished"] and summary["planned_trials"] == 4
+    assert (sweep_dir / "calibration" / "filet_energies.safetensors").exists()
+    assert {r["method"] for r in summary["results"]} == {"fg-filet"}
     results = summary["results"]
     assert len(results) == 4 and {(r["K"], r["lr"]) for r in results} == {(1, 3e-2), (1, 1e-7), (3, 3e-2), (3, 1e-7)}
     assert summary["stopped_early"] >= 1, [(r["K"], r["lr"], r["status"], r["steps"]) for r in results]
