@@ -25,7 +25,7 @@ with s the adapter's scale (alpha / r in PEFT; the seed's Eq. 19 writes alpha, i
 as alpha / r: we use the scale the forward pass applies, so the model is unchanged at step 0).
 
 Choices where the text is open: padding tokens are left out of both moments; energies are computed in
-float64; ties between equal energies keep the lower index. ``fora-filet`` orthonormalises B for Cayley-Adam
+float32 (float64 for float64 weights); ties between equal energies keep the lower index. ``fora-filet`` orthonormalises B for Cayley-Adam
 without changing the product: B A = Q (R A) with B = Q R (thin QR), so B0 = Q, A0 = R A.
 """
 
@@ -63,10 +63,12 @@ class KfacCollector:
         self.batches_y: dict[str, int] = {}
         self._mask: torch.Tensor | None = None
         self._handles: list = []
+        self._last_x: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, its x^T x / N)
 
     def begin_batch(self, attention_mask: torch.Tensor | None) -> None:
         """Tell the hooks which tokens of the next forward are real: (B, T) with 1 for a token, or None."""
         self._mask = attention_mask.bool() if attention_mask is not None else None
+        self._last_x = None
 
     def _tokens(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, d) -> (N, d) float32, padded positions dropped."""
@@ -76,8 +78,13 @@ class KfacCollector:
 
     def _hook(self, name: str):
         def forward_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            x = self._tokens(inputs[0].detach())
-            add = x.T @ x / max(1, x.shape[0])
+            raw = inputs[0]
+            if self._last_x is not None and self._last_x[0] is raw:  # q, k, v (gate, up) share one input
+                add = self._last_x[1]
+            else:
+                x = self._tokens(raw.detach())
+                add = x.T @ x / max(1, x.shape[0])
+                self._last_x = (raw, add)
             self.sum_x[name] = self.sum_x[name] + add if name in self.sum_x else add
             self.batches_x[name] = self.batches_x.get(name, 0) + 1
             if output.requires_grad:
@@ -98,6 +105,7 @@ class KfacCollector:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._last_x = None
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -116,9 +124,14 @@ def _normalize_columns(m: torch.Tensor) -> torch.Tensor:
     return m / m.norm(dim=0, keepdim=True).clamp_min(EPS)
 
 
+def _work_dtype(w0: torch.Tensor) -> torch.dtype:
+    """float64 for a float64 weight (the tests' references), else float32 (half the time of float64)."""
+    return torch.float64 if w0.dtype == torch.float64 else torch.float32
+
+
 def surrogate_bases(w0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U_hat (m, n), V_hat (n, n)) of Eq. 15 for W0 (m, n), in float64."""
-    w = w0.detach().double()
+    """(U_hat (m, n), V_hat (n, n)) of Eq. 15 for W0 (m, n), in float32 (float64 for a float64 W0)."""
+    w = w0.detach().to(_work_dtype(w0))
     v_hat = _normalize_columns(w.T @ w)
     return _normalize_columns(w @ v_hat), v_hat
 
@@ -144,7 +157,7 @@ def filet_factors(w0: torch.Tensor, energies: torch.Tensor, r: int) -> tuple[tor
     if r > n:
         raise ValueError(f"FILet rank {r} exceeds the {n} candidate directions of a ({w0.shape[0]}, {n}) weight")
     index = lowest_energy(energies, r)
-    w = w0.detach().double()
+    w = w0.detach().double()  # only r columns: float64 is cheap here
     v_sel = _normalize_columns((w.T @ w)[:, index])  # the selected columns of V_hat only
     u_sel = _normalize_columns(w @ v_sel)
     root = energies.double()[index].clamp_min(0).sqrt()
