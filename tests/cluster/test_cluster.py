@@ -234,10 +234,12 @@ def test_no_credential_in_logs_params_tags_or_compiled_yaml(topo, dag, capfd, tm
 
 
 # -- faults ---------------------------------------------------------------------------------------------
-def _prepared(topo, env, name: str, **train) -> tuple[Path, Path]:
+def _prepared(topo, env, name: str, sweep: dict | None = None, **train) -> tuple[Path, Path]:
     """Data prep and calibration of a small run, done here: (workdir, config path)."""
     workdir = private_workdir()
     cfg = config(topo, workdir, name, **train)
+    if sweep:
+        cfg["sweep"] = sweep
     path = write_config(workdir, cfg)
     for step in ("data-prep", "calibrate"):
         done = fora(step, str(path), "--quiet")
@@ -321,7 +323,9 @@ def test_cancelled_step_stops_its_ray_job_and_a_retry_resumes(topo, env, inputs)
 def test_sweep_runs_as_a_ray_job_with_tune_state_on_s3(topo, env, inputs):
     from mlflow.tracking import MlflowClient
 
-    workdir, path = _prepared(topo, env, "cluster-sweep", max_steps=4, eval_every=2, checkpoint_every=2)
+    # fg-filet: the trials on the worker node read FILet's energies from the calibration staged to S3
+    workdir, path = _prepared(topo, env, "cluster-sweep", sweep={"methods": ["fg-filet"]}, max_steps=4,
+                              eval_every=2, checkpoint_every=2)
     client = MlflowClient(topo.mlflow_uri)
     exp = client.get_experiment_by_name("fora") or client.get_experiment(client.create_experiment("fora"))
     parent = client.create_run(exp.experiment_id, run_name="sweep-test").info.run_id
@@ -332,6 +336,7 @@ def test_sweep_runs_as_a_ray_job_with_tune_state_on_s3(topo, env, inputs):
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((workdir / "sweep" / "sweep_summary.json").read_text())
     assert summary["finished_trials"] == 2 and summary["job"] == "fora-sweep-cluster-sweep-sweep-1"
+    assert {r["method"] for r in summary["results"]} == {"fg-filet"}
     assert (workdir / "sweep" / "best" / "adapter" / "adapter_model.safetensors").exists()
     state = keys(topo, BUCKET, "pipeline/cluster-sweep/sweep-1/sweep/")
     assert any("/tune/experiment/" in k for k in state)           # a retried pod restores Tune from here
