@@ -23,7 +23,7 @@ from fora_core.architecture import find_decoder_layers, resolve_target_modules
 from fora_core.config import resolve_layer_budget
 
 from . import storage
-from .run_config import RunConfig, RunConfigError
+from .run_config import RunConfig, RunConfigError, needs_filet
 
 
 def model_config(spec: str, dtype: str = "float32"):
@@ -89,8 +89,13 @@ def check_model(run: RunConfig) -> dict[str, Any]:
     if positions is not None and run.data.max_length > positions:
         raise RunConfigError(f"invalid value for 'data.max_length': {run.data.max_length} (allowed: at most "
                              f"{positions}, the positions of {run.model!r})")
-    return {"architecture": type(skeleton).__name__, "layers": num_layers, "K": k, "targets": targets,
-            "max_positions": positions}
+    summary = {"architecture": type(skeleton).__name__, "layers": num_layers, "K": k, "targets": targets,
+               "max_positions": positions}
+    if needs_filet(run):  # FILet's K-FAC factors: (d_in^2 + d_out^2) float32 per target module, every layer
+        per_block = sum(m.in_features ** 2 + m.out_features ** 2 for name, m in block.named_modules()
+                        if name in targets and hasattr(m, "in_features"))
+        summary["kfac_bytes"] = 4 * per_block * num_layers
+    return summary
 
 
 def check_data(run: RunConfig, remote: bool = True) -> str:
@@ -117,7 +122,9 @@ def describe(run: RunConfig, summary: dict[str, Any]) -> str:
     return (f"checked against {run.model} ({summary['architecture']}, {summary['layers']} layers"
             + (f", {summary['max_positions']} positions" if summary["max_positions"] else "")
             + f"): {run.fora.method} at K={summary['K']}, targets {', '.join(summary['targets'])}; data source: "
-            f"{summary['data']}")
+            f"{summary['data']}"
+            + (f"; FILet's K-FAC factors need {summary['kfac_bytes'] / 2**30:.2f} GiB during calibration"
+               if "kfac_bytes" in summary else ""))
 
 
 __all__ = ["check_data", "check_model", "describe", "model_config", "model_skeleton", "preflight"]

@@ -94,6 +94,12 @@ def test_check_model_counts_layers_from_the_config(tmp_path):
     # the default targets (q, k, v, up, down), named as in a Llama block
     assert summary["targets"] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.up_proj",
                                   "mlp.down_proj"]
+    assert "kfac_bytes" not in summary
+    # a FILet method: the K-FAC memory of the calibration pass, from the tiny Llama's shapes (hidden 64, MLP 96,
+    # 2 of 4 heads for k and v: 32): q (64, 64), k and v (64, 32), up (64, 96), down (96, 64), 6 layers
+    filet = RunConfig.from_dict({"model": str(six), "fora": {"method": "fg-filet"}, "data": {"max_length": 64}})
+    per_layer = (64**2 + 64**2) + 2 * (64**2 + 32**2) + (64**2 + 96**2) + (96**2 + 64**2)
+    assert check_model(filet)["kfac_bytes"] == 4 * 6 * per_layer
 
 
 def test_review_r5_an_unknown_model_is_one_line(tmp_path, capsys):
