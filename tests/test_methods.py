@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from peft import PeftModel
+from test_adapters import train_steps
 from tiny_models import VOCAB, random_batches, tiny_model
 
 from fora_core import (
@@ -40,13 +41,7 @@ def build(method: str, family: str = "llama", **extra):
 
 
 def train(model, config, steps=3):
-    opt = create_fora_optimizer(model, config, lr=5e-3, stiefel_lr=0.1)
-    model.train()
-    for b in random_batches(steps, seed=5):
-        opt.zero_grad()
-        model(**b).loss.backward()
-        opt.step()
-    model.eval()
+    train_steps(model, create_fora_optimizer(model, config, lr=5e-3, stiefel_lr=0.1), steps)
 
 
 @pytest.mark.parametrize("method", METHODS)

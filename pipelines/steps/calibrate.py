@@ -10,6 +10,7 @@ instead of (d_in^2 + d_out^2) floats per module); ``fisher_report.json`` gets ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -94,7 +95,7 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
 
         names = module_names_for_layers(model, list(range(find_decoder_layers(model).num_layers)), fora.target_modules)
         kfac = KfacCollector(model, names)
-    with kfac if kfac is not None else _nothing():
+    with kfac if kfac is not None else contextlib.nullcontext():
         report = fisher_scores(model, batches, num_batches=fora.fisher.num_batches, estimator=fora.fisher.estimator,
                                seed=fora.seed, progress=progress, on_batch=kfac.begin_batch if kfac else None)
     filet_info = _write_filet_energies(model, kfac, out / FILET_FILE, report.seconds) if kfac is not None else None
@@ -108,14 +109,6 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
     (out / "fisher_report.json").write_text(json.dumps(data, indent=2))
     plot_fisher_profile(report, selected, out / "fisher_profile.png")
     return {"report": report, "selected_layers": selected, "filet": filet_info}
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _write_filet_energies(model, kfac: KfacCollector, path: Path, pass_seconds: float) -> dict:
