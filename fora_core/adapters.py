@@ -16,35 +16,17 @@ output is unchanged too; Fourier-FoRA (``fourier.py``) replaces each lora_A / lo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 import torch.nn as nn
 from peft import LoraConfig, PeftModel, get_peft_model
-from peft.tuners.lora import LoraLayer
 
 from .architecture import find_decoder_layers, module_names_for_layers
 from .cayley_adam import qr_retraction
 from .config import ForaConfig, ForaConfigError
 from .filet import filet_factors, orthonormalize_b, weight_out_in
 from .fourier import SpectralLinear, target_std
-
-ADAPTER_NAME = "default"
-
-
-def lora_layers(peft_model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:
-    """Every PEFT LoRA layer of the model with its qualified name, in module order."""
-    for name, module in peft_model.named_modules():
-        if isinstance(module, LoraLayer) and ADAPTER_NAME in module.lora_A:
-            yield name, module
-
-
-def lora_factors(peft_model: nn.Module) -> list[tuple[str, nn.Parameter, nn.Parameter]]:
-    """(name, A, B) for every adapter: A = lora_A.weight (r, d_in), B = lora_B.weight (d_out, r)."""
-    return [
-        (name, layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight)
-        for name, layer in lora_layers(peft_model)
-    ]
+from .peft_layers import ADAPTER_NAME, lora_factors, lora_layers  # noqa: F401 (re-exported)
+from .residual import capture_initial_factors
 
 
 def build_lora_config(model: nn.Module, layers: list[int], config: ForaConfig) -> LoraConfig:
@@ -176,8 +158,6 @@ def apply_fora(model: nn.Module, layers: list[int] | None, config: ForaConfig,
     if spec.adapter == "fourier":
         fourier_adapters_(peft_model, config)
     if spec.residual and not meta:
-        from .residual import capture_initial_factors
-
         capture_initial_factors(peft_model)
     return peft_model
 

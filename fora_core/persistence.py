@@ -21,9 +21,9 @@ import torch.nn as nn
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from .adapters import ADAPTER_NAME, lora_layers
 from .config import ForaConfig
 from .fisher import FisherReport
+from .peft_layers import ADAPTER_NAME, lora_layers
 from .residual import exported_state, has_initial_factors, restore_residual_
 
 FORA_CONFIG_FILE = "fora_config.json"

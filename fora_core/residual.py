@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .adapters import ADAPTER_NAME, lora_layers
+from .peft_layers import ADAPTER_NAME, lora_layers
 
 INITIAL = "fora_initial_factors"
 
