@@ -50,11 +50,12 @@ def chosen_settings(root: Path, report: Path | None) -> dict[str, dict]:
 
 
 def main() -> int:
-    from pipelines import stages
     from pipelines.ablation.runner import phase_config
-    from pipelines.ablation.stats import paired_seed_difference
-    from pipelines.run_config import load_run_config
-    from pipelines.sweep import _prepare, tune_trials
+    from pipelines.config.run_config import load_run_config
+    from pipelines.evaluation.stats import paired_seed_difference
+    from pipelines.steps import stages
+    from pipelines.sweep.driver import _prepare
+    from pipelines.sweep.tune_runner import tune_trials
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config")

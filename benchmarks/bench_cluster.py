@@ -34,8 +34,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import torch  # noqa: E402
 from topology import Topology  # noqa: E402
 
-from pipelines import stages, storage  # noqa: E402
-from pipelines.run_config import RunConfig  # noqa: E402
+from pipelines.config.run_config import RunConfig  # noqa: E402
+from pipelines.runtime import storage  # noqa: E402
+from pipelines.steps import stages  # noqa: E402
+from pipelines.sweep.driver import sweep_trials  # noqa: E402
 
 BUCKET = "fora-bench"
 DEFAULT = RunConfig.from_dict(__import__("yaml").safe_load((ROOT / "configs" / "default.yaml").read_text()))
@@ -154,8 +156,8 @@ def sweep_on_two_nodes(topo: Topology, root: Path) -> dict:
     parent = client.create_run(exp.experiment_id, run_name="bench-sweep").info.run_id
     os.environ["RAY_ADDRESS"] = topo.ray_jobs_address
     t0 = time.perf_counter()
-    summary = stages.sweep_trials(run, root / "sweep-data", root / "sweep-calibration", root / "sweep",
-                                  parent, run_key="bench")
+    summary = sweep_trials(run, root / "sweep-data", root / "sweep-calibration", root / "sweep",
+                           parent, run_key="bench")
     wall = time.perf_counter() - t0
     os.environ.pop("RAY_ADDRESS", None)
     auth = {"Authorization": f"Bearer {topo.ray_token}"}

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from pipelines import stages  # noqa: E402
-from pipelines.run_config import RunConfig  # noqa: E402
+from pipelines.config.run_config import RunConfig  # noqa: E402
+from pipelines.steps import stages  # noqa: E402
 from pipelines.steps.train import run_training  # noqa: E402
 
 

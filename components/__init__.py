@@ -1,4 +1,4 @@
-"""Thin KFP v2 components, one folder per pipeline step; each calls one function of ``pipelines.stages``.
+"""Thin KFP v2 components, one folder per pipeline step; each calls one function of ``pipelines.steps.stages``.
 
 Every component runs in the project image (``Dockerfile``), which has fora-pipelines, kfp, Ray, MLflow
 and lm-eval installed, so the components install nothing at run time (``install_kfp_package=False``).

@@ -25,14 +25,17 @@ import shlex
 import sys
 from pathlib import Path
 
-from .errors import FAILED_ELSEWHERE, USER_ERRORS
-from .run_config import RunConfig, RunConfigError, join_overrides, load_run_config
+from .config.errors import FAILED_ELSEWHERE, USER_ERRORS, RunConfigError
+from .config.overrides import join_overrides
+from .config.run_config import RunConfig, load_run_config
 
 STEP_DIRS = {"data": "data", "calibration": "calibration", "train": "train", "eval": "eval", "merged": "merged"}
 
 
 def _config(args) -> RunConfig:
-    return load_run_config(args.config, args.set)
+    from .runtime import storage
+
+    return load_run_config(args.config, args.set, read_uri=storage.read_text)
 
 
 def _writable(folder: Path, what: str) -> Path:
@@ -70,14 +73,14 @@ def _print_summary(run: RunConfig, summary: dict) -> None:
 def _cmd_run(args) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.kfp:
-        from .kfp_local import run_on_kfp_local
+        from .kubeflow.local_runner import run_on_kfp_local
 
         load_run_config(args.config, args.set)  # a missing or invalid config: one line, before the runner starts
         result = run_on_kfp_local(Path(args.config).read_text(), join_overrides(args.set))
         print(f"KFP outputs: {result['outputs_root']}")
         print(f"MLflow UI: mlflow ui --backend-store-uri {result['run'].tracking_uri}")
         return 0
-    from .local_run import run_pipeline
+    from .steps.local_run import run_pipeline
 
     run = _output_config(args)
     _print_summary(run, run_pipeline(run, progress=not args.quiet))
@@ -100,7 +103,8 @@ def _step_dirs(run: RunConfig, args) -> dict[str, str | Path]:
 
 
 def _cmd_step(args) -> int:
-    from . import stages, storage
+    from .runtime import storage
+    from .steps import stages
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     run = _config(args)
@@ -134,8 +138,8 @@ def _cmd_step(args) -> int:
 
 
 def _cmd_compile(args) -> int:
-    from .fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
-    from .fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
+    from .kubeflow.fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
+    from .kubeflow.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
 
     run = load_run_config(args.config or DEFAULT_CONFIG_PATH, args.set) if (args.config or args.set) else None
     if args.train_gpus:  # the older shortcut for --set resources.train.gpus=N
@@ -150,12 +154,12 @@ def _cmd_compile(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import run_sweep
+    from .sweep.driver import run_sweep
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     run = _config(args)
     if args.data or args.calibration or args.out:  # trials only, on prepared inputs (what the KFP step runs)
-        from .stages import sweep_trials
+        from .sweep.driver import sweep_trials
 
         if not (args.data and args.calibration and args.out and args.mlflow_run_id):
             raise RunConfigError("fora sweep with --data needs --calibration, --out and --mlflow-run-id too")
@@ -215,7 +219,7 @@ def _cmd_ablate(args) -> int:
 
 
 def _cmd_submit(args) -> int:
-    from .submit import submit
+    from .kubeflow.submit import submit
 
     run = load_run_config(args.config, args.set)  # validate before anything leaves this machine
     print(submit(args.host, Path(args.config).read_text(), join_overrides(args.set), experiment=args.experiment,
@@ -230,7 +234,7 @@ def _cmd_validate(args) -> int:
     if args.schema_only:
         print("fora: config valid (schema only: the model and the data source were not checked)", file=sys.stderr)
         return 0
-    from .preflight import describe, preflight
+    from .steps.preflight import describe, preflight
 
     print(f"fora: config valid; {describe(run, preflight(run))}", file=sys.stderr)
     return 0
@@ -315,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
                         "from this run config; default: configs/cluster.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of that config, e.g. --set resources.train.gpus=1")
-    p.add_argument("--output-dir", default=None, help="default: pipelines/ (the checked-in files)")
+    p.add_argument("--output-dir", default=None, help="default: pipelines/kubeflow/ (the checked-in files)")
     p.add_argument("--train-gpus", type=int, default=0, help="shortcut for --set resources.train.gpus=N")
     p.set_defaults(fn=_cmd_compile)
     return parser

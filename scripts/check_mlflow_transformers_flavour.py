@@ -1,6 +1,6 @@
 """Does MLflow's ``transformers`` flavour work with the transformers installed here? (issue 10)
 
-The register step logs models with our own pyfunc loader (``pipelines/pyfunc_model.py``) over a plain
+The register step logs models with our own pyfunc loader (``pipelines/registry/pyfunc_model.py``) over a plain
 transformers folder. This script checks the alternative on a tiny random Llama saved like our merged
 models: save with ``mlflow.transformers.save_model``, load back as transformers objects and as pyfunc, and
 compare the logits and a greedy generation with the original. It prints what MLflow supports, what is

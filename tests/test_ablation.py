@@ -13,7 +13,7 @@ from pipeline_fixtures import tiny_model_dir, write_records
 
 from pipelines import cli
 from pipelines.ablation.runner import best_per_method, count_trials, k_curve_arms, search_arms, seed_arms
-from pipelines.run_config import RunConfig
+from pipelines.config.run_config import RunConfig
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 

@@ -6,7 +6,7 @@ seed averaging against a hand computation."""
 import numpy as np
 import pytest
 
-from pipelines.ablation.stats import (
+from pipelines.evaluation.stats import (
     bootstrap_ci,
     macro_accuracy,
     mean_sd,

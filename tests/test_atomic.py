@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import atomic
+from pipelines.runtime import atomic
 
 
 def _tree(root: Path, text: str) -> Path:

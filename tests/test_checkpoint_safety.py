@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import checkpoints
+from pipelines.runtime import checkpoints
 from pipelines.steps.train import STATE_FILE, load_trainer_state
 
 

@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 from pipeline_fixtures import tiny_model_dir, write_records
 
 from pipelines import cli
-from pipelines.run_config import parse_run_config, split_overrides
+from pipelines.config.overrides import split_overrides
+from pipelines.config.run_config import parse_run_config
 
 
 def _write_config(root: Path, model_dir: Path) -> Path:

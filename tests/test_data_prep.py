@@ -7,8 +7,10 @@ import pytest
 from pipeline_fixtures import tiny_model_dir
 from transformers import AutoTokenizer
 
-from pipelines.run_config import DataConfig
-from pipelines.steps.data_prep import DataError, prepare_data, read_jsonl
+from pipelines.config.errors import DataError
+from pipelines.config.run_config import DataConfig
+from pipelines.data.jsonl import read_jsonl
+from pipelines.steps.data_prep import prepare_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "commonsense"
 

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pipelines.fora_pipeline import MLFLOW_SECRET, RAY_TOKEN_SECRET, S3_SECRET, SERVICES_CONFIG_MAP
+from pipelines.kubeflow.fora_pipeline import MLFLOW_SECRET, RAY_TOKEN_SECRET, S3_SECRET, SERVICES_CONFIG_MAP
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -85,7 +85,7 @@ def test_the_rayjob_runs_the_steps_through_s3():
     assert "fora train $C --data $R/data --calibration $R/calibration --out $R/train --run-key" in entry
     assert "R=s3://" in entry and job["spec"]["shutdownAfterJobFinishes"] is True
     config = next(d for d in yaml.safe_load_all((K8S / "rayjob.yaml").read_text()) if d["kind"] == "ConfigMap")
-    from pipelines.run_config import parse_run_config
+    from pipelines.config.run_config import parse_run_config
 
     run = parse_run_config(config["data"]["run.yaml"])
     assert run.ray.address == "auto" and run.storage.uri.startswith("s3://")

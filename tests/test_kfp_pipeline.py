@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from pipeline_fixtures import tiny_model_dir, write_records
 
 from components import BASE_IMAGE
-from pipelines.fora_pipeline import PIPELINE_YAML, compile_pipeline
+from pipelines.kubeflow.fora_pipeline import PIPELINE_YAML, compile_pipeline
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 STEPS = ["resolve", "data-prep", "calibrate", "train", "evaluate", "register"]
@@ -39,7 +39,7 @@ def _platform(path: Path) -> dict:
 
 def test_checked_in_pipeline_yaml_is_fresh(tmp_path):
     fresh = compile_pipeline(tmp_path / "fresh.yaml").read_text()
-    assert PIPELINE_YAML.read_text() == fresh, "pipelines/fora_pipeline.yaml is stale: run `fora compile`"
+    assert PIPELINE_YAML.read_text() == fresh, "pipelines/kubeflow/fora_pipeline.yaml is stale: run `fora compile`"
     assert len(list(yaml.safe_load_all(fresh))) == 2  # pipeline spec + platform spec, header comment included
     from kfp import components
 
@@ -48,10 +48,10 @@ def test_checked_in_pipeline_yaml_is_fresh(tmp_path):
 
 
 def test_checked_in_sweep_pipeline_is_fresh_and_wired(tmp_path):
-    from pipelines.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
+    from pipelines.kubeflow.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
 
     fresh = compile_sweep_pipeline(tmp_path / "sweep.yaml").read_text()
-    assert SWEEP_PIPELINE_YAML.read_text() == fresh, "pipelines/fora_sweep_pipeline.yaml is stale: `fora compile`"
+    assert SWEEP_PIPELINE_YAML.read_text() == fresh, "pipelines/kubeflow/fora_sweep_pipeline.yaml is stale: `fora compile`"
     tasks = _tasks(_spec(SWEEP_PIPELINE_YAML))
     assert sorted(tasks) == ["calibrate", "data-prep", "evaluate", "register", "resolve", "sweep"]
     # the Fisher pass runs once, before the trials; the best trial flows into evaluate and register
@@ -125,7 +125,7 @@ def test_dag_wiring_resources_caching_and_image():
 
 def test_resources_come_from_the_compiling_config(tmp_path):
     """An 8B-on-GPU config puts calibrate, train, evaluate and register on GPU nodes; data prep stays on CPU."""
-    from pipelines.run_config import load_run_config
+    from pipelines.config.run_config import load_run_config
 
     run = load_run_config(Path("configs/cluster-8b-gpu.yaml"))
     spec = _spec(compile_pipeline(tmp_path / "gpu.yaml", run=run))
@@ -216,7 +216,7 @@ def _step_dirs(outputs_root: Path) -> dict[str, Path]:
 def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient, object, object]:
     """The whole DAG once, as a scheduled run with no champion yet: every artifact, the one MLflow run, the
     registration. Returns (config, its YAML, the registry client, version 1, its MLflow run)."""
-    from pipelines.kfp_local import run_on_kfp_local
+    from pipelines.kubeflow.local_runner import run_on_kfp_local
 
     cfg = _tiny_config(tmp_path, model_dir)
     cfg["register"].update(promotion_test="mcnemar", alpha=0.05)
@@ -266,7 +266,7 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     night 2 and skips training."""
     from scipy.stats import binomtest
 
-    from pipelines.kfp_local import run_on_kfp_local
+    from pipelines.kubeflow.local_runner import run_on_kfp_local
 
     cfg, text, client, v1, run = _night_one(tmp_path, model_dir)
 

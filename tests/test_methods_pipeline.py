@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from fora_core.methods import METHODS
 from pipelines import cli
-from pipelines.run_config import load_run_config
+from pipelines.config.run_config import load_run_config
 
 QUICK = ["fg-filet"]  # the one with its own calibration path; every other method runs in make test-all
 ALL_OTHERS = [pytest.param(m, marks=pytest.mark.slow) for m in METHODS if m not in QUICK]
@@ -47,7 +47,7 @@ def test_method_runs_every_step_from_the_shell(method, tmp_path):
 
 @pytest.mark.parametrize("method", ["fora-filet", "fourier-fora"])
 def test_training_of_the_new_methods_resumes_exactly(method, tmp_path):
-    from pipelines import stages
+    from pipelines.steps import stages
     from pipelines.steps.train import run_training
 
     model_dir = tiny_model_dir(tmp_path)

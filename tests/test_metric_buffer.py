@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pipelines.metric_buffer import BufferedMetricLogger
+from pipelines.runtime.metric_buffer import BufferedMetricLogger
 
 
 class FlakyServer:

@@ -13,8 +13,8 @@ from pipeline_fixtures import tiny_model_dir, write_records
 from safetensors.torch import load_file
 
 from pipelines import cli
-from pipelines.local_run import run_pipeline
-from pipelines.run_config import RunConfig
+from pipelines.config.run_config import RunConfig
+from pipelines.steps.local_run import run_pipeline
 from pipelines.steps.train import run_training
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -98,7 +98,7 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
     history = json.loads(client.get_registered_model("tiny-fora").tags["promotion.000002"])
     assert history["version"] == 2 and history["action"] == "keep"
     # the register step retried (its pod died after registering): the same version, no second decision
-    from pipelines import stages
+    from pipelines.steps import stages
 
     out = run.out
     again = stages.register(run, out / "data", out / "calibration", out / "train" / "adapter", out / "eval",

@@ -10,9 +10,11 @@ import pytest
 import yaml
 from pipeline_fixtures import tiny_model_dir, write_records
 
-from pipelines import cli, errors
-from pipelines.preflight import check_model, model_skeleton, preflight
-from pipelines.run_config import RunConfig, RunConfigError, parse_run_config
+from pipelines import cli
+from pipelines.config import errors
+from pipelines.config.errors import RunConfigError
+from pipelines.config.run_config import RunConfig, parse_run_config
+from pipelines.steps.preflight import check_model, model_skeleton, preflight
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,7 @@ def test_preflight_checks_the_data_source_kind(tmp_path, model_dir):
 
 
 def test_review_r8_a_sweep_restarted_with_other_data_is_a_new_sweep(tmp_path):
-    from pipelines.sweep import _fingerprint, _set_aside_if_inputs_changed
+    from pipelines.sweep.driver import _fingerprint, _set_aside_if_inputs_changed
 
     run = RunConfig.from_dict({"output_dir": str(tmp_path), "data": {"max_train": 100}})
     sweep = tmp_path / "sweep"

@@ -8,9 +8,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pipeline_fixtures import write_records
 
+from pipelines.config.errors import RunConfigError
+from pipelines.config.run_config import DataConfig, RunConfig
+from pipelines.data.fingerprint import recipe_fingerprint, source_fingerprint
 from pipelines.registry.retrain import skip_decision
-from pipelines.run_config import DataConfig, RunConfig, RunConfigError
-from pipelines.source_fingerprint import recipe_fingerprint, source_fingerprint
 
 
 def test_a_file_source_is_fingerprinted_by_its_bytes(tmp_path):

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.run_config import RunConfigError, load_run_config, parse_run_config
+from pipelines.config.errors import RunConfigError
+from pipelines.config.run_config import load_run_config, parse_run_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -68,7 +69,7 @@ def test_resources_keep_the_step_defaults_for_unset_fields(tmp_path):
     assert (run.resources.train.cpu, run.resources.train.memory, run.resources.train.retries) == ("8", "32G", 2)
     assert run.resources.data_prep.gpus == 0 and run.resources.data_prep.cpu == "2"
     # a round trip through the resolved dict (how a Ray job receives the config) keeps them
-    from pipelines.run_config import RunConfig
+    from pipelines.config.run_config import RunConfig
 
     assert RunConfig.from_dict(run.to_dict()).resources == run.resources
 
@@ -88,13 +89,13 @@ def test_checkpoints_default_under_storage(tmp_path):
 ])
 def test_overrides_travel_to_the_pods_exactly_as_typed(typed):
     """R7: the CLI joins --set items into one pipeline parameter; the components split it back."""
-    from pipelines.run_config import join_overrides, split_overrides
+    from pipelines.config.overrides import join_overrides, split_overrides
 
     assert split_overrides(join_overrides(typed)) == typed
 
 
 def test_overrides_typed_in_the_kfp_ui():
-    from pipelines.run_config import split_overrides
+    from pipelines.config.overrides import split_overrides
 
     assert split_overrides("train.max_steps=200, fora.layer_budget=0.25") == ["train.max_steps=200",
                                                                              "fora.layer_budget=0.25"]
@@ -105,7 +106,7 @@ def test_overrides_typed_in_the_kfp_ui():
 
 def test_exponent_numbers_without_a_dot_are_numbers_in_files_and_overrides():
     """YAML 1.1 (PyYAML) reads 1e-3 as a string; a learning rate typed that way must still be a number."""
-    from pipelines.run_config import parse_run_config
+    from pipelines.config.run_config import parse_run_config
 
     run = parse_run_config("name: x\ntrain: {lr: 1e-3, stiefel_lr: 2E-4}", ["sweep.lr=[1e-3, 3e-4]"])
     assert run.train.lr == 0.001 and run.train.stiefel_lr == 0.0002

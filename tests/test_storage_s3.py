@@ -1,4 +1,4 @@
-"""``pipelines/storage.py`` and S3 checkpoint namespaces against a real S3 server: SeaweedFS's ``weed mini``,
+"""``pipelines/runtime/storage.py`` and S3 checkpoint namespaces against a real S3 server: SeaweedFS's ``weed mini``,
 a separate process reached over loopback with its own access keys (``tests/cluster/topology.py``)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from pipeline_fixtures import tiny_model_dir, write_records
 from safetensors.torch import load_file
 
-from pipelines import checkpoints, storage
-from pipelines.run_config import RunConfig
+from pipelines.config.run_config import RunConfig
+from pipelines.runtime import checkpoints, storage
 from pipelines.steps.train import run_training
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
@@ -79,8 +79,8 @@ def test_an_s3_source_s_fingerprint_changes_when_the_object_is_rewritten(s3):
     KFP cache of data prep misses; an untouched object keeps its fingerprint."""
     import hashlib
 
-    from pipelines.run_config import DataConfig
-    from pipelines.source_fingerprint import source_fingerprint
+    from pipelines.config.run_config import DataConfig
+    from pipelines.data.fingerprint import source_fingerprint
 
     uri = f"s3://{BUCKET}/sources/train.json"
     storage.write_text(uri, '[{"instruction": "a", "output": "b"}]')

@@ -17,9 +17,9 @@ from pipeline_fixtures import tiny_model_dir, write_records
 
 from fora_core import select_layers
 from pipelines import cli
-from pipelines.run_config import RunConfig
+from pipelines.config.run_config import RunConfig
 from pipelines.steps.calibrate import load_selection
-from pipelines.sweep import build_arms, count_trials
+from pipelines.sweep.trials import build_arms, count_trials
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -80,7 +80,7 @@ def test_arms_and_trial_count(tmp_path, model_dir):
 
 @pytest.mark.integration
 def test_real_sweep_asha_mlflow_children_and_best_registered(tmp_path, model_dir):
-    from pipelines.sweep import run_sweep
+    from pipelines.sweep.driver import run_sweep
 
     # fg-filet: the trials also take FILet's energies from the sweep's one calibration pass
     run = RunConfig.from_dict(_config(tmp_path, model_dir, methods=["fg-filet"]))
@@ -121,7 +121,7 @@ def test_real_sweep_asha_mlflow_children_and_best_registered(tmp_path, model_dir
 
 @pytest.mark.integration
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, model_dir):
-    from pipelines.sweep import run_sweep
+    from pipelines.sweep.driver import run_sweep
 
     cfg = _config(tmp_path, model_dir, scheduler="fifo")
     path = _write(tmp_path, cfg)
@@ -171,7 +171,7 @@ def test_sweep_component_python_func_hands_the_best_trial_on(tmp_path, model_dir
     from kfp.dsl import HTML, Artifact, Markdown, Model
 
     from components.sweep.component import sweep
-    from pipelines import stages
+    from pipelines.steps import stages
 
     cfg = _config(tmp_path, model_dir, layer_budgets=[2], lr=[3e-2, 1e-7], scheduler="fifo")
     run = RunConfig.from_dict(cfg)

@@ -14,10 +14,11 @@ def calibrate(config_yaml: str, overrides: str, data_fingerprint: str, data: Inp
     import json
     from pathlib import Path
 
-    from pipelines import stages
-    from pipelines.errors import one_line_user_errors
-    from pipelines.kfp_io import png_to_html
-    from pipelines.run_config import parse_run_config, split_overrides
+    from components.artifact_html import png_to_html
+    from pipelines.config.errors import one_line_user_errors
+    from pipelines.config.overrides import split_overrides
+    from pipelines.config.run_config import parse_run_config
+    from pipelines.steps import stages
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))

@@ -15,9 +15,10 @@ def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
     import shutil
     from pathlib import Path
 
-    from pipelines import stages
-    from pipelines.errors import one_line_user_errors
-    from pipelines.run_config import parse_run_config, split_overrides
+    from pipelines.config.errors import one_line_user_errors
+    from pipelines.config.overrides import split_overrides
+    from pipelines.config.run_config import parse_run_config
+    from pipelines.steps import stages
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))

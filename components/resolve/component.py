@@ -19,9 +19,10 @@ def resolve(config_yaml: str, overrides: str, pipeline_run: str, scheduled: bool
     runner resolves a ``dsl.If`` condition only on an output of that name."""
     from collections import namedtuple
 
-    from pipelines import stages
-    from pipelines.errors import one_line_user_errors
-    from pipelines.run_config import parse_run_config, split_overrides
+    from pipelines.config.errors import one_line_user_errors
+    from pipelines.config.overrides import split_overrides
+    from pipelines.config.run_config import parse_run_config
+    from pipelines.steps import stages
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))

@@ -24,25 +24,27 @@ def sweep(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: st
 
     import yaml
 
-    from pipelines import stages
-    from pipelines import sweep as sweeps
-    from pipelines.errors import one_line_user_errors
-    from pipelines.kfp_io import png_to_html
-    from pipelines.run_config import parse_run_config, split_overrides
+    from components.artifact_html import png_to_html
+    from pipelines.config.errors import one_line_user_errors
+    from pipelines.config.overrides import split_overrides
+    from pipelines.config.run_config import parse_run_config
+    from pipelines.steps import stages
+    from pipelines.sweep.driver import sweep_trials
+    from pipelines.sweep.tune_runner import best_run_config, sweep_tags
 
     with one_line_user_errors():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         stages.log_inputs(run, data.path, calibration.path, mlflow_run_id)
-        summary = stages.sweep_trials(run, data.path, calibration.path, results.path, mlflow_run_id,
-                                      run_key=pipeline_run, data_uri=data.uri, calib_uri=calibration.uri)
+        summary = sweep_trials(run, data.path, calibration.path, results.path, mlflow_run_id,
+                               run_key=pipeline_run, data_uri=data.uri, calib_uri=calibration.uri)
     if not summary["finished"]:
         raise RuntimeError(f"only {summary['finished_trials']} of {summary['planned_trials']} trials finished")
     out = Path(results.path)
     shutil.copy(out / "results.md", results_table.path)
     png_to_html(out / "k_sensitivity.png", k_sensitivity.path, "Metric vs layer budget K")
     png_to_html(out / "learning_curves.png", learning_curves.path, "Learning curves")
-    best_run = sweeps.best_run_config(run, summary)
+    best_run = best_run_config(run, summary)
     shutil.copytree(out / "best" / "adapter", best_adapter.path, dirs_exist_ok=True)
     best_adapter.metadata.update({k: summary["best"][k] for k in ("trial_id", "method", "K", "lr", "stiefel_lr")})
     outputs = namedtuple("SweepOutputs", ["best_config_yaml", "registry_tags"])
-    return outputs(yaml.safe_dump(best_run.to_dict()), json.dumps(sweeps.sweep_tags(summary)))
+    return outputs(yaml.safe_dump(best_run.to_dict()), json.dumps(sweep_tags(summary)))

@@ -9,10 +9,17 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
-from ..adapter_report import normalised_spectrum
-from .config import FISHER_METHODS
-from .stats import bootstrap_ci, mean_sd, paired_difference_ci, paired_seed_difference, seed_averaged
+from fora_core import FISHER_METHODS
+
+from ..evaluation.adapter_report import normalised_spectrum
+from ..evaluation.stats import (
+    bootstrap_ci,
+    mean_sd,
+    paired_difference_ci,
+    paired_seed_difference,
+    seed_averaged,
+)
+from ..runtime import atomic
 
 ORDER = ("lora", "fg-lora", "stiefel-lora", "fora")
 PAPER = {  # the FoRA paper (seeds/000), as restated in GUIDE.md section 1

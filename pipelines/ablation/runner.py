@@ -28,13 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fora_core import FISHER_METHODS, STIEFEL_METHODS
 from fora_core.config import resolve_layer_budget
 
-from .. import stages, storage
-from ..models import model_source
-from ..run_config import RunConfig, RunConfigError
-from ..sweep import _prepare, num_decoder_layers, tune_trials
-from .config import FISHER_METHODS, STIEFEL_METHODS
+from ..config.errors import RunConfigError
+from ..config.run_config import RunConfig
+from ..runtime import storage
+from ..runtime.models import model_source
+from ..steps import stages
+from ..sweep.driver import _prepare
+from ..sweep.trials import num_decoder_layers
+from ..sweep.tune_runner import tune_trials
 
 log = logging.getLogger("fora")
 
@@ -258,7 +262,7 @@ class StageClock:
 
 def run_ablation(run: RunConfig, command: str | None = None) -> dict:
     """The whole ablation; returns its summary (also ``ablation/ablation_summary.json``) and writes the report."""
-    from ..preflight import check_data
+    from ..steps.preflight import check_data
     from .report import write_report
 
     t_start = time.perf_counter()

@@ -20,8 +20,9 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ..run_config import RunConfig, RunConfigError
-from ..tracking import check_server
+from ..config.errors import RunConfigError
+from ..config.run_config import RunConfig
+from ..runtime.tracking import check_server
 from .history import history_table, read_history
 from .promotion import DECISION_TAG, rollback, set_alias_by_hand
 

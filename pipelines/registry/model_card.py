@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from ..ablation.stats import bootstrap_ci
+from ..evaluation.stats import bootstrap_ci
 from .paired_test import paired_test
 
 

@@ -1,5 +1,5 @@
 """Should this run train at all? A scheduled run whose recipe (data fingerprint + every setting that decides
-the model, ``source_fingerprint.py``) equals the one the current champion was trained on would spend its GPU
+the model, ``data/fingerprint.py``) equals the one the current champion was trained on would spend its GPU
 hours re-making the champion; one whose recipe equals an already registered and judged challenger's would
 re-make a model that lost. Either may stop after the cheap first step and say so.
 

@@ -22,7 +22,7 @@ from fora_core.architecture import module_names_for_layers
 from fora_core.filet import weight_out_in
 from fora_core.fisher import IGNORE_INDEX
 
-from .data_prep import read_jsonl
+from ..data.jsonl import read_jsonl
 
 log = logging.getLogger("fora")
 
@@ -137,7 +137,7 @@ def load_filet_energies(calib_dir: str | Path) -> dict:
 
     from safetensors.torch import load_file
 
-    from .. import storage
+    from ..runtime import storage
 
     location = storage.join(str(calib_dir), FILET_FILE)
     if not storage.is_uri(location):
@@ -148,7 +148,7 @@ def load_filet_energies(calib_dir: str | Path) -> dict:
 
 def load_selection(calib_dir: str | Path) -> tuple[FisherReport, list[int]]:
     """The Fisher report and selected layers from a calibration folder (or its s3:// copy)."""
-    from .. import storage
+    from ..runtime import storage
 
     data = storage.read_json(storage.join(str(calib_dir), "fisher_report.json"))
     selected = data.pop("selected_layers")

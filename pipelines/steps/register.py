@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from fora_core import ModelSource, load_adapter, merge_adapter
 
-from ..atomic import replace_dir
 from ..registry.champion import CHAMPION, version_by_alias
 from ..registry.promotion import DECISION_TAG, Challenger, Policy, decide_and_apply
+from ..runtime.atomic import replace_dir
 
 
 def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str | Path,
@@ -78,7 +78,7 @@ def _log_pyfunc(name: str, data_path: str | Path):
         except PackageNotFoundError:
             continue
     return Model.log(artifact_path=None, name=name, flavor=_PyfuncNoServingCheck, flavor_name="pyfunc",
-                     loader_module="pipelines.pyfunc_model", data_path=str(data_path), pip_requirements=requirements,
+                     loader_module="pipelines.registry.pyfunc_model", data_path=str(data_path), pip_requirements=requirements,
                      validate_serving_input=False, **_signature())
 
 

@@ -8,7 +8,7 @@ checkpoint at step s continues with exactly the batches it would have seen: no s
 Checkpoints (every ``train.checkpoint_every`` steps and at the end) hold the PEFT adapter, the optimizer
 and scheduler states (tensors only, loaded with ``weights_only=True``), the step and the run's fingerprint.
 They go to the run's own namespace under ``train.checkpoint_dir`` (a folder or an s3:// URI, through Ray's
-storage; see ``pipelines/checkpoints.py``). A worker failure restarts from the latest one
+storage; see ``pipelines/runtime/checkpoints.py``). A worker failure restarts from the latest one
 (``FailureConfig``); re-running the same run (same config, data and layers) resumes from it too; any other
 run starts fresh.
 """
@@ -39,13 +39,13 @@ from fora_core import (
     save_adapter,
 )
 
-from .. import checkpoints, storage
-from ..metric_buffer import BufferedMetricLogger, mlflow_sender
-from ..models import model_source
-from ..ray_runtime import check_placement, init_ray
-from ..run_config import RunConfig
+from ..config.run_config import RunConfig
+from ..data.jsonl import read_jsonl
+from ..runtime import checkpoints, storage
+from ..runtime.models import model_source
+from ..runtime.ray_runtime import check_placement, init_ray
 from .calibrate import collate, mean_response_loss
-from .data_prep import read_jsonl
+from .train_contexts import LocalContext, RayContext, TuneContext, metric_logger
 from .train_outputs import ADAPTER_DIR, write_outputs
 
 logger = logging.getLogger("fora")
@@ -77,85 +77,6 @@ def batch_indices(step: int, global_batch: int, n_rows: int, seed: int) -> list[
         epoch, offset = divmod(pos, n_rows)
         out.append(_epoch_permutation(n_rows, seed + epoch)[offset])
     return out
-
-
-class _LocalContext:
-    """Stands in for Ray Train's context when the loop runs in-process (no Ray): checkpoints go to the
-    namespace folder (or S3 prefix) as ``checkpoint_step_<n>``, each written whole or not at all."""
-
-    def __init__(self, storage_path: str, resume_from: str | None = None) -> None:
-        self.storage = storage_path
-        self.resume_from = resume_from
-
-    rank = 0
-    world = 1
-    local_world = 1
-
-    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
-        if checkpoint_dir:
-            storage.copy_to(checkpoint_dir, storage.join(self.storage, f"checkpoint_step_{metrics['step']:06d}"))
-
-    def latest_checkpoint(self, scratch: Path) -> str | None:
-        found = checkpoints.latest(self.storage)
-        location = found["checkpoint"] if found else self.resume_from
-        return str(storage.localize(location, scratch / "resume")) if location else None
-
-
-class _RayContext:
-    def __init__(self, resume_from: str | None = None) -> None:
-        self.resume_from = resume_from
-        import ray.train  # [ray]
-        from ray.train.v2._internal.execution import context as ray_context  # [ray]
-
-        # Ray Train logs every report at INFO under the module's file name; our progress bar says it already
-        logging.getLogger(ray_context.__file__).setLevel(logging.WARNING)
-
-        self._train = ray.train
-        ctx = ray.train.get_context()  # [ray]
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.local_world = ctx.get_local_world_size()
-
-    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
-        ckpt = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        self._train.report(metrics, checkpoint=ckpt)  # [ray]
-
-    def latest_checkpoint(self, scratch: Path) -> str | None:
-        ckpt = self._train.get_checkpoint()  # [ray] after a worker failure, or restored from the run's storage
-        if ckpt is not None:
-            return ckpt.to_directory(str(scratch / "resume"))
-        # the driver found an unfinished checkpoint of this very run (same namespace and fingerprint)
-        return str(storage.localize(self.resume_from, scratch / "resume")) if self.resume_from else None
-
-
-class _TuneContext:
-    """A single-worker sweep trial runs the loop in the Tune trial's own process (no Ray Train worker group,
-    see ``sweep.trial_driver``): reports and checkpoints go straight to Tune, which restores the trial's
-    last checkpoint after a failure or a resumed sweep."""
-
-    rank = 0
-    world = 1
-    local_world = 1
-
-    def __init__(self) -> None:
-        from ray import tune  # [ray]
-
-        self._tune = tune
-
-    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
-        ckpt = self._tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        self._tune.report(metrics, checkpoint=ckpt)  # [ray]
-
-    def latest_checkpoint(self, scratch: Path) -> str | None:
-        ckpt = self._tune.get_checkpoint()  # [ray]
-        return ckpt.to_directory(str(scratch / "resume")) if ckpt is not None else None
-
-
-def _metric_logger(config: dict, rank: int) -> BufferedMetricLogger | None:
-    """Step metrics to the driver's MLflow run (rank 0 only), buffered: an MLflow outage never stops training."""
-    if rank != 0 or not config.get("mlflow_run_id"):
-        return None
-    return BufferedMetricLogger(mlflow_sender(config["tracking_uri"], config["mlflow_run_id"]),
-                                flush_timeout_s=config.get("metrics_flush_timeout_s", 60.0))
 
 
 def load_trainer_state(resume: str | Path, expected_fingerprint: str | None) -> dict | None:
@@ -200,11 +121,11 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
     run = RunConfig.from_dict(config["run"])
     tcfg = run.train
     if config.get("in_tune"):
-        ctx: _LocalContext | _RayContext | _TuneContext = _TuneContext()
+        ctx: LocalContext | RayContext | TuneContext = TuneContext()
     elif config.get("use_ray"):
-        ctx = _RayContext(config.get("resume_from"))
+        ctx = RayContext(config.get("resume_from"))
     else:
-        ctx = _LocalContext(config["storage"], config.get("resume_from"))
+        ctx = LocalContext(config["storage"], config.get("resume_from"))
     torch.manual_seed(run.seed)
     torch.set_num_threads(tcfg.threads_per_worker or max(1, (os.cpu_count() or 1) // ctx.local_world))
     use_gpu = tcfg.use_gpu and torch.cuda.is_available()
@@ -227,7 +148,7 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
         energies = load_filet_energies(config["calib_dir"])
     model = apply_fora(model, config["layers"], fora, filet_energies=energies)
     inner = model
-    if isinstance(ctx, _RayContext) and ctx.world > 1:
+    if isinstance(ctx, RayContext) and ctx.world > 1:
         import ray.train.torch  # [ray]
 
         model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})  # [ray]
@@ -254,7 +175,7 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
     pad_id = tokenizer.pad_token_id
     per_worker = tcfg.batch_size
     global_batch = per_worker * tcfg.grad_accum * ctx.world
-    metrics_log = _metric_logger(config, ctx.rank)
+    metrics_log = metric_logger(config, ctx.rank)
     bar = None
     if config.get("progress") and ctx.rank == 0:
         from tqdm.auto import tqdm
@@ -361,7 +282,7 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
                  mlflow_run_id: str | None = None, progress: bool = False,
                  fail_at_step: int | None = None, run_key: str | None = None,
                  calib_dir: str | Path | None = None) -> dict:
-    """Driver: pick the run's checkpoint namespace (``checkpoints.py``), fit the per-worker loop with Ray
+    """Driver: pick the run's checkpoint namespace (``runtime/checkpoints.py``), fit the per-worker loop with Ray
     Train (or in-process when ``train.use_ray`` is off), and write the final adapter, history and loss curve
     to ``out_dir`` (a folder or an s3:// URI). ``data_dir`` may be an s3:// URI too.
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import storage
-from ..run_config import RunConfig
+from ..config.run_config import RunConfig
+from ..runtime import storage
 
 ADAPTER_DIR = "adapter"
 

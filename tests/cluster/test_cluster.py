@@ -144,8 +144,8 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def dag(topo, env, inputs, tmp_path_factory):
     """The compiled DAG on the local KFP runner, pointed at the services (run once for several tests)."""
-    from pipelines.kfp_local import run_on_kfp_local
-    from pipelines.run_config import join_overrides
+    from pipelines.config.overrides import join_overrides
+    from pipelines.kubeflow.local_runner import run_on_kfp_local
 
     workdir = private_workdir()
     cfg = config(topo, workdir, "cluster-dag")
@@ -206,8 +206,8 @@ def test_whole_dag_hands_everything_over_through_s3_and_trains_on_the_cluster(to
 def test_no_credential_in_logs_params_tags_or_compiled_yaml(topo, dag, capfd, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.fora_pipeline import compile_pipeline
-    from pipelines.run_config import parse_run_config
+    from pipelines.config.run_config import parse_run_config
+    from pipelines.kubeflow.fora_pipeline import compile_pipeline
 
     texts = {"captured output": "".join(capfd.readouterr())}
     for path in dag["root"].rglob("*"):
@@ -250,8 +250,8 @@ def _prepared(topo, env, name: str, sweep: dict | None = None, **train) -> tuple
 def test_worker_node_lost_and_mlflow_down_mid_training_resume_from_s3(topo, env, inputs):
     from mlflow.tracking import MlflowClient
 
-    from pipelines import checkpoints
-    from pipelines.run_config import load_run_config
+    from pipelines.config.run_config import load_run_config
+    from pipelines.runtime import checkpoints
     from pipelines.steps.calibrate import load_selection
     from pipelines.steps.train import run_training
 

@@ -16,21 +16,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from fora_core import ForaConfigError
+from .checks import check_bool, fail
 
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 """A run or registered-model name: it names folders, checkpoints, MLflow runs and registered models."""
-
-
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ForaConfigError(f"invalid value for '{name}': {value!r} (allowed: {allowed})")
-
-
-def _bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        _fail(name, value, "true, false")
 
 
 REGISTER_METRICS = ("acc_avg", "acc_norm_avg")
@@ -68,23 +58,23 @@ class RegisterConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not NAME.match(self.model_name) or ".." in self.model_name:
-            _fail("register.model_name", self.model_name, "1-64 letters, digits, '.', '_' or '-'")
+            fail("register.model_name", self.model_name, "1-64 letters, digits, '.', '_' or '-'")
         if self.metric not in REGISTER_METRICS:
-            _fail("register.metric", self.metric, ", ".join(REGISTER_METRICS))
+            fail("register.metric", self.metric, ", ".join(REGISTER_METRICS))
         if not isinstance(self.tracking_uri, str):
-            _fail("register.tracking_uri", self.tracking_uri, "'' (SQLite under output_dir) or an MLflow URI")
+            fail("register.tracking_uri", self.tracking_uri, "'' (SQLite under output_dir) or an MLflow URI")
         if not isinstance(self.experiment, str) or not self.experiment:
-            _fail("register.experiment", self.experiment, "a non-empty name")
-        _bool("register.compare_champion", self.compare_champion)
+            fail("register.experiment", self.experiment, "a non-empty name")
+        check_bool("register.compare_champion", self.compare_champion)
         if self.promotion_test not in PROMOTION_TESTS:
-            _fail("register.promotion_test", self.promotion_test, ", ".join(PROMOTION_TESTS))
+            fail("register.promotion_test", self.promotion_test, ", ".join(PROMOTION_TESTS))
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin < 1:
-            _fail("register.margin", self.margin, "a number in [0, 1)")
+            fail("register.margin", self.margin, "a number in [0, 1)")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 0.5:
-            _fail("register.alpha", self.alpha, "a number in (0, 0.5)")
+            fail("register.alpha", self.alpha, "a number in (0, 0.5)")
         if self.approval not in APPROVALS:
-            _fail("register.approval", self.approval, ", ".join(APPROVALS))
+            fail("register.approval", self.approval, ", ".join(APPROVALS))
         if self.artifact not in ("merged", "adapter", "both"):
-            _fail("register.artifact", self.artifact, "merged, adapter, both")
+            fail("register.artifact", self.artifact, "merged, adapter, both")
         if self.skip_unchanged not in ("scheduled", "always", "never"):
-            _fail("register.skip_unchanged", self.skip_unchanged, "scheduled, always, never")
+            fail("register.skip_unchanged", self.skip_unchanged, "scheduled, always, never")

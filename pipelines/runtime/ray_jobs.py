@@ -39,9 +39,10 @@ from pathlib import Path
 
 import yaml
 
+from ..config.errors import FailedElsewhere
+from ..config.run_config import RunConfig
 from . import checkpoints, storage
 from .ray_runtime import RayClusterError
-from .run_config import RunConfig
 
 log = logging.getLogger("fora")
 
@@ -49,7 +50,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 STOP_WAIT_S = 30
 
 
-class RayJobFailed(RuntimeError):
+class RayJobFailed(FailedElsewhere):
     """The Ray job failed or was stopped on the cluster; the message is one line."""
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from ..runtime import atomic
 
 COLUMNS = ("trial_id", "method", "K", "lr", "stiefel_lr", "seed", "status", "steps", "val_loss", "loss",
            "best_val_loss", "tokens_per_s", "train_seconds", "val_seconds", "wall_seconds",

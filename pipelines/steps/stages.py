@@ -25,11 +25,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import storage
-from .models import model_source
-from .resources import step_device
-from .run_config import RunConfig, RunConfigError, needs_filet
-from .tracking import check_server
+from ..config.errors import RunConfigError
+from ..config.resources import step_device
+from ..config.run_config import RunConfig, needs_filet
+from ..runtime import storage
+from ..runtime.models import model_source
+from ..runtime.tracking import check_server
 
 log = logging.getLogger("fora")
 
@@ -114,9 +115,9 @@ def resolve(run: RunConfig, run_name: str | None = None, scheduled: bool = False
     and the recipe, and decide whether training can be skipped (``registry/retrain.py``).
 
     Returns {"run_id", "source_fingerprint", "recipe_fingerprint", "skip", "reason"}."""
+    from ..data.fingerprint import recipe_fingerprint, source_fingerprint
+    from ..registry.retrain import skip_decision
     from .preflight import describe, preflight
-    from .registry.retrain import skip_decision
-    from .source_fingerprint import recipe_fingerprint, source_fingerprint
 
     log.info("%s", describe(run, preflight(run, remote=False)))  # the fingerprint asks S3 for the object
     source = source_fingerprint(run.data)
@@ -138,8 +139,8 @@ def data_prep(run: RunConfig, data_dir: str | Path, run_id: str | None = None, t
               progress: bool = False, source_fingerprint: str | None = None) -> dict:
     """Read ``run.data.source``, write the tokenized splits and the data card; returns the card.
     ``source_fingerprint``: the source's identity as the resolve step saw it (computed here if None)."""
-    from .source_fingerprint import source_fingerprint as fingerprint_of
-    from .steps.data_prep import data_card_markdown, prepare_data
+    from ..data.fingerprint import source_fingerprint as fingerprint_of
+    from .data_prep import data_card_markdown, prepare_data
 
     if tokenizer is None:
         tokenizer = model_source(run).load_tokenizer()
@@ -173,7 +174,7 @@ def _log_calibration(calib_dir: Path, selected_layers: list[int]) -> None:
 def log_inputs(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_id: str | None) -> None:
     """Log the data card and the Fisher report to ``run_id``: what the cached KFP steps (data prep,
     calibration) cannot do themselves, since a cached output must not name one pipeline run's MLflow run."""
-    from .steps.calibrate import load_selection
+    from .calibrate import load_selection
 
     with tracked(run, run_id) as on, storage.local_input(data_dir) as data, \
             storage.local_input(calib_dir) as calib:
@@ -185,7 +186,7 @@ def log_inputs(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_
 def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_id: str | None = None,
               model=None, tokenizer=None, progress: bool = False) -> dict:
     """Fisher scores on the calibration split; writes the report and the profile plot."""
-    from .steps.calibrate import run_calibration
+    from .calibrate import run_calibration
 
     require_inputs("calibrate", (data_dir, "calibration.jsonl", "data-prep"))
     model, tokenizer = _load(run, "calibrate", model, tokenizer)
@@ -204,40 +205,24 @@ def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir
           run_id: str | None = None, progress: bool = False, run_key: str | None = None,
           data_uri: str | None = None, calib_uri: str | None = None) -> dict:
     """FoRA fine-tune at the calibrated layers: a Ray job on the cluster when ``ray.address``/RAY_ADDRESS is
-    a Jobs API (``ray_jobs.py``), else Ray Train here (or in-process when ``train.use_ray`` is off).
+    a Jobs API (``runtime/ray_jobs.py``), else Ray Train here (or in-process when ``train.use_ray`` is off).
 
     ``run_key`` names the pipeline run (its checkpoint namespace; a retry with the same key resumes).
     ``data_uri``/``calib_uri``: the inputs' artifact URIs, used by a Ray job when they are s3://."""
-    from .ray_runtime import jobs_api_address
+    from ..runtime.ray_runtime import jobs_api_address
 
     require_inputs("train", (data_dir, "data_card.json", "data-prep"), (calib_dir, "fisher_report.json", "calibrate"))
     address = jobs_api_address(run)
     if address:
-        from .ray_jobs import train_on_cluster
+        from ..runtime.ray_jobs import train_on_cluster
 
         return train_on_cluster(run, address, data_dir, calib_dir, train_dir, run_id, run_key, data_uri, calib_uri)
-    from .steps.calibrate import load_selection
-    from .steps.train import run_training
+    from .calibrate import load_selection
+    from .train import run_training
 
     _, layers = load_selection(calib_dir)
     return run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress, run_key=run_key,
                         calib_dir=calib_dir)
-
-
-def sweep_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, out_dir: str | Path, run_id: str,
-                 run_key: str | None = None, data_uri: str | None = None, calib_uri: str | None = None) -> dict:
-    """The sweep's trials on prepared data (a Ray job on the cluster when configured, like ``train``);
-    tables, plots, ``best/adapter`` and ``sweep_summary.json`` land in ``out_dir``."""
-    from .ray_runtime import jobs_api_address
-
-    address = jobs_api_address(run)
-    if address:
-        from .ray_jobs import sweep_on_cluster
-
-        return sweep_on_cluster(run, address, data_dir, calib_dir, out_dir, run_id, run_key, data_uri, calib_uri)
-    from .sweep import tune_trials_to
-
-    return tune_trials_to(run, data_dir, calib_dir, out_dir, run_id, run_key)
 
 
 def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | None, eval_dir: str | Path,
@@ -247,7 +232,7 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
     paired test."""
     import tempfile
 
-    from .steps.evaluate import run_evaluation
+    from .evaluate import run_evaluation
 
     require_inputs("evaluate", (data_dir, "validation.jsonl", "data-prep"),
                    (adapter_dir, "adapter_config.json", "train"))
@@ -258,7 +243,7 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
             storage.local_output(eval_dir) as out, tempfile.TemporaryDirectory(prefix="fora-champion-") as tmp:
         champion = None
         if run.register.compare_champion and adapter is not None:
-            from .registry.champion import champion_for_eval
+            from ..registry.champion import champion_for_eval
 
             check_server(run.tracking_uri)
             champion, why = champion_for_eval(run.tracking_uri, run.register.model_name, run.model, tmp)
@@ -307,9 +292,9 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
     move the ``champion`` alias only if the paired test over the evaluation's items says it beats the
     champion (``registry/promotion.py``). Layers and method
     come from the adapter's ``fora_config.json`` (a sweep's best trial has its own), else the calibration."""
-    from .registry.promotion import Challenger, Policy
-    from .steps.calibrate import load_selection
-    from .steps.register import merge_to_folder, register_model
+    from ..registry.promotion import Challenger, Policy
+    from .calibrate import load_selection
+    from .register import merge_to_folder, register_model
 
     require_inputs("register", (data_dir, "data_card.json", "data-prep"), (adapter_dir, "adapter_config.json", "train"),
                    (eval_dir, "eval_results.json", "evaluate"), (eval_dir, "item_scores.json", "evaluate"))
@@ -341,7 +326,7 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
         else:
             model_dir = merge_to_folder(model_source(run), adapter, merged_out,
                                         device=step_device(run.resources.register, "register"))
-        from .source_fingerprint import recipe_fingerprint
+        from ..data.fingerprint import recipe_fingerprint
 
         source = card.get("source_fingerprint", card["content_hash"])
         tags = {"method": method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
@@ -349,7 +334,7 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
                 "recipe_fingerprint": recipe_fingerprint(run, source), "base_model": run.model,
                 "data_source": run.data.source, "eval_suite": per_item["suite"], "artifact": r.artifact,
                 metric: f"{tuned[metric]:.6f}", **(extra_tags or {})}
-        from .registry.model_card import model_card
+        from ..registry.model_card import model_card
 
         (Path(model_dir) / "README.md").write_text(model_card(
             model_name=r.model_name, tags={**tags, "promotion_test": r.promotion_test}, results=results,
@@ -367,12 +352,12 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
 
 def adapter_package(run: RunConfig, adapter: Path, out: str | Path) -> Path:
     """The adapter-only form of a registered model: the PEFT adapter files and ``fora_base.json`` naming
-    the base model (``pipelines/pyfunc_model.py`` loads the base, applies and merges the adapter)."""
+    the base model (``pipelines/registry/pyfunc_model.py`` loads the base, applies and merges the adapter)."""
     import shutil
     import tempfile
 
-    from .atomic import replace_dir
-    from .pyfunc_model import BASE_FILE
+    from ..registry.pyfunc_model import BASE_FILE
+    from ..runtime.atomic import replace_dir
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .run_config import RunConfig, parse_run_config, split_overrides
+from ..config.overrides import split_overrides
+from ..config.run_config import RunConfig, parse_run_config
 
 log = logging.getLogger("fora")
 

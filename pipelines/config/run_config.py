@@ -8,46 +8,26 @@ The ``fora`` section is :class:`fora_core.ForaConfig` itself, so the method has 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fora_core import FILET_METHODS, METHODS, ForaConfig, ForaConfigError
+from fora_core import FILET_METHODS, ForaConfig, ForaConfigError
 
-from .ablation.config import AblationConfig
-from .overrides import ConfigLoader, apply_overrides, join_overrides, split_overrides  # noqa: F401 (re-exported)
-from .registry.config import NAME, RegisterConfig
+from .ablation import AblationConfig
+from .checks import check_bool, check_int, check_number, fail
+from .errors import RunConfigError
+from .overrides import ConfigLoader, apply_overrides
+from .register import NAME, RegisterConfig
 from .resources import ResourcesConfig
+from .sweep import SweepConfig
 
 EVAL_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 DATA_FORMATS = ("auto", "builtin", "llm-adapters", "alpaca", "jsonl", "hf")
 TEMPLATES = ("answer-text", "index")
-
-
-class RunConfigError(ForaConfigError):
-    """A run configuration is invalid; the message names the field."""
-
-
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise RunConfigError(f"invalid value for '{name}': {value!r} (allowed: {allowed})")
-
-
-def _bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        _fail(name, value, "true, false")
-
-
-def _int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(name, value, f"an integer >= {minimum}")
-
-
-def _pos(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        _fail(name, value, "a number >= 0" if allow_zero else "a number > 0")
 
 
 @dataclass
@@ -70,16 +50,16 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
-            _fail("data.source", self.source, "builtin:commonsense, a file path, an HF dataset id or an s3:// URI")
+            fail("data.source", self.source, "builtin:commonsense, a file path, an HF dataset id or an s3:// URI")
         if self.format not in DATA_FORMATS:
-            _fail("data.format", self.format, ", ".join(DATA_FORMATS))
+            fail("data.format", self.format, ", ".join(DATA_FORMATS))
         if self.template not in TEMPLATES:
-            _fail("data.template", self.template, ", ".join(TEMPLATES))
-        _int("data.max_length", self.max_length, 8)
-        _int("data.max_train", self.max_train, 1)
-        _int("data.max_validation", self.max_validation, 1)
-        _int("data.calibration_size", self.calibration_size, 1)
-        _int("data.per_task_limit", self.per_task_limit, 0)
+            fail("data.template", self.template, ", ".join(TEMPLATES))
+        check_int("data.max_length", self.max_length, 8)
+        check_int("data.max_train", self.max_train, 1)
+        check_int("data.max_validation", self.max_validation, 1)
+        check_int("data.calibration_size", self.calibration_size, 1)
+        check_int("data.per_task_limit", self.per_task_limit, 0)
 
 
 @dataclass
@@ -110,18 +90,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "num_workers", "checkpoint_every", "eval_every"):
-            _int(f"train.{name}", getattr(self, name), 1)
-        _int("train.warmup_steps", self.warmup_steps, 0)
-        _int("train.max_failures", self.max_failures, 0)
-        _int("train.threads_per_worker", self.threads_per_worker, 0)
-        _pos("train.cpus_per_worker", self.cpus_per_worker)
-        _pos("train.lr", self.lr)
-        _pos("train.stiefel_lr", self.stiefel_lr)
-        _pos("train.weight_decay", self.weight_decay, allow_zero=True)
+            check_int(f"train.{name}", getattr(self, name), 1)
+        check_int("train.warmup_steps", self.warmup_steps, 0)
+        check_int("train.max_failures", self.max_failures, 0)
+        check_int("train.threads_per_worker", self.threads_per_worker, 0)
+        check_number("train.cpus_per_worker", self.cpus_per_worker)
+        check_number("train.lr", self.lr)
+        check_number("train.stiefel_lr", self.stiefel_lr)
+        check_number("train.weight_decay", self.weight_decay, allow_zero=True)
         if self.backend not in ("auto", "gloo", "nccl"):
-            _fail("train.backend", self.backend, "auto, gloo, nccl")
+            fail("train.backend", self.backend, "auto, gloo, nccl")
         if self.bf16 not in ("auto", "on", "off"):
-            _fail("train.bf16", self.bf16, "auto, on, off")
+            fail("train.bf16", self.bf16, "auto, on, off")
 
 
 @dataclass
@@ -140,21 +120,21 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, list) or not all(t in EVAL_TASKS for t in self.tasks):
-            _fail("eval.tasks", self.tasks, ", ".join(EVAL_TASKS))
+            fail("eval.tasks", self.tasks, ", ".join(EVAL_TASKS))
         if not self.tasks:
-            _fail("eval.tasks", self.tasks, "a non-empty list of " + ", ".join(EVAL_TASKS))
-        _int("eval.limit", self.limit, 1)
-        _int("eval.batch_size", self.batch_size, 1)
-        _int("eval.general_tokens", self.general_tokens, 16)
+            fail("eval.tasks", self.tasks, "a non-empty list of " + ", ".join(EVAL_TASKS))
+        check_int("eval.limit", self.limit, 1)
+        check_int("eval.batch_size", self.batch_size, 1)
+        check_int("eval.general_tokens", self.general_tokens, 16)
         for name in ("perplexity", "compare_base", "diagnostics"):
-            _bool(f"eval.{name}", getattr(self, name))
+            check_bool(f"eval.{name}", getattr(self, name))
         if not isinstance(self.general_text, str):
-            _fail("eval.general_text", self.general_text, "builtin:wikitext-2, a text file, an s3:// URI, or ''")
+            fail("eval.general_text", self.general_text, "builtin:wikitext-2, a text file, an s3:// URI, or ''")
 
 
 @dataclass
 class StorageConfig:
-    """Object storage every step and the Ray cluster can reach (see ``pipelines/storage.py``)."""
+    """Object storage every step and the Ray cluster can reach (see ``pipelines/runtime/storage.py``)."""
 
     uri: str = ""
     """An s3:// prefix. Steps stage what a Ray job needs under <uri>/<name>/<run>/, checkpoints default to
@@ -164,10 +144,10 @@ class StorageConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.uri, str) or (self.uri and not self.uri.startswith("s3://")):
-            _fail("storage.uri", self.uri, "'' or an s3://bucket/prefix URI")
+            fail("storage.uri", self.uri, "'' or an s3://bucket/prefix URI")
         if self.uri and not self.uri[len("s3://"):].split("/")[0]:
-            _fail("storage.uri", self.uri, "an s3://bucket/prefix URI with a bucket")
-        _bool("storage.create_bucket", self.create_bucket)
+            fail("storage.uri", self.uri, "an s3://bucket/prefix URI with a bucket")
+        check_bool("storage.create_bucket", self.create_bucket)
 
 
 @dataclass
@@ -189,88 +169,10 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.address, str) or self.address.startswith("ray://"):
-            _fail("ray.address", self.address, "'', 'local', http(s)://head:8265 (the Jobs API; Ray Client "
+            fail("ray.address", self.address, "'', 'local', http(s)://head:8265 (the Jobs API; Ray Client "
                                                 "ray:// is not for long jobs), host:port or 'auto'")
-        _int("ray.placement_timeout_s", self.placement_timeout_s, 1)
-        _pos("ray.job_poll_s", self.job_poll_s)
-
-
-SCHEDULERS = ("asha", "median", "fifo")
-SWEEP_METHODS = METHODS  # every method of fora_core/methods.py
-SPACE_KINDS = ("grid", "choice", "loguniform", "uniform")
-
-
-def _space(name: str, value: Any) -> dict[str, list]:
-    """A search space: a list (grid over it) or {grid|choice: [...]} or {loguniform|uniform: [low, high]}."""
-    if isinstance(value, list):
-        value = {"grid": value}
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in SPACE_KINDS:
-        _fail(name, value, "a list of values, or one of {grid: [...]}, {choice: [...]}, "
-                           "{loguniform: [low, high]}, {uniform: [low, high]}")
-    kind, items = next(iter(value.items()))
-    if not isinstance(items, list) or not items:
-        raise RunConfigError(f"invalid value for '{name}': the search space is empty (give at least one value)")
-    for v in items:
-        _pos(name, v)
-    if kind in ("loguniform", "uniform") and (len(items) != 2 or not items[0] < items[1]):
-        _fail(name, value, f"{kind}: [low, high] with 0 < low < high")
-    return {kind: items}
-
-
-@dataclass
-class SweepConfig:
-    """A Ray Tune sweep over the layer budget K, the learning rates and (optionally) the method.
-
-    Data prep and the Fisher pass run once; every trial selects its top-K layers from the same report.
-    Methods without Fisher selection (stiefel-lora, lora) use all layers and get one trial per lr setting.
-    """
-
-    layer_budgets: list = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    """K values, each an integer 1..L or a fraction in (0, 1]; a grid dimension."""
-    methods: list = field(default_factory=lambda: ["fora"])
-    lr: Any = field(default_factory=lambda: [2e-4])
-    """Search space of the AdamW learning rate (factor A; every factor for lora/fg-lora)."""
-    stiefel_lr: Any = field(default_factory=lambda: [0.3])
-    num_samples: int = 1
-    """Samples per grid point (random spaces: choice, loguniform, uniform)."""
-    max_trials: int = 16
-    """The budget: the sweep refuses to start if the grid times num_samples exceeds it."""
-    scheduler: str = "asha"
-    grace_period: int = 0
-    """ASHA/median: steps before a trial can be stopped (0: train.eval_every)."""
-    reduction_factor: int = 2
-    metric: str = "val_loss"
-    mode: str = "min"
-    max_concurrent: int = 0
-    """Trials at once (0: as many as the cluster's CPUs hold, at train.cpus_per_worker per worker)."""
-    register_best: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.layer_budgets, list) or not self.layer_budgets:
-            raise RunConfigError("invalid value for 'sweep.layer_budgets': the search space is empty "
-                                 "(give at least one K)")
-        for k in self.layer_budgets:
-            ok = (isinstance(k, int) and not isinstance(k, bool) and k >= 1) or (isinstance(k, float) and 0 < k <= 1)
-            if not ok:
-                _fail("sweep.layer_budgets", k, "integers 1..L (layers) or fractions in (0, 1]")
-        if not isinstance(self.methods, list) or not self.methods:
-            raise RunConfigError("invalid value for 'sweep.methods': the search space is empty")
-        for m in self.methods:
-            if m not in SWEEP_METHODS:
-                _fail("sweep.methods", m, ", ".join(SWEEP_METHODS))
-        self.lr = _space("sweep.lr", self.lr)
-        self.stiefel_lr = _space("sweep.stiefel_lr", self.stiefel_lr)
-        _int("sweep.num_samples", self.num_samples, 1)
-        _int("sweep.max_trials", self.max_trials, 1)
-        _int("sweep.grace_period", self.grace_period, 0)
-        _int("sweep.reduction_factor", self.reduction_factor, 2)
-        _int("sweep.max_concurrent", self.max_concurrent, 0)
-        if self.scheduler not in SCHEDULERS:
-            _fail("sweep.scheduler", self.scheduler, ", ".join(SCHEDULERS))
-        if self.metric not in ("val_loss", "loss"):
-            _fail("sweep.metric", self.metric, "val_loss, loss")
-        if self.mode not in ("min", "max"):
-            _fail("sweep.mode", self.mode, "min, max")
+        check_int("ray.placement_timeout_s", self.placement_timeout_s, 1)
+        check_number("ray.job_poll_s", self.job_poll_s)
 
 
 def _fora_section(value: dict[str, Any]) -> ForaConfig:
@@ -313,15 +215,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME.match(self.name) or ".." in self.name:
-            _fail("name", self.name, "1-64 letters, digits, '.', '_' or '-', starting and ending with a letter "
+            fail("name", self.name, "1-64 letters, digits, '.', '_' or '-', starting and ending with a letter "
                                      "or digit (it names folders, checkpoints and MLflow runs)")
         if self.dtype not in ("float32", "bfloat16"):
-            _fail("dtype", self.dtype, "float32, bfloat16")
-        _int("seed", self.seed, 0)
+            fail("dtype", self.dtype, "float32, bfloat16")
+        check_int("seed", self.seed, 0)
         if not isinstance(self.model, str) or not self.model.strip():
-            _fail("model", self.model, "a model name (smollm2-135m), a folder, an HF id or an s3:// URI")
+            fail("model", self.model, "a model name (smollm2-135m), a folder, an HF id or an s3:// URI")
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
-            _fail("output_dir", self.output_dir, "a folder path")
+            fail("output_dir", self.output_dir, "a folder path")
 
     @property
     def out(self) -> Path:
@@ -385,13 +287,15 @@ def _check_fisher_budget(run: RunConfig) -> None:
             f"fora.fisher.num_batches to {max(1, calib // fisher.batch_size)}")
 
 
-def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+def load_run_config(path: str | Path, overrides: list[str] | None = None,
+                    read_uri: Callable[[str], str] | None = None) -> RunConfig:
     """Read a YAML run config (a file, or an s3:// URI: how a Ray job gets it); ``overrides`` are dotted
-    ``key=value`` strings (values parsed as YAML)."""
+    ``key=value`` strings (values parsed as YAML). ``read_uri`` reads a URI's text: the config room sits below
+    storage, so the caller passes it in (the CLI passes ``runtime.storage.read_text``)."""
     if str(path).startswith("s3://"):
-        from . import storage
-
-        return parse_run_config(storage.read_text(str(path)), overrides, where=str(path))
+        if read_uri is None:
+            raise RunConfigError(f"{path}: this command reads config files only, not URIs")
+        return parse_run_config(read_uri(str(path)), overrides, where=str(path))
     path = Path(path)
     if not path.exists():
         raise RunConfigError(f"config file not found: {path}")

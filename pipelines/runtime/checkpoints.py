@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config.run_config import RunConfig
 from . import storage
-from .run_config import RunConfig
 
 log = logging.getLogger("fora")
 

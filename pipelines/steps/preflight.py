@@ -1,6 +1,6 @@
 """What a run config names, checked before any work starts: the model's architecture and the data source.
 
-The schema (``run_config.py``) knows types and ranges; it cannot know that ``fora.target_modules: [qkv]``
+The schema (``config/run_config.py``) knows types and ranges; it cannot know that ``fora.target_modules: [qkv]``
 does not exist in a Llama block, that ``fora.layer_budget: 40`` exceeds a 30-layer model, that
 ``data.max_length`` is beyond the model's positions, or that ``data.source`` names a file that is not there.
 Those used to surface minutes later, inside a Ray worker, retried ``train.max_failures`` times. Here they
@@ -22,8 +22,9 @@ from fora_core import ForaConfigError, ModelSource
 from fora_core.architecture import find_decoder_layers, resolve_target_modules
 from fora_core.config import resolve_layer_budget
 
-from . import storage
-from .run_config import RunConfig, RunConfigError, needs_filet
+from ..config.errors import RunConfigError
+from ..config.run_config import RunConfig, needs_filet
+from ..runtime import storage
 
 
 def model_config(spec: str, dtype: str = "float32"):
@@ -101,7 +102,7 @@ def check_model(run: RunConfig) -> dict[str, Any]:
 def check_data(run: RunConfig, remote: bool = True) -> str:
     """The data source exists and ``data.format`` applies to it; returns its kind (builtin, file, folder, s3,
     hub). ``remote``: also ask S3 for the object (a HEAD request)."""
-    from .steps.data_prep import source_kind
+    from ..data.sources import source_kind
 
     kind = source_kind(run.data)
     if kind == "s3" and remote:

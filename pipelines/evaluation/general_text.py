@@ -25,7 +25,7 @@ import torch
 from fora_core import text_drift
 from fora_core.diagnostics import TextDrift
 
-from .run_config import RunConfigError
+from ..config.errors import RunConfigError
 
 log = logging.getLogger("fora")
 
@@ -45,7 +45,7 @@ def load_general_text(spec: str) -> tuple[str, str] | None:
         return None
     if spec != BUILTIN:
         if spec.startswith("s3://"):
-            from . import storage
+            from ..runtime import storage
 
             return storage.read_text(spec), spec
         path = Path(spec)

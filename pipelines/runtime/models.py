@@ -19,8 +19,8 @@ from pathlib import Path
 from fora_core import ModelSource
 from fora_core.model_source import default_cache_dir
 
+from ..config.run_config import RunConfig
 from . import storage
-from .run_config import RunConfig
 
 
 def resolve_model(spec: str) -> str:

@@ -16,22 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fora_core import FISHER_METHODS, METHODS, STIEFEL_METHODS, ForaConfigError  # noqa: F401 (re-exported)
+from fora_core import METHODS
+
+from .checks import fail
 
 DEFAULT_METHODS = ["fora", "fg-lora", "stiefel-lora", "lora"]
 """The four-way ablation of FoRA's two parts; any method of fora_core/methods.py may be listed."""
 
 
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ForaConfigError(f"invalid value for '{name}': {value!r} (allowed: {allowed})")
-
-
 def _positive_list(name: str, value: Any) -> None:
     if not isinstance(value, list) or not value:
-        _fail(name, value, "a non-empty list of numbers > 0")
+        fail(name, value, "a non-empty list of numbers > 0")
     for v in value:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            _fail(name, value, "a non-empty list of numbers > 0")
+            fail(name, value, "a non-empty list of numbers > 0")
 
 
 @dataclass
@@ -51,24 +49,24 @@ class AblationConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.methods, list) or not self.methods:
-            _fail("ablation.methods", self.methods, "a non-empty list of " + ", ".join(METHODS))
+            fail("ablation.methods", self.methods, "a non-empty list of " + ", ".join(METHODS))
         for m in self.methods:
             if m not in METHODS:
-                _fail("ablation.methods", m, ", ".join(METHODS))
+                fail("ablation.methods", m, ", ".join(METHODS))
         if len(set(self.methods)) != len(self.methods):
-            _fail("ablation.methods", self.methods, "each method once")
+            fail("ablation.methods", self.methods, "each method once")
         _positive_list("ablation.lr", self.lr)
         _positive_list("ablation.stiefel_lr", self.stiefel_lr)
         if not isinstance(self.seeds, list) or not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
-            _fail("ablation.seeds", self.seeds, "a non-empty list of distinct integers >= 0")
+            fail("ablation.seeds", self.seeds, "a non-empty list of distinct integers >= 0")
         if not isinstance(self.layer_budgets, list):
-            _fail("ablation.layer_budgets", self.layer_budgets, "a list of K values (integers or fractions)")
+            fail("ablation.layer_budgets", self.layer_budgets, "a list of K values (integers or fractions)")
         for k in self.layer_budgets:
             ok = (isinstance(k, int) and not isinstance(k, bool) and k >= 1) or (isinstance(k, float) and 0 < k <= 1)
             if not ok:
-                _fail("ablation.layer_budgets", k, "integers 1..L (layers) or fractions in (0, 1]")
+                fail("ablation.layer_budgets", k, "integers 1..L (layers) or fractions in (0, 1]")
         for name in ("eval_limit", "max_trials"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "eval_limit" else 1):
-                _fail(f"ablation.{name}", v, f"an integer >= {0 if name == 'eval_limit' else 1}")
+                fail(f"ablation.{name}", v, f"an integer >= {0 if name == 'eval_limit' else 1}")

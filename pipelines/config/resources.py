@@ -21,17 +21,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fora_core import ForaConfigError
+from .checks import fail
+from .errors import RunConfigError
 
 STEPS = ("data_prep", "calibrate", "train", "evaluate", "register", "sweep")
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-
-
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ForaConfigError(f"invalid value for '{name}': {value!r} (allowed: {allowed})")
 
 
 @dataclass
@@ -61,32 +58,32 @@ class StepResources:
         if isinstance(self.cpu, (int, float)) and not isinstance(self.cpu, bool):
             self.cpu = str(self.cpu)
         if not isinstance(self.cpu, str) or not _CPU.match(self.cpu) or float(self.cpu.rstrip("m") or 0) <= 0:
-            _fail(f"{prefix}.cpu", self.cpu, "a positive number of cores such as 4, 0.5 or '500m'")
+            fail(f"{prefix}.cpu", self.cpu, "a positive number of cores such as 4, 0.5 or '500m'")
         if not isinstance(self.memory, str) or not _MEMORY.match(self.memory):
-            _fail(f"{prefix}.memory", self.memory, "a Kubernetes quantity such as 16G, 16Gi or 512Mi")
+            fail(f"{prefix}.memory", self.memory, "a Kubernetes quantity such as 16G, 16Gi or 512Mi")
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
-            _fail(f"{prefix}.gpus", self.gpus, "an integer >= 0")
+            fail(f"{prefix}.gpus", self.gpus, "an integer >= 0")
         if not isinstance(self.accelerator, str) or "/" not in self.accelerator:
-            _fail(f"{prefix}.accelerator", self.accelerator, "an extended resource name such as nvidia.com/gpu")
+            fail(f"{prefix}.accelerator", self.accelerator, "an extended resource name such as nvidia.com/gpu")
         if not isinstance(self.node_selector, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.node_selector.items()):
-            _fail(f"{prefix}.node_selector", self.node_selector, "a mapping of label names to string values")
+            fail(f"{prefix}.node_selector", self.node_selector, "a mapping of label names to string values")
         if not isinstance(self.tolerations, list):
-            _fail(f"{prefix}.tolerations", self.tolerations, "a list of {key, operator, value, effect}")
+            fail(f"{prefix}.tolerations", self.tolerations, "a list of {key, operator, value, effect}")
         for i, tol in enumerate(self.tolerations):
             where = f"{prefix}.tolerations[{i}]"
             if not isinstance(tol, dict) or not set(tol) <= TOLERATION_KEYS:
-                _fail(where, tol, "a mapping with keys " + ", ".join(sorted(TOLERATION_KEYS)))
+                fail(where, tol, "a mapping with keys " + ", ".join(sorted(TOLERATION_KEYS)))
             if tol.get("operator", "Equal") not in ("Equal", "Exists"):
-                _fail(f"{where}.operator", tol.get("operator"), "Equal, Exists")
+                fail(f"{where}.operator", tol.get("operator"), "Equal, Exists")
             if "effect" in tol and tol["effect"] not in TOLERATION_EFFECTS:
-                _fail(f"{where}.effect", tol["effect"], ", ".join(TOLERATION_EFFECTS))
+                fail(f"{where}.effect", tol["effect"], ", ".join(TOLERATION_EFFECTS))
         for name in ("timeout_s", "retries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                _fail(f"{prefix}.{name}", value, "an integer >= 0")
+                fail(f"{prefix}.{name}", value, "an integer >= 0")
         if not isinstance(self.shm, str) or (self.shm and not _MEMORY.match(self.shm)):
-            _fail(f"{prefix}.shm", self.shm, "'' or a Kubernetes quantity such as 8Gi")
+            fail(f"{prefix}.shm", self.shm, "'' or a Kubernetes quantity such as 8Gi")
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -104,11 +101,11 @@ def _step(name: str, value: Any) -> StepResources:
         value.check(f"resources.{name}")
         return value
     if not isinstance(value, dict):
-        raise ForaConfigError(f"'resources.{name}' must be a mapping")
+        raise RunConfigError(f"'resources.{name}' must be a mapping")
     known = {f.name for f in dataclasses.fields(StepResources)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise ForaConfigError(f"unknown field 'resources.{name}.{unknown[0]}' (allowed: {', '.join(sorted(known))})")
+        raise RunConfigError(f"unknown field 'resources.{name}.{unknown[0]}' (allowed: {', '.join(sorted(known))})")
     step = StepResources(**{**DEFAULTS[name], **value})
     step.check(f"resources.{name}")
     return step
@@ -163,6 +160,6 @@ def step_device(res: StepResources, step: str) -> str:
     import torch
 
     if not torch.cuda.is_available():
-        raise ForaConfigError(f"'resources.{step}.gpus' is {res.gpus} but this pod sees no GPU "
+        raise RunConfigError(f"'resources.{step}.gpus' is {res.gpus} but this pod sees no GPU "
                               "(check the node's drivers and the accelerator type, or set it to 0)")
     return "cuda"

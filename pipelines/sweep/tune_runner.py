@@ -15,7 +15,6 @@ model), learning_curves.png, best/ (adapter, eval/, merged/), sweep_summary.json
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,55 +23,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fora_core import FISHER_METHODS, select_layers  # FISHER_METHODS: K applies; the others adapt every layer
-from fora_core.config import resolve_layer_budget
-
-from . import atomic, checkpoints, stages, storage
-from .models import model_source
-from .ray_runtime import check_placement, init_ray
-from .run_config import RunConfig, RunConfigError, needs_filet
-from .steps.calibrate import load_selection
+from ..config.run_config import RunConfig
+from ..runtime import atomic, checkpoints, storage
+from ..runtime.ray_runtime import check_placement, init_ray
+from ..steps import stages
+from .trials import (
+    TRIAL_DRIVER_CPU,
+    in_process_trials,
+    num_decoder_layers,
+    plan,
+    trial_driver,
+    trial_resources,
+)
 
 log = logging.getLogger("fora")
-
-TRIAL_DRIVER_CPU = 0.1
-
-
-def num_decoder_layers(run: RunConfig) -> int:
-    """L from the model's config alone (no weights loaded), after the model checks of ``preflight.py``
-    (targets, K values, rank, max_length). Not the data source: trials on a cluster read prepared data
-    from storage, and the source may be a file only the submitting pod has."""
-    from .preflight import check_model
-
-    return check_model(run)["layers"]
-
-
-def build_arms(run: RunConfig, num_layers: int) -> list[dict[str, Any]]:
-    """The (method, K) grid: each K resolved to a layer count (an error names K outside 1..L); all-layer
-    methods get K = L once; duplicates (two fractions rounding to the same K) are dropped."""
-    arms: list[dict[str, Any]] = []
-    for method in run.sweep.methods:
-        budgets = run.sweep.layer_budgets if method in FISHER_METHODS else [num_layers]
-        for budget in budgets:
-            try:
-                k = resolve_layer_budget(budget, num_layers)
-            except Exception:
-                raise RunConfigError(f"invalid value for 'sweep.layer_budgets': {budget!r} (allowed: 1..{num_layers} "
-                                     f"layers, this model has {num_layers}, or a fraction in (0, 1])") from None
-            arm = {"method": method, "K": k}
-            if arm not in arms:
-                arms.append(arm)
-    return arms
-
-
-def count_trials(run: RunConfig, arms: list[dict]) -> int:
-    """Trials Tune will run: the grid (arms x grid lr values) times num_samples."""
-    grid = len(arms)
-    for space in (run.sweep.lr, run.sweep.stiefel_lr):
-        kind, values = next(iter(space.items()))
-        if kind == "grid":
-            grid *= len(values)
-    return grid * run.sweep.num_samples
 
 
 def _tune_space(space: dict[str, list]):
@@ -94,105 +58,6 @@ def _scheduler(run: RunConfig):
     if s.scheduler == "median":
         return MedianStoppingRule(time_attr="step", metric=s.metric, mode=s.mode, grace_period=grace)
     return FIFOScheduler()
-
-
-def _fingerprint(run: RunConfig) -> str:
-    """What the data and the Fisher report depend on; a restart with the same value reuses them."""
-    d = run.to_dict()
-    key = {"model": d["model"], "dtype": d["dtype"], "data": d["data"], "fisher": d["fora"]["fisher"],
-           "targets": d["fora"]["target_modules"], "seed": d["seed"], "filet": needs_filet(run)}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def trial_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's method, K, lr, stiefel_lr (and seed): the searched values, overridden by what its arm
-    fixes (an ablation's arms carry their own learning rates and seed)."""
-    return {**{k: params[k] for k in ("lr", "stiefel_lr") if k in params}, **params["arm"]}
-
-
-def arm_run_dict(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """The run config (as a dict) of one trial: ``base`` with the trial's method, K, lrs and seed. A seed
-    sets the run's seed (dropout), the adapters' init and the data order; the prepared data stay the same."""
-    out = {**base, "fora": {**base["fora"], "method": settings["method"], "layer_budget": settings["K"]},
-           "train": {**base["train"], "lr": settings["lr"], "stiefel_lr": settings["stiefel_lr"]}}
-    if settings.get("seed") is not None:
-        seed = settings["seed"]
-        out.update(seed=seed, data={**base["data"], "seed": seed})
-        out["fora"]["seed"] = seed
-    return out
-
-
-def in_process_trials(run: RunConfig) -> bool:
-    """Single-worker trials run the training loop inside the Tune trial's process. A Ray Train worker group
-    per trial (a controller and a worker: two more processes that import torch, transformers and peft, and
-    a placement group) buys nothing for one worker; it cost about 20 s per trial here, more than a tiny
-    trial's training. Trials with ``train.num_workers`` > 1 keep Ray Train (DDP across the workers).
-    ``FORA_TRIAL_WORKER_GROUP=1`` in the environment forces the worker group (``benchmarks/bench_sweep_trials.py``
-    compares the two)."""
-    return run.train.num_workers == 1 and os.environ.get("FORA_TRIAL_WORKER_GROUP", "") != "1"
-
-
-def trial_resources(run: RunConfig) -> dict[str, float]:
-    """What Tune reserves for one trial's own process: the whole trial when it trains in-process, else just
-    its driver (the Ray Train workers reserve their own)."""
-    if not in_process_trials(run):
-        return {"CPU": TRIAL_DRIVER_CPU}
-    return {"CPU": TRIAL_DRIVER_CPU + run.train.cpus_per_worker, **({"GPU": 1} if run.train.use_gpu else {})}
-
-
-def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """One trial with this trial's method, K and lrs: ``train_loop_per_worker`` in this process (one worker,
-    :func:`in_process_trials`) or as a Ray Train run of ``train.num_workers`` workers."""
-    import mlflow
-    from ray import tune  # [ray]
-    from ray.train import FailureConfig, ScalingConfig  # [ray]
-    from ray.train import RunConfig as RayRunConfig  # [ray]
-    from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
-    from ray.tune.integration.ray_train import TuneReportCallback  # [ray]
-
-    from .steps.train import train_loop_per_worker
-
-    base = ctx["run"]
-    arm = params["arm"]
-    settings = trial_settings(params)
-    run = RunConfig.from_dict(arm_run_dict(base, settings))
-    report, _ = load_selection(ctx["calibration"])
-    layers = select_layers(report, arm["K"]) if arm["method"] in FISHER_METHODS else list(range(report.num_layers))
-    trial_id = tune.get_context().get_trial_id()  # [ray]
-
-    client = mlflow.MlflowClient(ctx["tracking_uri"])
-    found = client.search_runs([ctx["experiment_id"]], f"tags.`fora.trial_id` = '{trial_id}'")
-    child = found[0].info.run_id if found else client.create_run(
-        ctx["experiment_id"], run_name=f"trial {trial_id}: {arm['method']} K={arm['K']}",
-        tags={"mlflow.parentRunId": ctx["parent_run_id"], "fora.trial_id": trial_id}).info.run_id
-    if not found:
-        for k, v in {"method": arm["method"], "K": arm["K"], "lr": settings["lr"],
-                     "stiefel_lr": settings["stiefel_lr"], "seed": run.seed, "layers": json.dumps(layers)}.items():
-            client.log_param(child, k, v)
-
-    # a trial restarted after an interruption continues from its own last checkpoint (Ray Train restores
-    # the run of the same name and storage path)
-    loop_config = {"run": run.to_dict(), "data_dir": ctx["data_dir"], "layers": layers, "use_ray": True,
-                   "calib_dir": ctx["calibration"],
-                   "tracking_uri": ctx["tracking_uri"], "mlflow_run_id": child, "progress": False,
-                   "report_val_loss_every_step": True, "run_key": trial_id,
-                   "fingerprint": checkpoints.fingerprint(run, ctx["data_hash"], layers)}
-    tcfg = run.train
-    if in_process_trials(run):  # one worker: the loop runs here, reporting to Tune directly
-        train_loop_per_worker({**loop_config, "in_tune": True})
-        return
-    storage_path, filesystem = storage.ray_storage(ctx["storage"])
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
-                                     resources_per_worker={"CPU": tcfg.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
-        run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=storage_path, storage_filesystem=filesystem,
-                                failure_config=FailureConfig(max_failures=tcfg.max_failures),
-                                callbacks=[TuneReportCallback()]),  # [ray]
-    )
-    trainer.fit()  # [ray]
 
 
 def _trial_callback(tracking_uri: str, experiment_id: str, max_steps: int):
@@ -225,86 +90,11 @@ def _trial_callback(tracking_uri: str, experiment_id: str, max_steps: int):
     return MlflowTrialCloser()
 
 
-def _prepare(run: RunConfig, sweep_dir: Path, parent_run_id: str) -> tuple[dict, bool]:
-    """Data prep + Fisher once; reused on a restart with the same inputs. Returns (calibration, computed)."""
-    stamp = sweep_dir / "calibration" / "fingerprint.txt"
-    report_path = sweep_dir / "calibration" / "fisher_report.json"
-    if report_path.exists() and stamp.exists() and stamp.read_text() == _fingerprint(run):
-        log.info("reusing data and the Fisher report from %s", sweep_dir)
-        return {"report": load_selection(report_path.parent)[0]}, False
-    model, tokenizer = model_source(run).load()
-    stages.data_prep(run, sweep_dir / "data", parent_run_id, tokenizer=tokenizer)
-    calib = stages.calibrate(run, sweep_dir / "data", sweep_dir / "calibration", parent_run_id, model, tokenizer)
-    atomic.write_text(stamp, _fingerprint(run))
-    return calib, True
-
-
-def _set_aside_if_inputs_changed(run: RunConfig, sweep_dir: Path) -> None:
-    """A restart with other data settings (or another model, Fisher or targets) is a new sweep, not a resume:
-    the old trials were trained on other data and the old MLflow parent run holds the old settings. The old
-    folder is kept beside, renamed ``sweep.replaced-<UTC time>``; nothing is deleted."""
-    stamp = sweep_dir / "calibration" / "fingerprint.txt"
-    if not stamp.exists() or stamp.read_text() == _fingerprint(run):
-        return
-    aside = sweep_dir.with_name(f"sweep.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    sweep_dir.rename(aside)
-    log.warning("the data settings changed since the sweep in %s started (model, data, Fisher or target "
-                "modules): starting a new sweep; the old one was moved to %s", sweep_dir, aside)
-
-
 def _max_concurrent(run: RunConfig, total_cpus: float) -> int:
     if run.sweep.max_concurrent:
         return run.sweep.max_concurrent
     per_trial = TRIAL_DRIVER_CPU + run.train.num_workers * run.train.cpus_per_worker
     return max(1, int(total_cpus // per_trial))
-
-
-def plan(run: RunConfig) -> tuple[int, list[dict], int]:
-    """Check the sweep before any work: (L, the (method, K) arms, the number of trials)."""
-    num_layers = num_decoder_layers(run)
-    arms = build_arms(run, num_layers)
-    n_trials = count_trials(run, arms)
-    if n_trials > run.sweep.max_trials:
-        raise RunConfigError(f"the sweep has {n_trials} trials but 'sweep.max_trials' is {run.sweep.max_trials}: "
-                             "raise the budget or shrink the search space")
-    return num_layers, arms, n_trials
-
-
-def run_sweep(run: RunConfig) -> dict:
-    """The whole sweep (``fora sweep``); returns the summary (also in sweep/sweep_summary.json).
-
-    Interrupted (Ctrl-C, a killed driver), the same command resumes it: Tune restores its experiment,
-    finished trials are kept, unfinished ones start again, and the data and Fisher report are reused.
-    """
-    from .preflight import check_data
-
-    t_start = time.perf_counter()
-    plan(run)
-    check_data(run)
-    sweep_dir = run.out.resolve() / "sweep"
-    _set_aside_if_inputs_changed(run, sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    state_file = sweep_dir / "parent_run_id.txt"
-    parent = state_file.read_text().strip() if state_file.exists() else stages.start_tracking(run, f"{run.name} sweep")
-    atomic.write_text(state_file, parent)
-    t = time.perf_counter()
-    _, fisher_computed = _prepare(run, sweep_dir, parent)
-    prep_seconds = time.perf_counter() - t
-    summary = tune_trials(run, sweep_dir / "data", sweep_dir / "calibration", sweep_dir, parent)
-    summary["fisher_computed"] = fisher_computed
-    summary["seconds"]["prepare"] = prep_seconds
-    if summary["finished"] and run.sweep.register_best:
-        t = time.perf_counter()
-        best_run, adapter = best_trial(run, summary, sweep_dir / "best")
-        results = stages.evaluate(best_run, sweep_dir / "data", adapter, sweep_dir / "best" / "eval", parent)
-        reg = stages.register(best_run, sweep_dir / "data", sweep_dir / "calibration", adapter,
-                              sweep_dir / "best" / "eval", sweep_dir / "best" / "merged", parent,
-                              extra_tags=sweep_tags(summary))
-        summary["best"].update(registration=reg, acc_avg={w: results[w]["acc_avg"] for w in ("base", "tuned") if w in results})
-        summary["seconds"]["evaluate_register"] = time.perf_counter() - t
-    summary["seconds"]["total"] = time.perf_counter() - t_start
-    atomic.write_text(sweep_dir / "sweep_summary.json", json.dumps(summary, indent=2, default=str))
-    return summary
 
 
 def tune_trials_to(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, out: str | Path,
@@ -349,7 +139,7 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
     import ray
     from ray import tune  # [ray]
 
-    from .sweep_report import collect_results, plot_k_sensitivity, plot_learning_curves, write_tables
+    from .report import collect_results, plot_k_sensitivity, plot_learning_curves, write_tables
 
     if arms is None:
         num_layers, arms, n_trials = plan(run)

@@ -1,5 +1,5 @@
 """The FoRA pipeline as a KFP v2 DAG: data prep -> Fisher calibration -> Ray Train FoRA -> lm-eval ->
-merge/register. Compiled to ``pipelines/fora_pipeline.yaml`` by ``fora compile`` (checked in; a test fails
+merge/register. Compiled to ``pipelines/kubeflow/fora_pipeline.yaml`` by ``fora compile`` (checked in; a test fails
 if it is stale). Upload that file in the Kubeflow UI, or ``fora submit --host URL CONFIG``.
 
 Parameters: ``config_yaml`` (a whole run config; the default is ``configs/cluster.yaml``),
@@ -7,12 +7,12 @@ Parameters: ``config_yaml`` (a whole run config; the default is ``configs/cluste
 ``key=``, or a JSON list as ``fora submit`` sends them), so a scheduled run or a UI user can change a field
 without editing YAML, and ``scheduled`` (true for a recurring run: ``fora submit --schedule`` sets it; in
 the UI, tick it when creating a recurring run), which lets an unchanged run skip training. Each step's pod gets the resources of the compiling config's ``resources`` section
-(``pipelines/resources.py``), runs as UID 1000 (non-root), and reads its credentials from Secrets:
+(``pipelines/config/resources.py``), runs as UID 1000 (non-root), and reads its credentials from Secrets:
 ``fora-s3-credentials`` (required), ``fora-mlflow-credentials`` (required) and ``fora-ray-token`` (only
 needed with a Ray cluster); service addresses come from the ``fora-services`` ConfigMap.
 
 Step 0, ``resolve`` (never cached), opens the pipeline run's MLflow run and fingerprints the data source
-(``pipelines/source_fingerprint.py``). Data prep and calibration are cached on the config *and* that
+(``pipelines/data/fingerprint.py``). Data prep and calibration are cached on the config *and* that
 fingerprint, so a cache hit means the same data; they log nothing to MLflow themselves (a cached output
 must not name an earlier run's MLflow run): the train step logs the data card and the Fisher report. When
 the champion was trained on the same fingerprint and recipe and ``register.skip_unchanged`` allows it
@@ -34,10 +34,11 @@ from components.evaluate.component import evaluate
 from components.register.component import register
 from components.resolve.component import resolve
 from components.train.component import train
-from pipelines.resources import StepResources, apply_to_task
-from pipelines.run_config import RunConfig, load_run_config
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..config.resources import StepResources, apply_to_task
+from ..config.run_config import RunConfig, load_run_config
+
+ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
 DEFAULT_CONFIG_PATH = ROOT / "configs" / "cluster.yaml"
 # one line (JSON is YAML): KFP copies defaults into the spec's header comment, and a multi-line default

@@ -15,9 +15,9 @@ import json
 import logging
 import time
 
+from ..config.run_config import RunConfig
+from ..runtime.models import model_source
 from . import stages
-from .models import model_source
-from .run_config import RunConfig
 
 log = logging.getLogger("fora")
 

@@ -26,7 +26,7 @@ import logging
 import uuid
 from pathlib import Path
 
-from .run_config import DataConfig, RunConfig
+from ..config.run_config import DataConfig, RunConfig
 
 log = logging.getLogger("fora")
 
@@ -78,13 +78,13 @@ def _hub(source: str) -> str | None:
 
 def source_fingerprint(cfg: DataConfig) -> str:
     """The data source's identity now (see the module docstring)."""
-    from .steps.data_prep import source_kind
+    from .sources import source_kind
 
     kind, source = source_kind(cfg), cfg.source  # a missing file or a format that cannot apply: DataError
     if kind == "builtin":
         return _builtin()
     if kind == "s3":
-        from . import storage
+        from ..runtime import storage
 
         return f"s3:{source}@{storage.etag(source)}"
     path = Path(source).expanduser()

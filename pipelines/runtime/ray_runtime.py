@@ -18,7 +18,7 @@ import os
 
 from fora_core import ForaConfigError
 
-from .run_config import RunConfig
+from ..config.run_config import RunConfig
 
 log = logging.getLogger("fora")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fora_core import ForaConfigError
 
-from .run_config import RunConfig
+from ..config.run_config import RunConfig
 
 
 class SubmitError(ForaConfigError):

@@ -1,6 +1,6 @@
 """The sweep as a KFP v2 DAG: data prep -> Fisher calibration (once) -> Ray Tune trials -> lm-eval of the
 best trial -> merge/register (tagged with the sweep and the trial). Compiled to
-``pipelines/fora_sweep_pipeline.yaml`` by ``fora compile`` (checked in; a test fails if it is stale).
+``pipelines/kubeflow/fora_sweep_pipeline.yaml`` by ``fora compile`` (checked in; a test fails if it is stale).
 
 The search space is the config's ``sweep`` section; ``overrides`` changes it from the UI, e.g.
 ``sweep.layer_budgets=[0.25, 0.5, 1.0], sweep.lr=[1e-4, 3e-4]``. With ``storage.uri`` set, Tune's state
@@ -15,14 +15,9 @@ from kfp import compiler, dsl
 from components.evaluate.component import evaluate
 from components.register.component import register
 from components.sweep.component import sweep
-from pipelines.fora_pipeline import (
-    DEFAULT_CONFIG,
-    configure_task,
-    default_run,
-    prepare_and_calibrate,
-    resolve_run,
-)
-from pipelines.run_config import RunConfig
+
+from ..config.run_config import RunConfig
+from .fora_pipeline import DEFAULT_CONFIG, configure_task, default_run, prepare_and_calibrate, resolve_run
 
 SWEEP_PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
 
