@@ -54,7 +54,7 @@ def main() -> int:
     from pipelines.config.run_config import load_run_config
     from pipelines.evaluation.stats import paired_seed_difference
     from pipelines.steps import stages
-    from pipelines.sweep.driver import _prepare
+    from pipelines.sweep.driver import prepare_once
     from pipelines.sweep.tune_runner import tune_trials
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -84,7 +84,7 @@ def main() -> int:
     state = out / "parent_run_id.txt"
     parent = state.read_text().strip() if state.exists() else stages.start_tracking(run, f"{run.name} grid edge")
     state.write_text(parent)
-    _prepare(run, out, parent)
+    prepare_once(run, out, parent)
     result = tune_trials(phase_config(run, len(arms)), out / "data", out / "calibration", out / "trials", parent,
                          arms=arms)
 

@@ -148,17 +148,17 @@ def test_preflight_checks_the_data_source_kind(tmp_path, model_dir):
 
 
 def test_review_r8_a_sweep_restarted_with_other_data_is_a_new_sweep(tmp_path):
-    from pipelines.sweep.driver import _fingerprint, _set_aside_if_inputs_changed
+    from pipelines.sweep.driver import inputs_fingerprint, set_aside_if_inputs_changed
 
     run = RunConfig.from_dict({"output_dir": str(tmp_path), "data": {"max_train": 100}})
     sweep = tmp_path / "sweep"
     (sweep / "calibration").mkdir(parents=True)
-    (sweep / "calibration" / "fingerprint.txt").write_text(_fingerprint(run))
+    (sweep / "calibration" / "fingerprint.txt").write_text(inputs_fingerprint(run))
     (sweep / "parent_run_id.txt").write_text("old-parent")
-    _set_aside_if_inputs_changed(run, sweep)  # same data: a resume, untouched
+    set_aside_if_inputs_changed(run, sweep)  # same data: a resume, untouched
     assert (sweep / "parent_run_id.txt").read_text() == "old-parent"
     changed = RunConfig.from_dict({"output_dir": str(tmp_path), "data": {"max_train": 200}})
-    _set_aside_if_inputs_changed(changed, sweep)
+    set_aside_if_inputs_changed(changed, sweep)
     assert not sweep.exists()
     (aside,) = tmp_path.glob("sweep.replaced-*")
     assert (aside / "parent_run_id.txt").read_text() == "old-parent"  # kept, not deleted

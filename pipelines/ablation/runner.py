@@ -36,7 +36,7 @@ from ..config.run_config import RunConfig
 from ..runtime import storage
 from ..runtime.models import model_source
 from ..steps import stages
-from ..sweep.driver import _prepare
+from ..sweep.driver import prepare_once
 from ..sweep.trials import num_decoder_layers
 from ..sweep.tune_runner import tune_trials
 
@@ -278,7 +278,7 @@ def run_ablation(run: RunConfig, command: str | None = None) -> dict:
              num_layers, counts["search"], counts["seeds"], counts["k_curves"])
     clock = StageClock(root / "timings.json")
     with clock("prepare"):
-        _prepare(run, root, parent)
+        prepare_once(run, root, parent)
     data, calib = root / "data", root / "calibration"
 
     with clock("search"):

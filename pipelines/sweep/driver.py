@@ -35,7 +35,7 @@ def sweep_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, ou
     return tune_trials_to(run, data_dir, calib_dir, out_dir, run_id, run_key)
 
 
-def _fingerprint(run: RunConfig) -> str:
+def inputs_fingerprint(run: RunConfig) -> str:
     """What the data and the Fisher report depend on; a restart with the same value reuses them."""
     d = run.to_dict()
     key = {"model": d["model"], "dtype": d["dtype"], "data": d["data"], "fisher": d["fora"]["fisher"],
@@ -43,26 +43,26 @@ def _fingerprint(run: RunConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _prepare(run: RunConfig, sweep_dir: Path, parent_run_id: str) -> tuple[dict, bool]:
+def prepare_once(run: RunConfig, sweep_dir: Path, parent_run_id: str) -> tuple[dict, bool]:
     """Data prep + Fisher once; reused on a restart with the same inputs. Returns (calibration, computed)."""
     stamp = sweep_dir / "calibration" / "fingerprint.txt"
     report_path = sweep_dir / "calibration" / "fisher_report.json"
-    if report_path.exists() and stamp.exists() and stamp.read_text() == _fingerprint(run):
+    if report_path.exists() and stamp.exists() and stamp.read_text() == inputs_fingerprint(run):
         log.info("reusing data and the Fisher report from %s", sweep_dir)
         return {"report": load_selection(report_path.parent)[0]}, False
     model, tokenizer = model_source(run).load()
     stages.data_prep(run, sweep_dir / "data", parent_run_id, tokenizer=tokenizer)
     calib = stages.calibrate(run, sweep_dir / "data", sweep_dir / "calibration", parent_run_id, model, tokenizer)
-    atomic.write_text(stamp, _fingerprint(run))
+    atomic.write_text(stamp, inputs_fingerprint(run))
     return calib, True
 
 
-def _set_aside_if_inputs_changed(run: RunConfig, sweep_dir: Path) -> None:
+def set_aside_if_inputs_changed(run: RunConfig, sweep_dir: Path) -> None:
     """A restart with other data settings (or another model, Fisher or targets) is a new sweep, not a resume:
     the old trials were trained on other data and the old MLflow parent run holds the old settings. The old
     folder is kept beside, renamed ``sweep.replaced-<UTC time>``; nothing is deleted."""
     stamp = sweep_dir / "calibration" / "fingerprint.txt"
-    if not stamp.exists() or stamp.read_text() == _fingerprint(run):
+    if not stamp.exists() or stamp.read_text() == inputs_fingerprint(run):
         return
     aside = sweep_dir.with_name(f"sweep.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     sweep_dir.rename(aside)
@@ -82,13 +82,13 @@ def run_sweep(run: RunConfig) -> dict:
     plan(run)
     check_data(run)
     sweep_dir = run.out.resolve() / "sweep"
-    _set_aside_if_inputs_changed(run, sweep_dir)
+    set_aside_if_inputs_changed(run, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state_file = sweep_dir / "parent_run_id.txt"
     parent = state_file.read_text().strip() if state_file.exists() else stages.start_tracking(run, f"{run.name} sweep")
     atomic.write_text(state_file, parent)
     t = time.perf_counter()
-    _, fisher_computed = _prepare(run, sweep_dir, parent)
+    _, fisher_computed = prepare_once(run, sweep_dir, parent)
     prep_seconds = time.perf_counter() - t
     summary = tune_trials(run, sweep_dir / "data", sweep_dir / "calibration", sweep_dir, parent)
     summary["fisher_computed"] = fisher_computed
