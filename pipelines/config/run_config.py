@@ -26,7 +26,7 @@ from .resources import ResourcesConfig
 from .sweep import SweepConfig
 
 EVAL_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
-DATA_FORMATS = ("auto", "builtin", "llm-adapters", "alpaca", "jsonl", "hf")
+DATA_FORMATS = ("auto", "builtin", "llm-adapters", "alpaca", "jsonl", "hf", "chat")
 TEMPLATES = ("answer-text", "index")
 
 
@@ -37,7 +37,11 @@ class DataConfig:
     an HF dataset id or folder, or an s3:// URI."""
     format: str = "auto"
     """auto (by suffix and record keys), jsonl, alpaca, llm-adapters (records must have those fields), hf
-    (through ``datasets``), builtin (builtin:commonsense only)."""
+    (through ``datasets``), builtin (builtin:commonsense only), chat (conversations: messages or ShareGPT's
+    conversations, rendered with the chat template, loss on the assistant turns)."""
+    chat_template: str = ""
+    """A Jinja chat template file for conversations, for a model whose tokenizer has none (or to replace
+    its own); '' = the tokenizer's template."""
     template: str = "answer-text"
     """answer-text: train on the answer's text (right for small models); index: 'the correct answer is answerN'."""
     max_length: int = 256
@@ -53,6 +57,8 @@ class DataConfig:
             fail("data.source", self.source, "builtin:commonsense, a file path, an HF dataset id or an s3:// URI")
         if self.format not in DATA_FORMATS:
             fail("data.format", self.format, ", ".join(DATA_FORMATS))
+        if not isinstance(self.chat_template, str):
+            fail("data.chat_template", self.chat_template, "'' (the tokenizer's template) or a Jinja template file")
         if self.template not in TEMPLATES:
             fail("data.template", self.template, ", ".join(TEMPLATES))
         check_int("data.max_length", self.max_length, 8)

@@ -5,12 +5,14 @@ Sources (``data.source``):
 * a JSON file in the LLM-Adapters / Commonsense-170K format (instruction, input, output, answer) or the
   Alpaca format (instruction, input, output);
 * a JSONL file, one record per line: {prompt, response}, {instruction, input?, output} or {text};
+* conversations (``chat.py``): {messages: [{role, content}, ...]} or ShareGPT's {conversations: [{from,
+  value}, ...]}, in a JSON or JSONL file, a datasets folder, an HF dataset or s3://;
 * an HF dataset id or a folder saved by ``datasets`` (needs the hub for ids);
 * an ``s3://bucket/key`` URI of any file above (endpoint and keys from the environment: AWS_ENDPOINT_URL,
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; errors name the endpoint and the bucket).
 
 ``data.format`` says how to read it: ``auto`` (by the suffix and each record's keys), ``jsonl`` (one record
-per line, whatever the suffix), ``alpaca`` / ``llm-adapters`` (every record must have those fields),
+per line, whatever the suffix), ``alpaca`` / ``llm-adapters`` / ``chat`` (every record must have those fields),
 ``hf`` (always through ``datasets``), ``builtin``. A format that cannot apply to the source, and a local
 path that does not exist, are errors before any work (:func:`source_kind`). A malformed record is a
 :class:`DataError` naming the file, the row and the field.
@@ -26,6 +28,7 @@ from typing import Any
 
 from ..config.errors import DataError
 from ..config.run_config import DataConfig
+from .chat import conversation_of, is_chat_record
 from .commonsense import TASKS, load_examples
 
 ALPACA_PROMPT = (
@@ -46,6 +49,8 @@ class Example:
     prompt: str
     response: str
     task: str = ""
+    messages: list[dict[str, str]] | None = None
+    """A conversation (chat data, ``chat.py``): rendered with the chat template instead of prompt + response."""
 
 
 # -- reading sources ----------------------------------------------------------------------------------
@@ -70,8 +75,11 @@ def _instruction_example(record: dict, row: int, where: str) -> Example:
 
 
 def record_to_example(record: Any, row: int, where: str, fmt: str = "auto") -> Example:
-    """One record of a user file to (prompt, response): by ``data.format`` (alpaca: instruction, input?,
-    output; llm-adapters: the same plus answer), or for auto/jsonl/hf by the keys it has."""
+    """One record of a user file to (prompt, response), or to a conversation: by ``data.format`` (alpaca:
+    instruction, input?, output; llm-adapters: the same plus answer; chat: messages or conversations), or for
+    auto/jsonl/hf by the keys it has."""
+    if fmt == "chat" or (fmt in ("auto", "jsonl", "hf") and is_chat_record(record)):
+        return Example("", "", messages=conversation_of(record, row, where))
     if fmt == "llm-adapters":
         _require(record, row, where, "answer")
     if fmt in ("alpaca", "llm-adapters"):
@@ -161,7 +169,7 @@ def source_kind(cfg: DataConfig) -> str:
             raise DataError(f"data.source {path} is a folder; data.format {fmt!r} reads one file")
         return "folder"
     looks_local = source.startswith(("/", "./", "../", "~")) or path.suffix.lower() in DATA_SUFFIXES
-    if fmt in FILE_FORMATS or (fmt == "auto" and looks_local):
+    if fmt in FILE_FORMATS or (fmt in ("auto", "chat") and looks_local):
         raise DataError(f"data file not found: {path}" + (f" (from {Path.cwd()})" if not path.is_absolute() else ""))
     return "hub"
 

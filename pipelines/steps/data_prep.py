@@ -23,6 +23,7 @@ from fora_core.fisher import IGNORE_INDEX
 
 from ..config.errors import DataError
 from ..config.run_config import DataConfig
+from ..data.chat import check_template, conversation_key, read_chat_template, tokenize_conversation
 from ..data.jsonl import write_jsonl
 from ..data.sources import Example, read_source
 
@@ -40,6 +41,32 @@ def tokenize_example(tokenizer, ex: Example, max_length: int) -> dict[str, list[
     return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
 
 
+def _chat_row(tokenizer, messages: list[dict], max_length: int, chat_template: str | None,
+              stats: Counter) -> dict[str, list[int]] | None:
+    """One conversation's tokens (``data/chat.py``), counting turns and truncations into ``stats``."""
+    tok = tokenize_conversation(tokenizer, messages, max_length, chat_template)
+    if tok is None:
+        return None
+    stats["conversations"] += 1
+    stats["turns"] += tok.turns
+    stats["assistant_turns"] += sum(m["role"] == "assistant" for m in messages[: tok.turns])
+    if tok.turns_dropped:
+        stats["truncated"] += 1
+        stats["turns_dropped"] += tok.turns_dropped
+    return {"input_ids": tok.input_ids, "labels": tok.labels}
+
+
+def _chat_card(stats: Counter, train: list[dict], own_template: bool) -> dict:
+    """The data card's chat section: conversations, turns, truncations, tokens and the assistant share."""
+    tokens = sum(len(r["input_ids"]) for r in train)
+    assistant = sum(1 for r in train for x in r["labels"] if x != IGNORE_INDEX)
+    return {"conversations": stats["conversations"], "turns": stats["turns"],
+            "assistant_turns": stats["assistant_turns"], "truncated_conversations": stats["truncated"],
+            "turns_dropped_by_truncation": stats["turns_dropped"], "train_tokens": tokens,
+            "train_assistant_tokens": assistant, "assistant_token_share": round(assistant / tokens, 4) if tokens else 0.0,
+            "template": "data.chat_template" if own_template else "the tokenizer's chat template"}
+
+
 def _stats(lengths: list[int]) -> dict[str, float]:
     if not lengths:
         return {}
@@ -53,6 +80,11 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     examples, described = read_source(cfg)
+    chat = [ex for ex in examples if ex.messages is not None]
+    chat_template = read_chat_template(cfg.chat_template) if cfg.chat_template else None
+    if chat:
+        check_template(tokenizer, chat_template)
+    chat_stats: Counter[str] = Counter()
     rng = random.Random(cfg.seed)
     rng.shuffle(examples)
     dropped: Counter[str] = Counter()
@@ -68,12 +100,18 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
         if len(rows) >= need:
             dropped["beyond max_train + max_validation"] += 1
             continue
-        key = (ex.prompt, ex.response)
+        key = (ex.prompt, ex.response) if ex.messages is None else ("chat", conversation_key(ex.messages))
         if key in seen:
             dropped["duplicate"] += 1
             continue
         seen.add(key)
-        tok = tokenize_example(tokenizer, ex, cfg.max_length)
+        if ex.messages is not None:
+            tok = _chat_row(tokenizer, ex.messages, cfg.max_length, chat_template, chat_stats)
+            if tok is None:
+                dropped[f"first assistant turn beyond max_length={cfg.max_length} tokens"] += 1
+                continue
+        else:
+            tok = tokenize_example(tokenizer, ex, cfg.max_length)
         if tok is None:
             dropped[f"longer than max_length={cfg.max_length} tokens or empty response"] += 1
             continue
@@ -104,12 +142,15 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
                    "train_response": _stats([sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in train])},
         "content_hash": "sha256:" + digest.hexdigest(),
     }
+    if chat:
+        card["chat"] = _chat_card(chat_stats, train, chat_template is not None)
     (out / "data_card.json").write_text(json.dumps(card, indent=2))
     return card
 
 
 def data_card_markdown(card: dict) -> str:
-    lines = [f"# Data card\n\nSource: `{card['source']}`, template `{card['template']}`, "
+    template = "" if "chat" in card else f", template `{card['template']}`"  # chat: the chat template's line below
+    lines = [f"# Data card\n\nSource: `{card['source']}`{template}, "
              f"content hash `{card['content_hash'][:19]}...`\n", "| split | records |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in card["counts"].items()]
     if card["dropped"]:
@@ -117,6 +158,13 @@ def data_card_markdown(card: dict) -> str:
         lines += [f"| {k} | {v} |" for k, v in card["dropped"].items()]
     if card["tasks"]:
         lines += ["", "| task | records kept |", "|---|---|"] + [f"| {k} | {v} |" for k, v in card["tasks"].items()]
+    if "chat" in card:
+        c = card["chat"]
+        lines += ["", f"Conversations kept: {c['conversations']} ({c['turns']} turns, {c['assistant_turns']} by the "
+                      f"assistant), rendered with {c['template']}; truncated: {c['truncated_conversations']} "
+                      f"({c['turns_dropped_by_truncation']} turns dropped). Assistant tokens (the trained ones): "
+                      f"{c['train_assistant_tokens']} of {c['train_tokens']} train tokens "
+                      f"({100 * c['assistant_token_share']:.1f}%)."]
     t = card["tokens"]["train"]
     lines += ["", f"Train tokens per record: mean {t.get('mean')}, p50 {t.get('p50')}, p95 {t.get('p95')}, "
                   f"max {t.get('max')}; total {t.get('total')}."]

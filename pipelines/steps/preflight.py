@@ -105,6 +105,10 @@ def check_data(run: RunConfig, remote: bool = True) -> str:
     from ..data.sources import source_kind
 
     kind = source_kind(run.data)
+    if run.data.chat_template:
+        from ..data.chat import read_chat_template
+
+        read_chat_template(run.data.chat_template)  # a missing template file: one line, before any work
     if kind == "s3" and remote:
         storage.etag(run.data.source)  # a missing object or bucket: one line naming the endpoint and bucket
     return kind

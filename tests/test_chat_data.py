@@ -1,0 +1,238 @@
+"""Chat data (pipelines/data/chat.py): the loss mask against token positions built by hand from each
+template's pieces, for SmolLM2's own ChatML template, a Llama-3 template and a Gemma template; against
+transformers' own ``return_assistant_tokens_mask`` for a template with ``{% generation %}`` markers;
+truncation; the two record forms; bad records; and the data prep step on the identity conversations."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from fora_core.fisher import IGNORE_INDEX
+from fora_core.model_source import convert_builtin
+from pipelines.config.errors import DataError
+from pipelines.config.run_config import DataConfig
+from pipelines.data.chat import conversation_of, tokenize_conversation
+from pipelines.steps.data_prep import prepare_data
+
+IDENTITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "chat" / "identity_conversations.json"
+
+# Meta-Llama-3-8B-Instruct's template (tokenizer_config.json), verbatim.
+LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+          "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+          "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+          "{{ content }}{% endfor %}{% if add_generation_prompt %}"
+          "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+# Gemma's text template (Gemma 2's turn markup, Gemma 3's system message folded into the first user turn).
+GEMMA = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = "
+         "messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}"
+         "{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
+         "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+         "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+         "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+         "{% endif %}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+         "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}"
+         "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+# ChatML with generation markers (as in SmolLM3 / Qwen templates prepared for assistant masks).
+CHATML_GENERATION = ("{% for message in messages %}{% if message['role'] == 'assistant' %}"
+                     "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+                     "{% endgeneration %}{{ '\n' }}{% else %}{{ '<|im_start|>' + message['role'] + '\n' + "
+                     "message['content'] + '<|im_end|>' + '\n' }}{% endif %}{% endfor %}"
+                     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Who are you?"},
+    {"role": "assistant", "content": "I am Vicuna, trained by LMSYS."},
+    {"role": "user", "content": "Have a nice day!"},
+    {"role": "assistant", "content": "You too!"},
+]
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    return AutoTokenizer.from_pretrained(convert_builtin("smollm2-135m"))
+
+
+def with_special(tokenizer, tokens: list[str]):
+    tok = copy.deepcopy(tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": tokens})
+    return tok
+
+
+def enc(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def hand_chatml(tok, messages) -> tuple[list[int], list[int]]:
+    """SmolLM2's template by hand: <|im_start|> role \\n content <|im_end|> \\n per message; the assistant's
+    content and its <|im_end|> are trained."""
+    start, end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    ids, labels = [], []
+    for m in messages:
+        head, body, tail = [start] + enc(tok, m["role"] + "\n"), enc(tok, m["content"]) + [end], enc(tok, "\n")
+        ids += head + body + tail
+        trained = m["role"] == "assistant"
+        labels += [IGNORE_INDEX] * len(head) + (body if trained else [IGNORE_INDEX] * len(body)) + [IGNORE_INDEX] * len(tail)
+    return ids, labels
+
+
+def hand_llama3(tok, messages) -> tuple[list[int], list[int]]:
+    sh, eh, eot = tok.convert_tokens_to_ids(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    ids, labels = [tok.bos_token_id], [IGNORE_INDEX]
+    for m in messages:
+        # "\n\n" before the content is split by the pre-tokenizer as it is in the whole text ("\n", "\n")
+        content = enc(tok, m["content"].strip())
+        joined = enc(tok, "\n\n" + m["content"].strip())
+        assert joined[-len(content):] == content
+        head = [sh] + enc(tok, m["role"]) + [eh] + joined[: -len(content)]
+        body = content + [eot]
+        ids += head + body
+        labels += [IGNORE_INDEX] * len(head) + (body if m["role"] == "assistant" else [IGNORE_INDEX] * len(body))
+    return ids, labels
+
+
+def hand_gemma(tok, messages) -> tuple[list[int], list[int]]:
+    sot, eot = tok.convert_tokens_to_ids(["<start_of_turn>", "<end_of_turn>"])
+    system = messages[0]["content"] + "\n\n" if messages[0]["role"] == "system" else ""
+    turns = messages[1:] if system else messages
+    ids, labels = [tok.bos_token_id], [IGNORE_INDEX]
+    for i, m in enumerate(turns):
+        role = "model" if m["role"] == "assistant" else m["role"]
+        if m["role"] == "assistant":
+            head, body = [sot] + enc(tok, role + "\n"), enc(tok, m["content"].strip()) + [eot]
+        else:  # the user's text (and the system text before the first one) is one untrained piece
+            head, body = [sot] + enc(tok, role + "\n" + (system if i == 0 else "") + m["content"].strip()) + [eot], []
+        tail = enc(tok, "\n")
+        ids += head + body + tail
+        labels += [IGNORE_INDEX] * len(head) + body + [IGNORE_INDEX] * len(tail)
+    return ids, labels
+
+
+def test_smollm2_chatml_mask_matches_the_hand_built_positions(smollm):
+    got = tokenize_conversation(smollm, CONVERSATION, max_length=512)
+    ids, labels = hand_chatml(smollm, CONVERSATION)
+    assert got.input_ids == ids
+    assert got.labels == labels
+    trained = [smollm.decode([t]) for t in got.labels if t != IGNORE_INDEX]
+    assert "".join(trained) == "I am Vicuna, trained by LMSYS.<|im_end|>You too!<|im_end|>"
+
+
+def test_llama3_template_mask(smollm):
+    tok = with_special(smollm, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    got = tokenize_conversation(tok, CONVERSATION, max_length=512, chat_template=LLAMA3)
+    ids, labels = hand_llama3(tok, CONVERSATION)
+    assert got.input_ids == ids and got.labels == labels
+
+
+def test_gemma_template_mask_with_the_system_message_in_the_first_user_turn(smollm):
+    tok = with_special(smollm, ["<start_of_turn>", "<end_of_turn>"])
+    got = tokenize_conversation(tok, CONVERSATION, max_length=512, chat_template=GEMMA)
+    ids, labels = hand_gemma(tok, CONVERSATION)
+    assert got.input_ids == ids and got.labels == labels
+    assert tok.decode([t for t in got.labels if t != IGNORE_INDEX]) == (
+        "I am Vicuna, trained by LMSYS.<end_of_turn>You too!<end_of_turn>")
+
+
+def test_a_template_with_generation_markers_agrees_with_transformers_assistant_mask(smollm):
+    """A second algorithm: transformers' own mask from the {% generation %} markers."""
+    ref = smollm.apply_chat_template(CONVERSATION, chat_template=CHATML_GENERATION, tokenize=True,
+                                     return_dict=True, return_assistant_tokens_mask=True)
+    got = tokenize_conversation(smollm, CONVERSATION, max_length=512, chat_template=CHATML_GENERATION)
+    assert got.input_ids == list(ref["input_ids"])
+    assert [t != IGNORE_INDEX for t in got.labels] == [bool(m) for m in ref["assistant_masks"]]
+
+
+def test_sharegpt_and_messages_give_the_same_tokens(smollm):
+    role = {"system": "system", "user": "human", "assistant": "gpt"}
+    sharegpt = {"conversations": [{"from": role[m["role"]], "value": m["content"]} for m in CONVERSATION]}
+    a = tokenize_conversation(smollm, conversation_of({"messages": CONVERSATION}, 1, "f.json"), 512)
+    b = tokenize_conversation(smollm, conversation_of(sharegpt, 1, "f.json"), 512)
+    assert (a.input_ids, a.labels) == (b.input_ids, b.labels)
+
+
+def test_truncation_keeps_whole_turns_up_to_the_last_assistant_turn_that_fits(smollm):
+    full_ids, full_labels = hand_chatml(smollm, CONVERSATION)
+    first_turn_ids, _ = hand_chatml(smollm, CONVERSATION[:3])
+    first_end = len(first_turn_ids) - 1  # one past the first assistant turn's <|im_end|> (its "\n" not kept)
+    got = tokenize_conversation(smollm, CONVERSATION, max_length=len(full_ids) - 2)
+    assert got.input_ids == full_ids[:first_end] and got.labels == full_labels[:first_end]
+    assert (got.turns, got.turns_dropped) == (3, 2)
+    assert got.labels[-1] == smollm.convert_tokens_to_ids("<|im_end|>")
+    assert tokenize_conversation(smollm, CONVERSATION, max_length=first_end - 1) is None  # no assistant token fits
+    assert tokenize_conversation(smollm, CONVERSATION, max_length=first_end).turns == 3
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "f.json row 7: messages[0]: unknown role 'robot'"),
+    ({"messages": []}, "f.json row 7: field 'messages' is an empty conversation"),
+    ({"conversations": [{"from": "human", "value": "hi"}]}, "f.json row 7: no assistant turn"),
+    ({"messages": [{"role": "user", "content": 3}]}, "f.json row 7: messages[0]: field 'content' is not a string"),
+    ({"conversations": [{"from": "gpt", "value": "hi"}, {"from": "human", "value": "yo"}]},
+     "f.json row 7: the assistant speaks first"),
+    ({"chat": []}, "f.json row 7: a chat record needs a 'messages' list"),
+])
+def test_bad_chat_records_name_the_file_row_and_field(record, message):
+    with pytest.raises(DataError) as err:
+        conversation_of(record, 7, "f.json")
+    assert str(err.value).startswith(message)
+
+
+def test_a_model_without_a_template_is_one_line(smollm, tmp_path):
+    tok = copy.deepcopy(smollm)
+    tok.chat_template = None
+    data = tmp_path / "chat.jsonl"
+    variants = [[*CONVERSATION[:3], {"role": "user", "content": f"Thanks {i}"}, CONVERSATION[4]] for i in range(3)]
+    data.write_text("\n".join(json.dumps({"messages": m}) for m in [*variants, variants[0]]))
+    with pytest.raises(DataError, match="has no chat template: set data.chat_template"):
+        prepare_data(DataConfig(source=str(data), max_validation=1), tok, tmp_path / "out")
+    template = tmp_path / "chatml.jinja"
+    template.write_text(smollm.chat_template)
+    with pytest.raises(DataError, match="template file not found"):
+        prepare_data(DataConfig(source=str(data), chat_template=str(tmp_path / "nope.jinja")), tok, tmp_path / "o")
+    card = prepare_data(DataConfig(source=str(data), chat_template=str(template), max_validation=1), tok,
+                        tmp_path / "out")
+    assert card["chat"]["template"] == "data.chat_template"
+    assert card["dropped"] == {"duplicate": 1} and card["chat"]["conversations"] == 3
+
+
+def test_identity_conversations_through_data_prep(smollm, tmp_path):
+    records = json.loads(IDENTITY.read_text())
+    card = prepare_data(DataConfig(source=str(IDENTITY), max_length=256, max_train=400, max_validation=50),
+                        smollm, tmp_path)
+    chat = card["chat"]
+    unique = {json.dumps(r["conversations"], sort_keys=True) for r in records}
+    assert chat["conversations"] + card["dropped"].get("duplicate", 0) + \
+        card["dropped"].get("beyond max_train + max_validation", 0) == len(records)
+    assert chat["conversations"] == min(len(unique), 450)
+    assert chat["truncated_conversations"] == 0 and chat["turns"] % 2 == 0
+    train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    # every row: the trained tokens are exactly the assistant turns, each ending in <|im_end|>
+    end = smollm.convert_tokens_to_ids("<|im_end|>")
+    for row in train[:50]:
+        trained = [t for t in row["labels"] if t != IGNORE_INDEX]
+        text = smollm.decode(row["input_ids"])
+        assert trained and trained[-1] == end
+        assert smollm.decode(trained).count("<|im_end|>") == text.count("<|im_start|>assistant")
+    assert 0 < chat["assistant_token_share"] < 0.6
+    assert chat["train_assistant_tokens"] == sum(t != IGNORE_INDEX for r in train for t in r["labels"])
+
+
+def test_chat_settings_are_checked_before_any_work(tmp_path):
+    from pipelines.config.run_config import RunConfig
+    from pipelines.steps.preflight import check_data
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": CONVERSATION}) + "\n")
+    run = RunConfig.from_dict({"data": {"source": str(data), "format": "chat",
+                                        "chat_template": str(tmp_path / "missing.jinja")}})
+    with pytest.raises(DataError, match="data.chat_template: template file not found"):
+        check_data(run)
+    with pytest.raises(DataError, match="data file not found"):
+        check_data(RunConfig.from_dict({"data": {"source": str(tmp_path / "nope.jsonl"), "format": "chat"}}))
+    with pytest.raises(DataError, match="does not apply to data.source 'builtin:commonsense'"):
+        check_data(RunConfig.from_dict({"data": {"format": "chat"}}))
