@@ -177,3 +177,15 @@ def test_versions_registered_before_the_rooms_still_find_their_loader():
     import pipelines.registry.pyfunc_model as new
 
     assert old._load_pyfunc is new._load_pyfunc
+
+
+def test_paths_from_a_modules_own_location_still_reach_the_checkout(tmp_path, monkeypatch):
+    """Moving a module changes what ``Path(__file__).parents[n]`` is: the development checkout's shared
+    WikiText copy must still be found from any working directory."""
+    from pipelines.evaluation import general_text
+    from pipelines.kubeflow import fora_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    assert general_text._shared_candidates()[0] == ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
+    assert general_text.load_general_text(general_text.BUILTIN)[1] == str(general_text._shared_candidates()[0])
+    assert fora_pipeline.DEFAULT_CONFIG_PATH == ROOT / "configs" / "cluster.yaml"

@@ -35,7 +35,7 @@ SHARED_COPY = Path("wikitext-2") / "valid.txt"
 
 
 def _shared_candidates() -> list[Path]:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # pipelines/evaluation/general_text.py -> the checkout
     return [repo.parent / "shared" / "data" / SHARED_COPY, Path.cwd().parent / "shared" / "data" / SHARED_COPY]
 
 
