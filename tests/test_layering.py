@@ -179,13 +179,24 @@ def test_versions_registered_before_the_rooms_still_find_their_loader():
     assert old._load_pyfunc is new._load_pyfunc
 
 
-def test_paths_from_a_modules_own_location_still_reach_the_checkout(tmp_path, monkeypatch):
-    """Moving a module changes what ``Path(__file__).parents[n]`` is: the development checkout's shared
-    WikiText copy must still be found from any working directory."""
-    from pipelines.evaluation import general_text
+def test_paths_from_a_modules_own_location_hold_from_any_working_directory(tmp_path, monkeypatch):
+    """Moving a module changes what ``Path(__file__).parents[n]`` is."""
     from pipelines.kubeflow import fora_pipeline
 
     monkeypatch.chdir(tmp_path)
-    assert general_text._shared_candidates()[0] == ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
-    assert general_text.load_general_text(general_text.BUILTIN)[1] == str(general_text._shared_candidates()[0])
     assert fora_pipeline.DEFAULT_CONFIG_PATH == ROOT / "configs" / "cluster.yaml"
+    assert fora_pipeline.DEFAULT_CONFIG_PATH.is_file()
+
+
+def test_the_builtin_general_text_ships_with_the_package_and_is_the_start_of_wikitext2(tmp_path, monkeypatch):
+    """A fresh machine measures forgetting: the text is the package's own, the start of WikiText-2's
+    validation split (checked against the development copy in ../shared)."""
+    from pipelines.evaluation import general_text
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FORA_GENERAL_TEXT", raising=False)
+    text, source = general_text.load_general_text(general_text.BUILTIN)
+    assert source == str(ROOT / "pipelines" / "evaluation" / "general_text_wikitext2.txt")
+    full = (ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
+    assert 90_000 < len(text) <= 100_000 and full.startswith(text) and text.endswith("\n")
+    assert (ROOT / "pipelines" / "evaluation" / "general_text_wikitext2.LICENSE.md").is_file()

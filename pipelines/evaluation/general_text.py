@@ -2,10 +2,9 @@
 
 ``eval.general_text`` names the text:
 
-* ``builtin:wikitext-2`` (default): the WikiText-2 validation split. Found, in order, at
-  ``$FORA_GENERAL_TEXT``, in a development checkout's ``../shared/data/wikitext-2/valid.txt``, and on the
-  Hugging Face hub (``wikitext``, ``wikitext-2-raw-v1``). When none is reachable (an offline pod) the
-  diagnostic is skipped with a warning: it is a diagnostic, not a reason to fail a training run.
+* ``builtin:wikitext-2`` (default): the first 100 KB (about 24k tokens) of the WikiText-2 validation split,
+  shipped with the package (``general_text_wikitext2.txt``, CC BY-SA 3.0), so a fresh or offline machine
+  measures it too; ``$FORA_GENERAL_TEXT`` may point at a longer copy.
 * a path to a UTF-8 text file, or an ``s3://`` URI: read as is; missing, it is an error naming the field.
 * ``""``: off.
 
@@ -31,16 +30,13 @@ log = logging.getLogger("fora")
 
 BUILTIN = "builtin:wikitext-2"
 WINDOW = 256
-SHARED_COPY = Path("wikitext-2") / "valid.txt"
-
-
-def _shared_candidates() -> list[Path]:
-    repo = Path(__file__).resolve().parents[2]  # pipelines/evaluation/general_text.py -> the checkout
-    return [repo.parent / "shared" / "data" / SHARED_COPY, Path.cwd().parent / "shared" / "data" / SHARED_COPY]
+BUILTIN_FILE = Path(__file__).with_name("general_text_wikitext2.txt")
+"""The first 100 KB of WikiText-2's validation split, shipped with the package (CC BY-SA 3.0, see
+general_text_wikitext2.LICENSE.md): every machine measures forgetting on the same text, hub or not."""
 
 
 def load_general_text(spec: str) -> tuple[str, str] | None:
-    """(text, where it came from) for ``eval.general_text``; None when off or a builtin is unreachable."""
+    """(text, where it came from) for ``eval.general_text``; None when it is off."""
     if not spec:
         return None
     if spec != BUILTIN:
@@ -57,19 +53,9 @@ def load_general_text(spec: str) -> tuple[str, str] | None:
         except UnicodeDecodeError as err:
             raise RunConfigError(f"'eval.general_text': {spec} is not UTF-8 text ({err.reason} at byte "
                                  f"{err.start})") from None
-    env = os.environ.get("FORA_GENERAL_TEXT")
-    for candidate in ([Path(env)] if env else []) + _shared_candidates():
-        if candidate.is_file():
-            return candidate.read_text(encoding="utf-8"), str(candidate)
-    try:
-        from datasets import load_dataset
-
-        ds = load_dataset("wikitext", "wikitext-2-raw-v1", split="validation")
-        return "".join(ds["text"]), "hf:wikitext/wikitext-2-raw-v1/validation"
-    except Exception as err:  # offline, no hub: skip the diagnostic, say why
-        log.warning("general-text perplexity skipped: %s is not on this machine and the hub is not reachable "
-                    "(%s); set eval.general_text to a text file", BUILTIN, str(err).splitlines()[0][:120])
-        return None
+    env = os.environ.get("FORA_GENERAL_TEXT")  # a longer copy, where a site keeps one
+    source = Path(env) if env else BUILTIN_FILE
+    return source.read_text(encoding="utf-8"), str(source)
 
 
 def token_windows(tokenizer, text: str, max_tokens: int, window: int = WINDOW) -> torch.Tensor:
@@ -97,6 +83,10 @@ def general_text_metrics(peft_model, tokenizer, spec: str, max_tokens: int) -> d
     if loaded is None:
         return None
     text, source = loaded
-    drift = measure(peft_model, token_windows(tokenizer, text, max_tokens))
+    windows = token_windows(tokenizer, text, max_tokens)
+    if windows.numel() < max_tokens:
+        log.warning("eval.general_tokens is %d but %s holds %d full windows (%d tokens): scoring those", max_tokens,
+                    source, len(windows), windows.numel())
+    drift = measure(peft_model, windows)
     return {"source": source, "tokens": drift.tokens, "base_perplexity": drift.perplexity_base,
             "tuned_perplexity": drift.perplexity_tuned, "kl_drift": drift.mean_kl}
