@@ -239,7 +239,7 @@ def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient
     assert json.loads(calib_out["parameterValues"]["Output"]) == layers
     assert calib_out["artifacts"]["metrics"]["artifacts"][0]["metadata"]["layers_selected"] == 2
     eval_out = json.loads((steps["evaluate"] / "executor_output.json").read_text())
-    assert {"base_acc_avg", "tuned_acc_avg", "tuned_perplexity"} <= set(
+    assert {"base_acc_avg", "tuned_acc_avg", "tuned_heldout_perplexity", "tuned_heldout_loss", "tuned_boolq_acc"} <= set(
         eval_out["artifacts"]["scores"]["artifacts"][0]["metadata"])
 
     client = MlflowClient(result["run"].tracking_uri)

@@ -56,7 +56,7 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
                 "eval/eval_results.json", "eval/eval_table.md", "merged/config.json", "summary.json"):
         assert (out / rel).exists(), rel
     assert len(summary["selected_layers"]) == 2
-    assert set(summary["results"]) == {"base", "tuned", "diagnostics", "suite"}  # no champion yet: none scored
+    assert set(summary["results"]) == {"base", "tuned", "diagnostics", "suite", "directions"}  # no champion yet
     client = MlflowClient(run.tracking_uri)
     version = client.get_model_version("tiny-fora", "1")
     assert version.tags["method"] == "fora" and version.tags["K"] == "2"
@@ -88,9 +88,11 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
     assert reg2["version"] == 2 and reg2["action"] == "keep" and reg2["previous"] == 1
     champ = summary2["results"]["champion"]
     assert champ["version"] == 1
-    for task, v in summary["results"]["tuned"]["tasks"].items():  # v1 re-scored here == v1 scored in run 1
+    for task, v in summary["results"]["tuned"]["tasks"].items():  # v1's scores here == v1 scored in run 1
         assert champ["tasks"][task]["items"] == v["items"], task
-    assert "champion v1 scored in this run" in reg2["reason"] and "does not win" in reg2["reason"]
+    # nothing changed (base weights, suite): v1's scores come from its own run instead of a second scoring
+    assert champ["source"] == "scored on this suite by its own run"
+    assert "champion v1 scored on this suite by its own run" in reg2["reason"] and "does not win" in reg2["reason"]
     assert str(client.get_model_version_by_alias("tiny-fora", "champion").version) == "1"
     decision = json.loads(client.get_model_version("tiny-fora", "2").tags["champion_decision"])
     assert decision["previous"] == 1 and decision["test"]["diff"] == pytest.approx(

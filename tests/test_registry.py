@@ -165,7 +165,8 @@ def _register(uri: str, name: str, items: dict, suite: str = "suite-1") -> int:
     exp = client.get_experiment_by_name("registry-tests")
     exp_id = exp.experiment_id if exp else client.create_experiment("registry-tests")
     run_id = client.create_run(exp_id).info.run_id
-    client.log_dict(run_id, {"suite": suite, "tuned": {"acc": items}}, "eval/item_scores.json")
+    client.log_dict(run_id, {"format": 2, "suite": suite, "tuned": {"items": {"acc_avg": items}}},
+                    "eval/item_scores.json")
     client.set_terminated(run_id)
     v = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
     return int(v.version)

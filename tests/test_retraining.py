@@ -97,8 +97,8 @@ def test_skip_only_when_the_same_recipe_was_already_trained_and_judged(tmp_path)
 
 
 def test_register_settings_are_validated_by_name():
-    for field, bad, allowed in (("metric", "f1", "acc_avg, acc_norm_avg"), ("promotion_test", "t", "bootstrap, mcnemar"),
-                                ("margin", 1.5, "[0, 1)"), ("alpha", 0.7, "(0, 0.5)"), ("approval", "yes", "auto, manual"),
+    for field, bad, allowed in (("metric", "f1", "acc_avg, acc_norm_avg"), ("promotion_test", "t", "auto, bootstrap, mcnemar"),
+                                ("margin", -0.5, "a finite number >= 0"), ("alpha", 0.7, "(0, 0.5)"), ("approval", "yes", "auto, manual"),
                                 ("skip_unchanged", "sometimes", "scheduled, always, never"),
                                 ("compare_champion", "yes", "true, false")):
         with pytest.raises(RunConfigError) as err:

@@ -1,5 +1,6 @@
-"""KFP component for step 4: lm-eval (seven commonsense tasks) + perplexity, base vs tuned, and the
-adapter's diagnostics (general-text perplexity, KL drift, effective rank, spectrum plot in ``evaluation``)."""
+"""KFP component for step 4: lm-eval tasks, the held-out data (loss, answers scored by the user's metrics),
+base vs tuned vs champion, and the adapter's diagnostics (general-text perplexity, KL drift, effective rank,
+spectrum plot in ``evaluation``)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -10,8 +11,8 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset], adapter: Input[Model],
              evaluation: Output[Artifact], scores: Output[Metrics], table: Output[Markdown]) -> float:
-    """Scores both models with the project's offline lm-eval task definitions; returns the tuned
-    model's value of ``register.metric``."""
+    """Scores the models on the eval suite (``eval`` section); returns the tuned model's value of
+    ``register.metric``."""
     import shutil
     from pathlib import Path
 
@@ -24,15 +25,15 @@ def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
         run = parse_run_config(config_yaml, split_overrides(overrides))
         results = stages.evaluate(run, data.path, adapter.path, evaluation.path, mlflow_run_id)
     shutil.copy(Path(evaluation.path) / "eval_table.md", table.path)
+    import math
+
     for who in ("base", "tuned"):
         r = results.get(who)
         if r is None:
             continue
-        scores.log_metric(f"{who}_acc_avg", r["acc_avg"])
-        for task, v in r["tasks"].items():
-            scores.log_metric(f"{who}_{task}", v["acc"])
-        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio", "stiefel_factor_drift"):
-            if key in r:
-                scores.log_metric(f"{who}_{key}", r[key])
-    tuned = results["tuned"]
-    return float(tuned.get(run.register.metric, tuned["acc_avg"]))
+        values = dict(r["metrics"])
+        values.update({key: r[key] for key in ("kl_drift", "effective_rank_ratio", "stiefel_factor_drift") if key in r})
+        for name, value in values.items():
+            if math.isfinite(value):
+                scores.log_metric(f"{who}_{name.replace('/', '_')}", value)
+    return float(results["tuned"]["metrics"].get(run.register.metric, float("nan")))

@@ -170,8 +170,6 @@ def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks
     """Scores of every trial's adapter ({trial_id: eval results}); cached per trial under root/scores/."""
     from ..steps.evaluate import run_evaluation
 
-    e = run.eval
-    limit = run.ablation.eval_limit or e.limit
     pending = [r for r in rows if not (root / "scores" / r["trial_id"] / "eval_results.json").exists()]
     model = tokenizer = None
     if pending:
@@ -180,9 +178,8 @@ def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks
         out = root / "scores" / r["trial_id"]
         t0 = time.perf_counter()
         adapter = _adapter_of(r, out / "adapter")
-        results = run_evaluation(model, tokenizer, adapter, data, e.tasks if tasks else [], limit, out,
-                                 e.batch_size, compare_base=False, with_perplexity=True, general_text=e.general_text,
-                                 general_tokens=e.general_tokens, diagnostics=True, item_scores=tasks)
+        results = run_evaluation(model, tokenizer, adapter, data, _ablation_eval(run, tasks), out,
+                                 max_length=run.data.max_length, compare_base=False, diagnostics=True)
         results["trainable_parameters"] = adapter_parameters(adapter)
         results["seconds"] = time.perf_counter() - t0
         (out / "eval_results.json").write_text(json.dumps(results, indent=1))
@@ -219,6 +216,16 @@ def stiefel_drift_of_trials(run: RunConfig, rows: list[dict], root: Path) -> dic
     return known
 
 
+def _ablation_eval(run: RunConfig, tasks: bool):
+    """The run's eval section as the ablation scores it: its tasks (or none), ``ablation.eval_limit``, the
+    held-out loss on the validation split without generation."""
+    import dataclasses
+
+    e = run.eval
+    return dataclasses.replace(e, tasks=list(e.tasks) if tasks else [], limit=run.ablation.eval_limit or e.limit,
+                               perplexity=True, heldout=dataclasses.replace(e.heldout, source="validation", metrics=[]))
+
+
 def score_base(run: RunConfig, data: Path, root: Path) -> dict:
     """The base model on the same items (seven tasks with per-item scores, in-domain perplexity)."""
     from ..steps.evaluate import run_evaluation
@@ -226,9 +233,8 @@ def score_base(run: RunConfig, data: Path, root: Path) -> dict:
     out = root / "scores" / "base"
     if not (out / "eval_results.json").exists():
         model, tokenizer = model_source(run).load()
-        e = run.eval
-        run_evaluation(model, tokenizer, None, data, e.tasks, run.ablation.eval_limit or e.limit, out,
-                       e.batch_size, compare_base=True, with_perplexity=True, item_scores=True)
+        run_evaluation(model, tokenizer, None, data, _ablation_eval(run, True), out, max_length=run.data.max_length,
+                       compare_base=True, diagnostics=False)
     return json.loads((out / "eval_results.json").read_text())["base"]
 
 

@@ -3,9 +3,12 @@ replace the champion (see ``promotion.py``, ``paired_test.py``).
 
     register:
       model_name: fora-smollm2-135m
-      metric: acc_avg              # compared item by item (acc), or acc_norm_avg
-      promotion_test: mcnemar      # or bootstrap
-      margin: 0.01                 # the smallest gain that may replace the champion
+      metric: heldout/contains     # any metric the evaluate step produces, compared item by item
+      promotion_test: auto         # McNemar for 0/1 items, the paired bootstrap for continuous ones
+      margin: 0.01                 # the smallest gain (in the metric's units) that may replace the champion
+      guards:                      # metrics that must not get worse than the base model's beyond a tolerance
+        - {metric: general/perplexity, tolerance: 0.05, relative: true}
+        - {metric: boolq/acc, tolerance: 0.02}
       alpha: 0.05
       approval: manual             # only propose (alias challenger); a person runs `fora registry promote`
       artifact: adapter            # merged | adapter | both
@@ -15,34 +18,64 @@ replace the champion (see ``promotion.py``, ``paired_test.py``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .checks import check_bool, fail
+from .errors import RunConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 """A run or registered-model name: it names folders, checkpoints, MLflow runs and registered models."""
 
 
-REGISTER_METRICS = ("acc_avg", "acc_norm_avg")
-PROMOTION_TESTS = ("bootstrap", "mcnemar")
+PROMOTION_TESTS = ("auto", "bootstrap", "mcnemar")
 APPROVALS = ("auto", "manual")
+
+
+@dataclass
+class Guard:
+    """A metric the tuned model must not make worse than the base model's beyond ``tolerance``: for a
+    higher-is-better metric m, tuned >= base - t; for a lower-is-better one, tuned <= base + t, where
+    t = tolerance (in the metric's units), or tolerance * |base| with ``relative``."""
+
+    metric: str = ""
+    tolerance: float = 0.0
+    relative: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metric, str) or not self.metric:
+            fail("register.guards[].metric", self.metric, "a metric the evaluate step produces (boolq/acc, "
+                                                          "general/perplexity, heldout/loss, ...)")
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) or \
+                not 0 <= self.tolerance < float("inf"):
+            fail(f"register.guards[{self.metric}].tolerance", self.tolerance, "a finite number >= 0")
+        check_bool(f"register.guards[{self.metric}].relative", self.relative)
+
+    def describe(self) -> str:
+        return f"{self.metric} no worse than the base by {self.tolerance:g}{' (relative)' if self.relative else ''}"
 
 
 @dataclass
 class RegisterConfig:
     model_name: str = "fora-model"
     metric: str = "acc_avg"
-    """What the champion and the challenger are compared on, item by item: acc_avg (acc) or acc_norm_avg."""
+    """What the champion and the challenger are compared on, item by item: any metric the evaluate step
+    produces (acc_avg, acc_norm_avg, <task>/<metric>, heldout/loss, heldout/<scorer>; see
+    ``evaluation/metrics.py``), its direction known (lower is better for losses and perplexities)."""
     tracking_uri: str = ""
     """MLflow tracking URI (default: sqlite:///<output_dir>/mlflow.db)."""
     experiment: str = "fora"
     compare_champion: bool = True
     """The evaluate step scores the current champion on the same items (needed for a paired promotion)."""
-    promotion_test: str = "bootstrap"
-    """bootstrap: the paired bootstrap's one-sided lower bound of the gain must exceed ``margin``;
-    mcnemar: McNemar's exact one-sided p < ``alpha`` and a gain of at least ``margin``."""
+    promotion_test: str = "auto"
+    """auto: McNemar for 0/1 per-item scores, the bootstrap for continuous ones; bootstrap: the paired
+    bootstrap's one-sided lower bound of the gain must exceed ``margin``; mcnemar: McNemar's exact one-sided
+    p < ``alpha`` and a gain of at least ``margin`` (0/1 scores only)."""
     margin: float = 0.0
-    """The smallest gain in accuracy (a fraction: 0.01 = one point) that may replace the champion."""
+    """The smallest gain that may replace the champion, in the metric's units (accuracy: 0.01 = one point)."""
+    guards: list[Guard] = field(default_factory=list)
+    """Metrics that must not get worse than the base model's beyond a tolerance; a challenger that breaks one
+    is kept out, and the decision names the guard."""
     alpha: float = 0.05
     """The test's level: 1 - alpha is the confidence that the challenger is better."""
     approval: str = "auto"
@@ -59,8 +92,9 @@ class RegisterConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not NAME.match(self.model_name) or ".." in self.model_name:
             fail("register.model_name", self.model_name, "1-64 letters, digits, '.', '_' or '-'")
-        if self.metric not in REGISTER_METRICS:
-            fail("register.metric", self.metric, ", ".join(REGISTER_METRICS))
+        if not isinstance(self.metric, str) or not self.metric:
+            fail("register.metric", self.metric, "a metric the evaluate step produces (acc_avg, boolq/acc, "
+                                                 "heldout/loss, heldout/contains, ...)")
         if not isinstance(self.tracking_uri, str):
             fail("register.tracking_uri", self.tracking_uri, "'' (SQLite under output_dir) or an MLflow URI")
         if not isinstance(self.experiment, str) or not self.experiment:
@@ -68,8 +102,12 @@ class RegisterConfig:
         check_bool("register.compare_champion", self.compare_champion)
         if self.promotion_test not in PROMOTION_TESTS:
             fail("register.promotion_test", self.promotion_test, ", ".join(PROMOTION_TESTS))
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin < 1:
-            fail("register.margin", self.margin, "a number in [0, 1)")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or \
+                not 0 <= self.margin < float("inf"):
+            fail("register.margin", self.margin, "a finite number >= 0 (in the metric's units)")
+        if not isinstance(self.guards, list):
+            fail("register.guards", self.guards, "a list of {metric, tolerance, relative}")
+        self.guards = [_guard(g, i) for i, g in enumerate(self.guards)]
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 0.5:
             fail("register.alpha", self.alpha, "a number in (0, 0.5)")
         if self.approval not in APPROVALS:
@@ -78,3 +116,15 @@ class RegisterConfig:
             fail("register.artifact", self.artifact, "merged, adapter, both")
         if self.skip_unchanged not in ("scheduled", "always", "never"):
             fail("register.skip_unchanged", self.skip_unchanged, "scheduled, always, never")
+
+
+def _guard(value: Any, i: int) -> Guard:
+    if isinstance(value, Guard):
+        return value
+    if not isinstance(value, dict):
+        raise RunConfigError(f"'register.guards[{i}]' must be a mapping {{metric, tolerance, relative}}")
+    known = {f.name for f in fields(Guard)}
+    for key in value:
+        if key not in known:
+            raise RunConfigError(f"unknown field 'register.guards[{i}].{key}' (allowed: {', '.join(sorted(known))})")
+    return Guard(**value)

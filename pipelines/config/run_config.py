@@ -20,12 +20,13 @@ from fora_core import FILET_METHODS, ForaConfig, ForaConfigError
 from .ablation import AblationConfig
 from .checks import check_bool, check_int, check_number, fail
 from .errors import RunConfigError
+from .evaluation import BUILTIN_TASKS, EvalConfig, metric_unavailable
 from .overrides import ConfigLoader, apply_overrides
 from .register import NAME, RegisterConfig
 from .resources import ResourcesConfig
 from .sweep import SweepConfig
 
-EVAL_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+EVAL_TASKS = BUILTIN_TASKS
 DATA_FORMATS = ("auto", "builtin", "llm-adapters", "alpaca", "jsonl", "hf", "chat")
 TEMPLATES = ("answer-text", "index")
 
@@ -108,34 +109,6 @@ class TrainConfig:
             fail("train.backend", self.backend, "auto, gloo, nccl")
         if self.bf16 not in ("auto", "on", "off"):
             fail("train.bf16", self.bf16, "auto, on, off")
-
-
-@dataclass
-class EvalConfig:
-    tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))
-    limit: int = 200
-    batch_size: int = 8
-    perplexity: bool = True
-    compare_base: bool = True
-    diagnostics: bool = True
-    """Effective rank and spectrum of the adapter's updates, general-text perplexity and KL drift."""
-    general_text: str = "builtin:wikitext-2"
-    """A text the model was not tuned on (forgetting): builtin:wikitext-2, a text file, s3://, or '' (off)."""
-    general_tokens: int = 2048
-    """Tokens of ``general_text`` scored (base and tuned on the same windows)."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.tasks, list) or not all(t in EVAL_TASKS for t in self.tasks):
-            fail("eval.tasks", self.tasks, ", ".join(EVAL_TASKS))
-        if not self.tasks:
-            fail("eval.tasks", self.tasks, "a non-empty list of " + ", ".join(EVAL_TASKS))
-        check_int("eval.limit", self.limit, 1)
-        check_int("eval.batch_size", self.batch_size, 1)
-        check_int("eval.general_tokens", self.general_tokens, 16)
-        for name in ("perplexity", "compare_base", "diagnostics"):
-            check_bool(f"eval.{name}", getattr(self, name))
-        if not isinstance(self.general_text, str):
-            fail("eval.general_text", self.general_text, "builtin:wikitext-2, a text file, an s3:// URI, or ''")
 
 
 @dataclass
@@ -230,6 +203,11 @@ class RunConfig:
             fail("model", self.model, "a model name (smollm2-135m), a folder, an HF id or an s3:// URI")
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
             fail("output_dir", self.output_dir, "a folder path")
+        for name, metric in [("register.metric", self.register.metric)] + [
+                (f"register.guards[{i}].metric", g.metric) for i, g in enumerate(self.register.guards)]:
+            why = metric_unavailable(self.eval, metric)
+            if why:
+                raise RunConfigError(f"invalid value for '{name}': {metric!r}: {why}")
 
     @property
     def out(self) -> Path:

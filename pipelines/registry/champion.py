@@ -19,7 +19,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ITEM_SCORES = "eval/item_scores.json"
 """The run artifact with per-item scores and the eval suite's fingerprint (``steps/evaluate.py``):
-{"suite": "...", "tuned": {"acc": {task: [0/1, ...]}, "acc_norm": {...}}, "champion": {...}}."""
+{"format": 2, "suite": "...", "directions": {metric: higher_is_better},
+ "tuned": {"metrics": {metric: value}, "items": {metric: {task: [score, ...]}}, "generations": [...]},
+ "base": {...}, "champion": {"version": v, ...}}."""
 
 
 def _absent(err: MlflowException) -> bool:
@@ -83,4 +85,5 @@ def champion_for_eval(tracking_uri: str, model_name: str, base_model: str, dst: 
     adapter = download_adapter(tracking_uri, champ, dst)
     if adapter is None:
         return None, f"champion v{champ.version}'s run has no adapter artifact"
-    return {"version": int(champ.version), "adapter_dir": adapter}, f"champion v{champ.version}"
+    return ({"version": int(champ.version), "adapter_dir": adapter, "logged": stored_item_scores(tracking_uri, champ)},
+            f"champion v{champ.version}")

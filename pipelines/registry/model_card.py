@@ -16,16 +16,19 @@ from ..evaluation.stats import bootstrap_ci
 from .paired_test import paired_test
 
 
-def _acc_ci(items: dict[str, list[int]]) -> tuple[float, float, float]:
+def _ci(items: dict[str, list[float]]) -> tuple[float, float, float]:
     return bootstrap_ci({t: np.asarray(v, dtype=float) for t, v in items.items()}, n_boot=2000)
 
 
-def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item: dict, metric_key: str,
+def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item: dict, metric: str,
                artifact: str, fora: dict) -> str:
-    """Markdown: base model, data (source, fingerprint, content hash), method and layers, metrics with 95%
-    bootstrap intervals over items, the measured champion comparison, and the loading snippet."""
+    """Markdown: base model, data (source, fingerprint, content hash), method and layers, every metric of the
+    evaluation (the promotion metric with a 95% bootstrap interval over items), the measured champion
+    comparison, and the loading snippet."""
     tuned = results["tuned"]
-    acc, low, high = _acc_ci(per_item["tuned"][metric_key])
+    base = results.get("base", {}).get("metrics", {})
+    value, low, high = _ci(per_item["tuned"]["items"][metric])
+    directions = per_item.get("directions", {})
     lines = [f"# {model_name}", "",
              f"Fine-tuned from `{tags['base_model']}` with **{tags['method']}** (fora-pipelines) at K = {tags['K']} "
              f"decoder layers {tags['selected_layers']}, rank {fora.get('rank')}, alpha {fora.get('alpha')}.", "",
@@ -33,24 +36,24 @@ def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item
              f"- source: `{tags['data_source']}`", f"- fingerprint: `{tags['data_fingerprint']}`",
              f"- prepared data's content hash: `{tags['data_hash']}`", "",
              "## Evaluation", "",
-             f"Eval suite `{per_item['suite']}` (the tasks' items, limit and lm-eval version); 95% intervals are "
-             "percentile bootstraps over items, resampled within each task.", "",
-             "| metric | tuned | base |", "|---|---|---|",
-             f"| {metric_key} (macro over tasks) | {acc:.4f} [{low:.4f}, {high:.4f}] | "
-             f"{results.get('base', {}).get('acc_avg', float('nan')):.4f} |"]
-    for t, v in tuned["tasks"].items():
-        lines.append(f"| {t} | {v['acc']:.4f} | {results.get('base', {}).get('tasks', {}).get(t, {}).get('acc', float('nan')):.4f} |")
-    for key, label in (("perplexity", "held-out perplexity"), ("general_perplexity", "general-text perplexity")):
-        if key in tuned:
-            lines.append(f"| {label} | {tuned[key]:.3f} | {results.get('base', {}).get(key, float('nan')):.3f} |")
+             f"Eval suite `{per_item['suite']}` (the tasks' items, the held-out items and their scorers, the limits, "
+             "lm-eval's version); the interval is a 95% percentile bootstrap over items, resampled within each task.",
+             "", "| metric | tuned | base |", "|---|---|---|",
+             f"| **{metric}** (promotion; {'higher' if directions.get(metric, True) else 'lower'} is better) | "
+             f"{value:.4f} [{low:.4f}, {high:.4f}] | {base.get(metric, float('nan')):.4f} |"]
+    for name, v in sorted(tuned.get("metrics", {}).items()):
+        if name != metric:
+            lines.append(f"| {name} | {v:.4f} | {base.get(name, float('nan')):.4f} |")
     for key, label in (("kl_drift", "KL drift from the base (nats/token)"),
                        ("effective_rank_ratio", "effective rank of the updates / r")):
         if key in tuned:
             lines.append(f"| {label} | {tuned[key]:.4f} | - |")
     lines += ["", "## Promotion", ""]
     champ = per_item.get("champion")
-    if champ:
-        r = paired_test(per_item["tuned"][metric_key], champ[metric_key], test=tags.get("promotion_test", "bootstrap"))
+    if champ and metric in champ.get("items", {}):
+        r = paired_test(per_item["tuned"]["items"][metric], champ["items"][metric],
+                        test=tags.get("promotion_test", "auto"), higher_is_better=directions.get(metric, True),
+                        metric=metric)
         lines.append(f"Measured in the same run against champion version {champ['version']}: {r.explain()}.")
     else:
         lines.append("No champion was measured in this run.")

@@ -1,7 +1,10 @@
-"""Is the challenger better than the champion on the same items? Two paired tests over per-item 0/1 scores.
+"""Is the challenger better than the champion on the same items? Two paired tests over per-item scores.
 
-Both models are scored on the same n items: a_i, b_i in {0, 1} (challenger, champion). Only the pairs
-where they disagree carry information about which is better:
+Both models are scored on the same n items, grouped (by task): a_i, b_i (challenger, champion). For a
+lower-is-better metric (a loss) the scores are negated first, so "better" is always "larger" below and the
+reported diff is the gain (champion's loss minus challenger's).
+
+For 0/1 scores only the pairs where the two disagree carry information about which is better:
 
     n10 = #{a_i = 1, b_i = 0},   n01 = #{a_i = 0, b_i = 1},   diff = (n10 - n01) / n
 
@@ -15,7 +18,10 @@ both models): the lower one-sided (1 - alpha) bound of diff is the alpha quantil
 differences.
 
 Promotion needs both a significant test (p < alpha, or the bootstrap's lower bound > margin) and an observed
-gain of at least ``margin`` (accuracy points as a fraction: 0.01 = one point).
+gain of at least ``margin`` (in the metric's units: accuracy 0.01 = one point).
+
+``test="auto"`` picks McNemar when every score is 0 or 1 and the bootstrap otherwise (a loss, ROUGE-L);
+McNemar asked for continuous scores is an error.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-TESTS = ("mcnemar", "bootstrap")
+TESTS = ("auto", "mcnemar", "bootstrap")
 
 
 @dataclass
@@ -47,6 +53,8 @@ class PairedResult:
     margin: float
     alpha: float
     significant: bool
+    metric: str = "acc"
+    higher_is_better: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,9 +62,12 @@ class PairedResult:
     def explain(self) -> str:
         stat = (f"McNemar p = {self.p_value:.3g}" if self.p_value is not None
                 else f"bootstrap {100 * (1 - self.alpha):.0f}% lower bound {self.lower_bound:+.4f}")
-        return (f"challenger {self.challenger_acc:.4f} vs champion {self.champion_acc:.4f} on {self.n_items} items "
-                f"(diff {self.diff:+.4f}; {self.better} only-challenger vs {self.worse} only-champion; {stat}; "
-                f"margin {self.margin:g}, alpha {self.alpha:g})")
+        pairs = (f"{self.better} only-challenger vs {self.worse} only-champion" if self.p_value is not None else
+                 f"{self.better} items better, {self.worse} worse")
+        direction = "" if self.higher_is_better else ", lower is better"
+        return (f"{self.metric}: challenger {self.challenger_acc:.4f} vs champion {self.champion_acc:.4f} on "
+                f"{self.n_items} items (gain {self.diff:+.4f}{direction}; {pairs}; {stat}; margin {self.margin:g}, "
+                f"alpha {self.alpha:g})")
 
 
 def mcnemar_exact_p(better: int, worse: int) -> float:
@@ -75,17 +86,30 @@ def _macro(items: dict[str, np.ndarray]) -> float:
     return float(np.mean([v.mean() for v in items.values()]))
 
 
-def paired_test(challenger: dict[str, list[int]], champion: dict[str, list[int]], *, test: str = "bootstrap",
-                margin: float = 0.0, alpha: float = 0.05, n_boot: int = 10000, seed: int = 0) -> PairedResult:
-    """Compare per-item scores {task: [0/1, ...]} of two models scored on the same items (same tasks, same
+def paired_test(challenger: dict[str, list[float]], champion: dict[str, list[float]], *, test: str = "auto",
+                margin: float = 0.0, alpha: float = 0.05, n_boot: int = 10000, seed: int = 0,
+                higher_is_better: bool = True, metric: str = "acc") -> PairedResult:
+    """Compare per-item scores {task: [score, ...]} of two models scored on the same items (same tasks, same
     item counts, same order); raises ValueError otherwise."""
     if test not in TESTS:
         raise ValueError(f"unknown paired test {test!r} (allowed: {', '.join(TESTS)})")
     if challenger.keys() != champion.keys() or any(len(challenger[t]) != len(champion[t]) for t in challenger):
         raise ValueError("a paired test needs both models scored on the same tasks and items")
+    if not any(len(v) for v in challenger.values()):
+        raise ValueError(f"no items scored for {metric}")
     a, b = _arrays(challenger), _arrays(champion)
-    better = int(sum(((a[t] == 1) & (b[t] == 0)).sum() for t in a))
-    worse = int(sum(((a[t] == 0) & (b[t] == 1)).sum() for t in a))
+    binary = all(np.isin(v, (0.0, 1.0)).all() for v in (*a.values(), *b.values()))
+    if test == "auto":
+        test = "mcnemar" if binary else "bootstrap"
+    elif test == "mcnemar" and not binary:
+        raise ValueError(f"McNemar's test needs 0/1 scores per item, and {metric} is continuous (promotion_test: "
+                         "auto or bootstrap)")
+    sign = 1.0 if higher_is_better else -1.0
+    mean_a, mean_b = _macro(a), _macro(b)
+    a = {t: sign * v for t, v in a.items()}
+    b = {t: sign * v for t, v in b.items()}
+    better = int(sum((a[t] > b[t]).sum() for t in a))
+    worse = int(sum((a[t] < b[t]).sum() for t in a))
     diff = _macro(a) - _macro(b)
     p = low = None
     if test == "mcnemar":
@@ -98,6 +122,7 @@ def paired_test(challenger: dict[str, list[int]], champion: dict[str, list[int]]
                         axis=0)
         low = float(np.quantile(means, alpha))
         significant = low > margin
-    return PairedResult(test=test, n_items=int(sum(len(v) for v in a.values())), challenger_acc=_macro(a),
-                        champion_acc=_macro(b), diff=diff, better=better, worse=worse, p_value=p, lower_bound=low,
-                        margin=margin, alpha=alpha, significant=bool(significant and diff >= margin))
+    return PairedResult(test=test, n_items=int(sum(len(v) for v in a.values())), challenger_acc=mean_a,
+                        champion_acc=mean_b, diff=diff, better=better, worse=worse, p_value=p, lower_bound=low,
+                        margin=margin, alpha=alpha, significant=bool(significant and diff >= margin), metric=metric,
+                        higher_is_better=higher_is_better)

@@ -37,7 +37,7 @@ DECISION_TAG = "champion_decision"
 
 @dataclass
 class Policy:
-    test: str = "bootstrap"
+    test: str = "auto"
     margin: float = 0.0
     alpha: float = 0.05
     approval: str = "auto"
@@ -46,25 +46,29 @@ class Policy:
 @dataclass
 class Challenger:
     version: int
-    items: dict[str, list[int]]
-    """{task: [0/1 per item]} of the new model."""
+    items: dict[str, list[float]]
+    """{group (task): [score per item]} of the new model on ``metric``."""
     suite: str
     """The eval suite's fingerprint."""
-    metric_key: str = "acc"
-    """Which per-item score: acc or acc_norm (``register.metric`` acc_avg or acc_norm_avg)."""
+    metric: str = "acc_avg"
+    """``register.metric``: which per-item scores are compared."""
+    higher_is_better: bool = True
     measured: dict | None = None
     """{"version": v, "items": {...}} of the champion scored in the same run (None: there was none)."""
     data_fingerprint: str = ""
     by: str = ""
+    broken_guards: list[str] | None = None
+    """The ``register.guards`` it breaks (``guards.py``): any keeps it out."""
 
 
 def _champion_items(tracking_uri: str, champion, challenger: Challenger) -> tuple[dict | None, str]:
     m = challenger.measured
     if m is not None and int(m["version"]) == int(champion.version):
-        return m["items"], f"champion v{champion.version} scored in this run"
+        return m["items"], f"champion v{champion.version} {m.get('source', 'scored in this run')}"
     stored = stored_item_scores(tracking_uri, champion)
-    if stored is not None and stored.get("suite") == challenger.suite and challenger.metric_key in stored["tuned"]:
-        return stored["tuned"][challenger.metric_key], (
+    items = (stored.get("tuned") or {}).get("items") or {} if isinstance(stored, dict) else {}
+    if stored is not None and stored.get("suite") == challenger.suite and challenger.metric in items:
+        return items[challenger.metric], (
             f"champion v{champion.version} changed during this run; compared with its logged scores on the same "
             "eval suite")
     measured = f"v{m['version']}" if m else "no champion"
@@ -90,13 +94,17 @@ def decide_and_apply(client: MlflowClient, tracking_uri: str, model_name: str, c
             else:
                 try:
                     result = paired_test(challenger.items, items, test=policy.test, margin=policy.margin,
-                                         alpha=policy.alpha)
+                                         alpha=policy.alpha, higher_is_better=challenger.higher_is_better,
+                                         metric=challenger.metric)
                 except ValueError as err:
                     wins, reason = False, f"{err}: not promoted"
                 else:
                     test = result.to_dict()
                     wins = result.significant
                     reason = f"{'wins' if wins else 'does not win'}: {result.explain()}; {source}"
+        if challenger.broken_guards and not reason.startswith("already champion"):
+            reason = f"kept out by register.guards: {'; '.join(challenger.broken_guards)} (paired test: {reason})"
+            wins = False
         previous = int(champion.version) if champion is not None else None
         action = "keep"
         if wins and previous != challenger.version:
@@ -108,7 +116,8 @@ def decide_and_apply(client: MlflowClient, tracking_uri: str, model_name: str, c
                 action = "promote"
         entry = {"action": action, "alias": CHALLENGER if action == "propose" else CHAMPION,
                  "version": challenger.version, "previous": previous, "reason": reason, "by": challenger.by,
-                 "test": test, "suite": challenger.suite, "data_fingerprint": challenger.data_fingerprint}
+                 "test": test, "suite": challenger.suite, "data_fingerprint": challenger.data_fingerprint,
+                 "metric": challenger.metric, "guards_broken": challenger.broken_guards or []}
         client.set_model_version_tag(model_name, str(challenger.version), DECISION_TAG, json.dumps(entry))
         full = append_entry(client, model_name, entry)
     log.info("registry %s v%d: %s (%s)", model_name, challenger.version, action, reason)

@@ -7,7 +7,9 @@ A malformed record stops the step with an error naming the file, the row and the
 for a reason (too long, duplicate) are counted in the data card; nothing is dropped silently.
 
 Outputs in ``out_dir``: ``train.jsonl``, ``validation.jsonl``, ``calibration.jsonl`` (one
-{"input_ids", "labels"} record per line, labels = -100 on the prompt) and ``data_card.json``.
+{"input_ids", "labels"} record per line, labels = -100 on the prompt), ``validation_text.jsonl`` (the
+validation records as text: ``{"messages"}`` or ``{"prompt", "response"}``, for the held-out evaluation)
+and ``data_card.json``.
 """
 
 from __future__ import annotations
@@ -25,25 +27,15 @@ from ..config.errors import DataError
 from ..config.run_config import DataConfig
 from ..data.chat import check_template, conversation_key, read_chat_template, tokenize_conversation
 from ..data.jsonl import write_jsonl
-from ..data.sources import Example, read_source
+from ..data.sources import read_source
+from ..data.tokens import tokenize_example
 
 
 # -- tokenizing ---------------------------------------------------------------------------------------
-def tokenize_example(tokenizer, ex: Example, max_length: int) -> dict[str, list[int]] | None:
-    """input_ids = prompt + response + eos; labels = -100 on the prompt. None when it does not fit."""
-    prompt_ids = tokenizer(ex.prompt)["input_ids"] if ex.prompt else []
-    if not prompt_ids and tokenizer.bos_token_id is not None:
-        prompt_ids = [tokenizer.bos_token_id]
-    response_ids = tokenizer(ex.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    ids = prompt_ids + response_ids
-    if len(ids) > max_length or len(response_ids) < 2:
-        return None
-    return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
-
-
 def _chat_row(tokenizer, messages: list[dict], max_length: int, chat_template: str | None,
-              stats: Counter) -> dict[str, list[int]] | None:
-    """One conversation's tokens (``data/chat.py``), counting turns and truncations into ``stats``."""
+              stats: Counter) -> tuple[dict[str, list[int]], int] | None:
+    """One conversation's tokens (``data/chat.py``) and the turns kept, counting turns and truncations
+    into ``stats``."""
     tok = tokenize_conversation(tokenizer, messages, max_length, chat_template)
     if tok is None:
         return None
@@ -53,7 +45,7 @@ def _chat_row(tokenizer, messages: list[dict], max_length: int, chat_template: s
     if tok.turns_dropped:
         stats["truncated"] += 1
         stats["turns_dropped"] += tok.turns_dropped
-    return {"input_ids": tok.input_ids, "labels": tok.labels}
+    return {"input_ids": tok.input_ids, "labels": tok.labels}, tok.turns
 
 
 def _chat_card(stats: Counter, train: list[dict], own_template: bool) -> dict:
@@ -89,7 +81,7 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
     rng.shuffle(examples)
     dropped: Counter[str] = Counter()
     seen: set[tuple[str, str]] = set()
-    rows, tasks = [], Counter()
+    rows, texts, tasks = [], [], Counter()
     need = cfg.max_train + cfg.max_validation
     iterator = examples
     if progress:
@@ -106,16 +98,19 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
             continue
         seen.add(key)
         if ex.messages is not None:
-            tok = _chat_row(tokenizer, ex.messages, cfg.max_length, chat_template, chat_stats)
-            if tok is None:
+            chat_row = _chat_row(tokenizer, ex.messages, cfg.max_length, chat_template, chat_stats)
+            if chat_row is None:
                 dropped[f"first assistant turn beyond max_length={cfg.max_length} tokens"] += 1
                 continue
+            tok, kept_turns = chat_row
         else:
             tok = tokenize_example(tokenizer, ex, cfg.max_length)
         if tok is None:
             dropped[f"longer than max_length={cfg.max_length} tokens or empty response"] += 1
             continue
         rows.append(tok)
+        texts.append({"messages": ex.messages[:kept_turns]} if ex.messages is not None else
+                     {"prompt": ex.prompt, "response": ex.response})
         tasks[ex.task or "user"] += 1
     if len(rows) < 2:
         raise DataError(f"{described}: fewer than 2 usable records after filtering ({dict(dropped)})")
@@ -125,6 +120,7 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
     calibration = train[: cfg.calibration_size]
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "validation.jsonl", validation)
+    write_jsonl(out / "validation_text.jsonl", texts[:n_val])  # the held-out evaluation answers these
     write_jsonl(out / "calibration.jsonl", calibration)
     digest = hashlib.sha256()
     for name in ("train.jsonl", "validation.jsonl", "calibration.jsonl"):

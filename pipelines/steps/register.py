@@ -17,9 +17,37 @@ from mlflow.tracking import MlflowClient
 
 from fora_core import ModelSource, load_adapter, merge_adapter
 
+from ..config.errors import RunConfigError
+from ..config.run_config import RunConfig
 from ..registry.champion import CHAMPION, version_by_alias
+from ..registry.guards import broken_guards
 from ..registry.promotion import DECISION_TAG, Challenger, Policy, decide_and_apply
 from ..runtime.atomic import replace_dir
+
+
+def challenger_of(run: RunConfig, results: dict, per_item: dict, card: dict, by: str) -> tuple[Challenger, str, float]:
+    """(the challenger's per-item scores on ``register.metric``, the metric, its value), with the guards it
+    breaks; a metric the evaluation did not produce is one line naming it and what was produced."""
+    metric = run.register.metric
+    if per_item.get("format") != 2:
+        raise RunConfigError("item_scores.json was written by an older version of the evaluate step: re-run evaluate")
+    tuned = per_item["tuned"]
+    if metric not in tuned["items"] or metric not in tuned["metrics"]:
+        produced = ", ".join(sorted(m for m in tuned["items"] if m in tuned["metrics"])) or "no per-item metric"
+        raise RunConfigError(f"invalid value for 'register.metric': {metric!r} was not produced by the evaluation "
+                             f"(produced: {produced})")
+    directions = per_item.get("directions", {})
+    measured = per_item.get("champion")
+    champion_items = (measured or {}).get("items", {}).get(metric)
+    base_metrics = results.get("base", {}).get("metrics") if "base" in results else None
+    return Challenger(
+        version=0, items=tuned["items"][metric], suite=per_item["suite"], metric=metric,
+        higher_is_better=bool(directions.get(metric, True)),
+        measured={"version": measured["version"], "items": champion_items,
+                  "source": measured.get("source", "scored in this run")} if measured and champion_items else None,
+        data_fingerprint=card.get("source_fingerprint", card["content_hash"]), by=by,
+        broken_guards=broken_guards(run.register.guards, results["tuned"]["metrics"], base_metrics, directions),
+    ), metric, float(tuned["metrics"][metric])
 
 
 def merge_to_folder(source: ModelSource, adapter_dir: str | Path, out_dir: str | Path,

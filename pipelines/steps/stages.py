@@ -227,12 +227,13 @@ def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir
 
 def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | None, eval_dir: str | Path,
              run_id: str | None = None, model=None, tokenizer=None) -> dict:
-    """lm-eval and held-out perplexity, base and tuned side by side, and (``register.compare_champion``)
-    the registry's current champion on the same items, with per-item scores for the register step's
-    paired test."""
+    """Base, tuned and (``register.compare_champion``) the registry's champion on the same lm-eval items and
+    held-out items, with per-item scores for the register step's paired test (``steps/evaluate.py``)."""
     import tempfile
 
+    from ..evaluation.score_cache import cache_location
     from .evaluate import run_evaluation
+    from .evaluation_log import log_evaluation
 
     require_inputs("evaluate", (data_dir, "validation.jsonl", "data-prep"),
                    (adapter_dir, "adapter_config.json", "train"))
@@ -249,40 +250,19 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
             champion, why = champion_for_eval(run.tracking_uri, run.register.model_name, run.model, tmp)
             log.info("evaluate: %s%s", why, " (scored on the same items)" if champion else "")
         e = run.eval
-        results = run_evaluation(model, tokenizer, adapter, data, e.tasks, e.limit, out, e.batch_size,
-                                 e.compare_base, e.perplexity, e.general_text, e.general_tokens, e.diagnostics,
-                                 item_scores=True, champion=champion)
+        template = None
+        if run.data.chat_template:
+            from ..data.chat import read_chat_template
+
+            template = read_chat_template(run.data.chat_template)
+        results = run_evaluation(model, tokenizer, adapter, data, e, out, max_length=run.data.max_length,
+                                 chat_template=template, data_format=run.data.format,
+                                 compare_base=e.compare_base or bool(run.register.guards), champion=champion,
+                                 cache=cache_location(e.cache, run.storage.uri))
         with tracked(run, run_id) as on:
             if on:
                 log_evaluation(results, out)
     return results
-
-
-def log_evaluation(results: dict, out: Path) -> None:
-    """Scores and diagnostics of ``run_evaluation`` into the active MLflow run."""
-    import mlflow
-
-    for who in ("base", "tuned"):
-        r = results.get(who)
-        if r is None:
-            continue
-        mlflow.log_metrics({f"{who}/{t}/acc": v["acc"] for t, v in r["tasks"].items()})
-        mlflow.log_metric(f"{who}/acc_avg", r["acc_avg"])
-        for key in ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio", "stiefel_factor_drift"):
-            if key in r:
-                mlflow.log_metric(f"{who}/{key}", r[key])
-    diag = results.get("diagnostics", {})
-    for t, v in diag.get("adapters", {}).get("by_type", {}).items():
-        mlflow.log_metric(f"diagnostics/effective_rank_ratio/{t}", v["effective_rank_ratio"])
-    if "seconds" in diag:
-        mlflow.log_metric("diagnostics/seconds", diag["seconds"])
-    if "champion" in results:
-        mlflow.log_metric("champion/acc_avg", results["champion"]["acc_avg"])
-        mlflow.log_param("eval_champion_version", results["champion"]["version"])
-    for name in ("eval_results.json", "eval_table.md", "item_scores.json", "adapter_diagnostics.json",
-                 "adapter_spectrum.png"):
-        if (out / name).exists():
-            mlflow.log_artifact(str(out / name), "eval")
 
 
 def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapter_dir: str | Path,
@@ -292,9 +272,9 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
     move the ``champion`` alias only if the paired test over the evaluation's items says it beats the
     champion (``registry/promotion.py``). Layers and method
     come from the adapter's ``fora_config.json`` (a sweep's best trial has its own), else the calibration."""
-    from ..registry.promotion import Challenger, Policy
+    from ..registry.promotion import Policy
     from .calibrate import load_selection
-    from .register import merge_to_folder, register_model
+    from .register import challenger_of, merge_to_folder, register_model
 
     require_inputs("register", (data_dir, "data_card.json", "data-prep"), (adapter_dir, "adapter_config.json", "train"),
                    (eval_dir, "eval_results.json", "evaluate"), (eval_dir, "item_scores.json", "evaluate"))
@@ -307,18 +287,9 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
         method = meta.get("fora", {}).get("method", run.fora.method)
         card = storage.read_json(storage.join(str(data_dir), "data_card.json"))
         results = storage.read_json(storage.join(str(eval_dir), "eval_results.json"))
-        tuned = results["tuned"]
-        metric = run.register.metric
-        if metric not in tuned:
-            raise RunConfigError(f"the evaluation has no '{metric}' (register.metric): it scored no tasks")
-        key = "acc_norm" if metric == "acc_norm_avg" else "acc"
         per_item = storage.read_json(storage.join(str(eval_dir), "item_scores.json"))
-        measured = per_item.get("champion")
-        challenger = Challenger(
-            version=0, items=per_item["tuned"][key], suite=per_item["suite"], metric_key=key,
-            measured={"version": measured["version"], "items": measured[key]} if measured else None,
-            data_fingerprint=card.get("source_fingerprint", card["content_hash"]),
-            by=(extra_tags or {}).get("pipeline_run", run.name))
+        challenger, metric, value = challenger_of(run, results, per_item, card,
+                                                  by=(extra_tags or {}).get("pipeline_run", run.name))
         r = run.register
         policy = Policy(test=r.promotion_test, margin=r.margin, alpha=r.alpha, approval=r.approval)
         if r.artifact == "adapter":  # megabytes: the adapter and the name of the base it needs
@@ -333,18 +304,18 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
                 "data_hash": card["content_hash"], "data_fingerprint": source,
                 "recipe_fingerprint": recipe_fingerprint(run, source), "base_model": run.model,
                 "data_source": run.data.source, "eval_suite": per_item["suite"], "artifact": r.artifact,
-                metric: f"{tuned[metric]:.6f}", **(extra_tags or {})}
+                "register_metric": metric, metric: f"{value:.6f}", **(extra_tags or {})}
         from ..registry.model_card import model_card
 
         (Path(model_dir) / "README.md").write_text(model_card(
             model_name=r.model_name, tags={**tags, "promotion_test": r.promotion_test}, results=results,
-            per_item=per_item, metric_key=key, artifact=r.artifact,
+            per_item=per_item, metric=metric, artifact=r.artifact,
             fora=meta.get("fora", {}) or run.to_dict()["fora"]))
         if run_id is None:
             run_id = start_tracking(run)
         return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=r.model_name,
                               merged_dir=model_dir, adapter_dir=adapter, tags=tags, challenger=challenger,
-                              policy=policy, metric=metric, value=tuned[metric],
+                              policy=policy, metric=metric, value=value,
                               adapter_package_dir=adapter_package(run, adapter, Path(merged_out).parent /
                                                                   "adapter-package") if r.artifact == "both"
                               else None)
