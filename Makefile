@@ -60,6 +60,8 @@ bench: setup
 	$(PY) benchmarks/bench_optimizer.py
 	$(PY) benchmarks/bench_throughput.py
 	$(PY) benchmarks/bench_ray_overhead.py
+	$(PY) benchmarks/bench_chat_data.py
+	$(PY) benchmarks/bench_heldout_eval.py
 
 # The cluster topology on this machine (tests/cluster/topology.py): a real S3 server (SeaweedFS), an MLflow
 # server and a two-node Ray cluster, the Ray nodes running as the Unix user fora-ray from their own install

@@ -219,7 +219,11 @@ def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient
     from pipelines.kubeflow.local_runner import run_on_kfp_local
 
     cfg = _tiny_config(tmp_path, model_dir)
-    cfg["register"].update(promotion_test="mcnemar", alpha=0.05)
+    # the nightly decision is on the user's own held-out data: per-item response loss (continuous, so the
+    # automatic choice is the paired bootstrap), lower is better
+    cfg["data"].update(max_train=28, max_validation=12)  # 40 records: 12 held out each night
+    cfg["train"]["lr"] = 3e-3
+    cfg["register"].update(metric="heldout/loss", promotion_test="auto", alpha=0.05)
     text = yaml.safe_dump(cfg)
     result = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
     steps = _step_dirs(Path(result["outputs_root"]))
@@ -249,7 +253,8 @@ def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient
     assert str(client.get_model_version_by_alias("tiny-kfp", "champion").version) == "1"
     run = client.get_run(v1.run_id)
     # every step logged into the one MLflow run that the resolve step opened
-    assert {"data/train", "train/loss", "tuned/acc_avg", "base/acc_avg", "acc_avg"} <= set(run.data.metrics)
+    assert {"data/train", "train/loss", "tuned/acc_avg", "base/acc_avg", "tuned/heldout/loss", "heldout/loss"} <= set(
+        run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4
     assert run.data.params["selected_layers"] == json.dumps(layers)
     assert run.data.params["train.eval_every"] == "4"  # the override reached the steps
@@ -263,8 +268,8 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     """The whole DAG, then three nights of a recurring run against one registry: night 1 trains, registers
     and promotes (every step's artifacts and the one MLflow run checked); night 2 has new data, scores the
     champion on the same items and promotes only on a paired McNemar win; night 3 has the same data as
-    night 2 and skips training."""
-    from scipy.stats import binomtest
+    night 2 and skips training. The nights decide on the held-out loss, not on commonsense accuracy."""
+    from scipy.stats import ttest_rel
 
     from pipelines.kubeflow.local_runner import run_on_kfp_local
 
@@ -284,19 +289,25 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     assert card2["content_hash"] == v2.tags["data_hash"] != v1.tags["data_hash"]
     items = json.loads((steps2["evaluate"] / "evaluation" / "item_scores.json").read_text())
     assert items["champion"]["version"] == 1  # the champion, scored in this run on the same items
-    a = [x for t in sorted(items["tuned"]["acc"]) for x in items["tuned"]["acc"][t]]
-    b = [x for t in sorted(items["champion"]["acc"]) for x in items["champion"]["acc"][t]]
-    n10 = sum(1 for x, y in zip(a, b, strict=True) if x > y)
-    n01 = sum(1 for x, y in zip(a, b, strict=True) if x < y)
-    p = binomtest(n10, n10 + n01, 0.5, alternative="greater").pvalue if n10 + n01 else 1.0
-    should_win = p < 0.05 and sum(a) >= sum(b)
+    assert items["champion"]["source"] == "scored in this run"  # tonight's held-out items are new
+    tuned_loss = items["tuned"]["items"]["heldout/loss"]["heldout"]
+    champ_loss = items["champion"]["items"]["heldout/loss"]["heldout"]
+    assert len(tuned_loss) == len(champ_loss) == card2["counts"]["validation"] == 12
+    gain = sum(champ_loss) / len(champ_loss) - sum(tuned_loss) / len(tuned_loss)  # lower loss is better
+    p_t = ttest_rel(champ_loss, tuned_loss, alternative="greater").pvalue  # an independent paired test
     decision = json.loads(v2.tags["champion_decision"])
-    assert decision["action"] == ("promote" if should_win else "keep"), decision
+    assert decision["metric"] == "heldout/loss" and decision["test"]["test"] == "bootstrap"
+    assert decision["test"]["diff"] == pytest.approx(gain) and not decision["test"]["higher_is_better"]
+    if p_t < 0.001 and gain > 0:  # clear evidence either way must be followed; between, either is defensible
+        assert decision["action"] == "promote", decision
+    if p_t > 0.5:
+        assert decision["action"] == "keep", decision
     assert decision["previous"] == 1 and decision["suite"] == items["suite"] == v2.tags["eval_suite"]
+    should_win = decision["action"] == "promote"
     champion = client.get_model_version_by_alias("tiny-kfp", "champion").version
     assert str(champion) == ("2" if should_win else "1")
     registration = (steps2["register"] / "registration").read_text()
-    assert f"**{decision['action']}**" in registration and "McNemar p" in registration
+    assert f"**{decision['action']}**" in registration and "bootstrap 95% lower bound" in registration
 
     # night 3: nothing changed since night 2: the resolve step says so and nothing else runs
     result3 = run_on_kfp_local(text, overrides=nightly, scheduled=True)
@@ -314,4 +325,4 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     print("\n" + "\n".join(f"night {i}: v{e['version']} {e['action']}: {e['reason']}" for i, e in enumerate(history, 1))
           + f"\nnight 3: {skipped[0].data.tags['retrain_reason']}")
     assert [(e["version"], e["action"]) for e in history] == [(1, "promote"), (2, decision["action"])]
-    assert history[1]["test"]["p_value"] == pytest.approx(p)
+    assert history[1]["test"]["diff"] == pytest.approx(gain) and history[1]["metric"] == "heldout/loss"

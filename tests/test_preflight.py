@@ -68,6 +68,8 @@ def test_validate_checks_against_the_model_and_says_what(tmp_path, model_dir, ca
     ("fora.rank=33", "'fora.rank': 33 (allowed: 1..32, the smallest dimension"),
     ("data.source=missing/train.jsonl", "data file not found: missing/train.jsonl"),
     ("data.format=hf", "data.format 'hf' needs an HF dataset id"),
+    ("eval.heldout.source=missing/heldout.jsonl", "'eval.heldout.source': 'missing/heldout.jsonl' (file not found)"),
+    ("eval.tasks=[boolq, my_tasks/quiz.yaml]", "'eval.tasks': 'my_tasks/quiz.yaml' (file not found)"),
 ])
 def test_review_r5_mistakes_only_the_model_or_the_data_can_reveal(tmp_path, model_dir, capsys, override, expected):
     config = _config(tmp_path, model_dir)

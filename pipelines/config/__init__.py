@@ -1,7 +1,8 @@
 """The run config: one validated schema loaded from YAML, and everything that checks it without touching
 a model, a service or the network.
 
-    run_config.py   RunConfig and its data / train / eval / storage / ray sections; load and parse
+    run_config.py   RunConfig and its data / train / storage / ray sections; load and parse
+    evaluation.py   the ``eval`` section (tasks, held-out data and metrics) and which metrics it produces
     sweep.py        the ``sweep`` section;  ablation.py the ``ablation`` section;  register.py the ``register`` section
     resources.py    the ``resources`` section (each step's pod) and how it applies to a KFP task
     overrides.py    ``--set key=value`` overrides and the YAML loader

@@ -102,7 +102,7 @@ def _read_records(path: Path, fmt: str = "auto") -> list[Any]:
         raise DataError(f"{where}: not UTF-8 text (byte {err.start}); save it as UTF-8 JSON or JSONL") from None
     if not text.strip():
         raise DataError(f"{where}: the file is empty")
-    if fmt == "jsonl" or (fmt == "auto" and path.suffix == ".jsonl"):
+    if fmt == "jsonl" or path.suffix == ".jsonl":  # JSONL by suffix whatever the record form (chat, alpaca)
         records = []
         for row, line in enumerate(text.splitlines(), 1):
             if not line.strip():

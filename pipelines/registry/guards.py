@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..config.errors import RunConfigError
 from ..config.register import Guard
+from ..evaluation.metrics import higher_is_better
 
 
 def broken_guards(guards: list[Guard], tuned: dict[str, float], base: dict[str, float] | None,
@@ -32,7 +33,7 @@ def broken_guards(guards: list[Guard], tuned: dict[str, float], base: dict[str, 
                                  f"produce it (produced: {produced})")
         b, x = base[g.metric], tuned[g.metric]
         slack = g.tolerance * abs(b) if g.relative else g.tolerance
-        higher = directions.get(g.metric, True)
+        higher = higher_is_better(g.metric, declared=directions)
         ok = x >= b - slack if higher else x <= b + slack
         if not ok:
             bound = f">= {b - slack:.4g}" if higher else f"<= {b + slack:.4g}"

@@ -182,7 +182,7 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
     base_model.eval()
     if compare_base:
         scored["base"] = _base_scores(base_model, tokenizer, plan, cache)
-        results["base"] = _legacy_view(scored["base"])
+        results["base"] = {**_legacy_view(scored["base"]), "from_cache": bool(scored["base"].get("cached"))}
     if adapter_dir is not None:
         tuned = PeftModel.from_pretrained(base_model, str(adapter_dir))
         tuned.eval()

@@ -114,11 +114,30 @@ def check_data(run: RunConfig, remote: bool = True) -> str:
     return kind
 
 
+def check_eval_inputs(run: RunConfig, remote: bool = True) -> None:
+    """The held-out file and the user's task YAMLs the ``eval`` section names exist (else one line naming the
+    field), so a typo is found before data prep and training, not after."""
+    from pathlib import Path as _Path
+
+    from ..config.evaluation import BUILTIN_TASKS, is_task_path
+
+    named = [("eval.heldout.source", run.eval.heldout.source)] if run.eval.heldout.source not in ("", "validation") \
+        else []
+    named += [("eval.tasks", t) for t in run.eval.tasks if t not in BUILTIN_TASKS and is_task_path(t)]
+    for field, location in named:
+        if storage.is_uri(location):
+            if remote and not (storage.exists(location) or storage.list_keys(location)):
+                raise RunConfigError(f"invalid value for '{field}': {location!r} (no such object or prefix)")
+        elif not _Path(location).expanduser().exists():
+            raise RunConfigError(f"invalid value for '{field}': {location!r} (file not found)")
+
+
 def preflight(run: RunConfig, remote: bool = True) -> dict[str, Any]:
     """Every check that needs more than the schema; raises a one-line user error (RunConfigError, DataError,
     ModelLoadError, StorageError) at the first problem. Returns what was checked (printed by ``fora validate``)."""
     summary = check_model(run)
     summary["data"] = check_data(run, remote)
+    check_eval_inputs(run, remote)
     return summary
 
 
@@ -132,4 +151,4 @@ def describe(run: RunConfig, summary: dict[str, Any]) -> str:
                if "kfac_bytes" in summary else ""))
 
 
-__all__ = ["check_data", "check_model", "describe", "model_config", "model_skeleton", "preflight"]
+__all__ = ["check_data", "check_eval_inputs", "check_model", "describe", "model_config", "model_skeleton", "preflight"]

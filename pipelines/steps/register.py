@@ -19,6 +19,7 @@ from fora_core import ModelSource, load_adapter, merge_adapter
 
 from ..config.errors import RunConfigError
 from ..config.run_config import RunConfig
+from ..evaluation.metrics import higher_is_better
 from ..registry.champion import CHAMPION, version_by_alias
 from ..registry.guards import broken_guards
 from ..registry.promotion import DECISION_TAG, Challenger, Policy, decide_and_apply
@@ -36,13 +37,13 @@ def challenger_of(run: RunConfig, results: dict, per_item: dict, card: dict, by:
         produced = ", ".join(sorted(m for m in tuned["items"] if m in tuned["metrics"])) or "no per-item metric"
         raise RunConfigError(f"invalid value for 'register.metric': {metric!r} was not produced by the evaluation "
                              f"(produced: {produced})")
-    directions = per_item.get("directions", {})
+    directions = {**results.get("directions", {}), **per_item.get("directions", {})}
     measured = per_item.get("champion")
     champion_items = (measured or {}).get("items", {}).get(metric)
     base_metrics = results.get("base", {}).get("metrics") if "base" in results else None
     return Challenger(
         version=0, items=tuned["items"][metric], suite=per_item["suite"], metric=metric,
-        higher_is_better=bool(directions.get(metric, True)),
+        higher_is_better=higher_is_better(metric, declared=directions),
         measured={"version": measured["version"], "items": champion_items,
                   "source": measured.get("source", "scored in this run")} if measured and champion_items else None,
         data_fingerprint=card.get("source_fingerprint", card["content_hash"]), by=by,

@@ -100,7 +100,7 @@ def run_sweep(run: RunConfig) -> dict:
         reg = stages.register(best_run, sweep_dir / "data", sweep_dir / "calibration", adapter,
                               sweep_dir / "best" / "eval", sweep_dir / "best" / "merged", parent,
                               extra_tags=sweep_tags(summary))
-        summary["best"].update(registration=reg, acc_avg={w: results[w]["acc_avg"] for w in ("base", "tuned") if w in results})
+        summary["best"].update(registration=reg, acc_avg={w: results[w].get("acc_avg") for w in ("base", "tuned") if w in results})
         summary["seconds"]["evaluate_register"] = time.perf_counter() - t
     summary["seconds"]["total"] = time.perf_counter() - t_start
     atomic.write_text(sweep_dir / "sweep_summary.json", json.dumps(summary, indent=2, default=str))
