@@ -41,8 +41,8 @@ def test_each_step_from_the_shell_in_order(tmp_path, capsys):
     assert client.get_model_version("tiny-steps", "1").tags["K"] == "2"
     # the model card: base, data and its fingerprint, method and layers, accuracy with its interval
     card = (out / "merged" / "README.md").read_text()
-    items = json.loads((out / "eval" / "item_scores.json").read_text())["tuned"]["acc"]["arc_easy"]
-    assert f"| acc (macro over tasks) | {sum(items) / len(items):.4f} [" in card
+    items = json.loads((out / "eval" / "item_scores.json").read_text())["tuned"]["items"]["acc_avg"]["arc_easy"]
+    assert f"| **acc_avg** (promotion; higher is better) | {sum(items) / len(items):.4f} [" in card
     assert "file:sha256:" in card and "at K = 2 decoder layers" in card and "No champion was measured" in card
 
     # register.artifact: adapter: the version holds the adapter and its base model's name, a fraction of the
