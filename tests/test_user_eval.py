@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
+from pipeline_fixtures import tiny_model_dir
 
 from pipelines.config.errors import RunConfigError
 from pipelines.config.evaluation import EvalConfig
-from pipeline_fixtures import tiny_model_dir
 
 QUIZ = [
     {"question": "What color is the sky on a clear day?", "choices": ["blue", "green", "red"], "label": 0},
