@@ -59,7 +59,7 @@ class HeldoutItem:
     """The context's tokens, as training tokenized it (what generation starts from)."""
 
 
-def heldout_examples(cfg: HeldoutConfig, data_dir: str | Path, data_format: str = "auto") -> tuple[list[Example], str]:
+def heldout_examples(cfg: HeldoutConfig, data_dir: str | Path) -> tuple[list[Example], str]:
     """The held-out records as examples, and where they came from."""
     if cfg.source == "validation":
         path = Path(data_dir) / VALIDATION_TEXT
@@ -68,8 +68,8 @@ def heldout_examples(cfg: HeldoutConfig, data_dir: str | Path, data_format: str 
                             "this version on: re-run data-prep)")
         return [record_to_example(r, i, path.name, "auto") for i, r in enumerate(read_jsonl(path), 1)], \
             "the validation split"
-    fmt = data_format if data_format in ("chat", "jsonl", "alpaca", "llm-adapters") else "auto"
-    return read_source(DataConfig(source=cfg.source, format=fmt))[0], cfg.source
+    # a held-out file's form is detected from its records (it may differ from the training data's)
+    return read_source(DataConfig(source=cfg.source, format="auto"))[0], cfg.source
 
 
 def build_items(examples: list[Example], tokenizer, cfg: HeldoutConfig, max_length: int,

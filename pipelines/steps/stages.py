@@ -256,7 +256,7 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
 
             template = read_chat_template(run.data.chat_template)
         results = run_evaluation(model, tokenizer, adapter, data, e, out, max_length=run.data.max_length,
-                                 chat_template=template, data_format=run.data.format,
+                                 chat_template=template,
                                  compare_base=e.compare_base or bool(run.register.guards), champion=champion,
                                  cache=cache_location(e.cache, run.storage.uri))
         with tracked(run, run_id) as on:
