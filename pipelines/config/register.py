@@ -18,11 +18,9 @@ replace the champion (see ``promotion.py``, ``paired_test.py``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
-from .checks import check_bool, fail
-from .errors import RunConfigError
+from .checks import build_section, check_bool, fail
 
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 """A run or registered-model name: it names folders, checkpoints, MLflow runs and registered models."""
@@ -107,7 +105,7 @@ class RegisterConfig:
             fail("register.margin", self.margin, "a finite number >= 0 (in the metric's units)")
         if not isinstance(self.guards, list):
             fail("register.guards", self.guards, "a list of {metric, tolerance, relative}")
-        self.guards = [_guard(g, i) for i, g in enumerate(self.guards)]
+        self.guards = [build_section(Guard, g, f"register.guards[{i}]") for i, g in enumerate(self.guards)]
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 0.5:
             fail("register.alpha", self.alpha, "a number in (0, 0.5)")
         if self.approval not in APPROVALS:
@@ -116,15 +114,3 @@ class RegisterConfig:
             fail("register.artifact", self.artifact, "merged, adapter, both")
         if self.skip_unchanged not in ("scheduled", "always", "never"):
             fail("register.skip_unchanged", self.skip_unchanged, "scheduled, always, never")
-
-
-def _guard(value: Any, i: int) -> Guard:
-    if isinstance(value, Guard):
-        return value
-    if not isinstance(value, dict):
-        raise RunConfigError(f"'register.guards[{i}]' must be a mapping {{metric, tolerance, relative}}")
-    known = {f.name for f in fields(Guard)}
-    for key in value:
-        if key not in known:
-            raise RunConfigError(f"unknown field 'register.guards[{i}].{key}' (allowed: {', '.join(sorted(known))})")
-    return Guard(**value)
