@@ -10,9 +10,11 @@ names the field and what is allowed, so a user never sees a raw traceback for a 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .field_types import check_field_types, describe_value, section_hint
 from .methods import METHOD_SPECS, METHODS, MethodSpec
 
 __all__ = ["METHODS", "FisherSettings", "ForaConfig", "ForaConfigError", "FourierSettings", "LoraPlusSettings",
@@ -29,7 +31,7 @@ class ForaConfigError(ValueError):
 
 
 def _fail(field_name: str, value: Any, allowed: str) -> None:
-    raise ForaConfigError(f"invalid value for '{field_name}': {value!r} (allowed: {allowed})")
+    raise ForaConfigError(f"invalid value for '{field_name}': {describe_value(value)} (allowed: {allowed})")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -38,21 +40,23 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def _check_float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value > lo if lo_open else value >= lo) and value <= hi
     if not ok:
         bracket = "(" if lo_open else "["
-        _fail(name, value, f"a number in {bracket}{lo}, {hi}]")
+        _fail(name, value, f"a finite number in {bracket}{lo}, {hi}]" if hi == float("inf") and not lo_open
+              else f"a finite number > {lo}" if hi == float("inf") else f"a number in {bracket}{lo}, {hi}]")
 
 
 def _from_mapping(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
         raise ForaConfigError(
             f"unknown field '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(names))})"
         )
+    check_field_types(cls, data, prefix, ForaConfigError, lenient=("target_modules",))
     return cls(**data)
 
 
@@ -158,11 +162,18 @@ class ForaConfig:
             self.fourier = _from_mapping(FourierSettings, self.fourier, "fourier.")
         if isinstance(self.lora_plus, dict):
             self.lora_plus = _from_mapping(LoraPlusSettings, self.lora_plus, "lora_plus.")
+        for name, cls in (("fisher", FisherSettings), ("stiefel", StiefelSettings), ("fourier", FourierSettings),
+                          ("lora_plus", LoraPlusSettings)):
+            if not isinstance(getattr(self, name), cls):
+                _fail(name, getattr(self, name), section_hint(cls, name))
         if self.method not in METHODS:
             _fail("method", self.method, ", ".join(METHODS))
         _check_int("rank", self.rank, 1)
         _check_float("alpha", self.alpha, 0.0, float("inf"), lo_open=True)
         _check_float("dropout", self.dropout, 0.0, 0.999)
+        if isinstance(self.target_modules, str) and "," in self.target_modules:
+            items = ", ".join(t.strip() for t in self.target_modules.split(","))
+            _fail("target_modules", self.target_modules, f"a list: write [{items}], not one comma-separated string")
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
         if (

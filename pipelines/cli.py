@@ -326,10 +326,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import interruption
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    interruption.reset()
+    try:
+        interruption.install()
+    except ValueError:  # not the main thread (a test calling main): signals stay as they are
+        pass
     try:
         return args.fn(args)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (interruption.Interrupted)
+        line, code = interruption.describe(interruption.signal_number(err))
+        print(f"\nfora: {line}", file=sys.stderr, flush=True)
+        interruption.stop_ray_quietly()
+        return code
     except (*USER_ERRORS, RunConfigError) as err:
         print(f"fora: error: {err}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ def test_there_are_shipped_configs():
             ("register: {guards: [{metric: boolq/acc, tol: 1}]}", r"unknown field 'register.guards\[0\].tol'"),
         ("data: {template: chat}", "'data.template'"),
         ("modle: x", "unknown field 'modle'"),
-        ("train: [1, 2]", "'train' must be a mapping"),
+        ("train: [1, 2]", "'train': \\[1, 2\\] \\(allowed: a mapping \\('train' is a section"),
         ("fora: {layer_budget: 0}", "'fora.layer_budget'"),
         ("name: ../../etc", "'name'"),                      # R9: the name names folders and S3 prefixes
         ("name: a/b", "'name'"),

@@ -299,16 +299,22 @@ def run_ablation(run: RunConfig, command: str | None = None) -> dict:
     with clock("k_curves"):
         k_curves = _phase(run, root, "k_curves", k_arms, data, calib, parent) if k_arms else {"results": []}
 
+    # a diverged trial left no model: it is named in the summary, never scored as if its last checkpoint were one
+    diverged = [r for r in search["results"] + seeds["results"] + k_curves["results"] if r["status"] == "diverged"]
+    seeds["results"] = [r for r in seeds["results"] if r["status"] != "diverged"]
+    k_curves["results"] = [r for r in k_curves["results"] if r["status"] != "diverged"]
     with clock("scoring"):
         base = score_base(run, data, root)
         seed_scores = score_trials(run, seeds["results"], data, root, tasks=True)
-        drift = stiefel_drift_of_trials(run, search["results"] + seeds["results"], root)
+        drift = stiefel_drift_of_trials(run, [r for r in search["results"] if r["status"] != "diverged"]
+                                        + seeds["results"], root)
         k_scores = score_trials(run, k_curves["results"], data, root, tasks=False)
     seconds = clock.totals()
     this_run = time.perf_counter() - t_start
     summary = {"parent_run_id": parent, "num_layers": num_layers, "trials": counts, "seconds": seconds,
                "best": {m: _setting(r) for m, r in best.items()},
                "search": search["results"], "seeds": seeds["results"], "k_curves": k_curves["results"],
+               "diverged": [_setting(r) | {"trial_id": r["trial_id"], "steps": r.get("steps")} for r in diverged],
                "base": base, "seed_scores": seed_scores, "k_scores": k_scores, "stiefel_drift": drift,
                "config": run.to_dict(), "command": command or "fora ablate CONFIG"}
     (root / "ablation_summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -4,13 +4,16 @@ the value and the allowed values (``invalid value for 'train.batch_size': 0 (all
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
+
+from fora_core.field_types import check_field_types, describe_value, section_hint
 
 from .errors import RunConfigError
 
 
 def fail(name: str, value: Any, allowed: str) -> None:
-    raise RunConfigError(f"invalid value for '{name}': {value!r} (allowed: {allowed})")
+    raise RunConfigError(f"invalid value for '{name}': {describe_value(value)} (allowed: {allowed})")
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -24,20 +27,22 @@ def check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def check_number(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        value >= 0 if allow_zero else value > 0)
     if not ok:
-        fail(name, value, "a number >= 0" if allow_zero else "a number > 0")
+        fail(name, value, "a finite number >= 0" if allow_zero else "a finite number > 0")
 
 
-def build_section(cls, value: Any, name: str):
-    """``cls(**value)`` for a nested config section given as a mapping (or already built); a non-mapping or an
-    unknown key is one line naming the dotted field and the allowed keys."""
+def build_section(cls, value: Any, name: str, lenient: tuple[str, ...] = ()):
+    """``cls(**value)`` for a config section given as a mapping (or already built); a non-mapping, an unknown
+    key or a value of the wrong type (``fora_core/field_types.py``) is one line naming the dotted field."""
     if isinstance(value, cls):
         return value
     if not isinstance(value, dict):
-        raise RunConfigError(f"'{name}' must be a mapping")
+        raise RunConfigError(f"invalid value for '{name}': {describe_value(value)} (allowed: {section_hint(cls, name)})")
     known = {f.name for f in dataclasses.fields(cls)}
     for key in value:
-        if key not in known:
+        if not isinstance(key, str) or key not in known:
             raise RunConfigError(f"unknown field '{name}.{key}' (allowed: {', '.join(sorted(known))})")
+    check_field_types(cls, value, name + ".", RunConfigError, lenient or getattr(cls, "LENIENT", ()))
     return cls(**value)

@@ -27,13 +27,17 @@ class DataError(ValueError):
     """A data source or record is unusable; the message names the file, row and field."""
 
 
+class TrainingDiverged(ValueError):
+    """Training met a non-finite loss, gradient or parameter and stopped; nothing of it was saved as a model."""
+
+
 class FailedElsewhere(RuntimeError):
     """A job that ran on another machine failed there (its log was already shown); KFP may retry the step."""
 
 
 # Not FileNotFoundError: a path the user names is checked where it is named (load_run_config, the steps'
 # require_inputs, data.sources.source_kind), so a missing file after that is a fault, shown as one.
-USER_ERRORS: tuple[type[BaseException], ...] = (ForaConfigError, ModelLoadError, DataError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ForaConfigError, ModelLoadError, DataError, TrainingDiverged)
 FAILED_ELSEWHERE: tuple[type[BaseException], ...] = (FailedElsewhere,)
 
 

@@ -12,10 +12,40 @@ import yaml
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """YAML's safe loader that also reads ``1e-3`` as a number (YAML 1.2; PyYAML's 1.1 rules need ``1.0e-3``
-    and would hand the learning rate over as the string '1e-3')."""
+    """YAML's safe loader with YAML 1.2's scalars, as every other YAML tool a user knows reads them:
+
+    * ``1e-3`` is a number (PyYAML's 1.1 rules need ``1.0e-3`` and would hand the learning rate over as the
+      string '1e-3');
+    * only ``true`` and ``false`` are booleans: ``on``, ``off``, ``yes``, ``no`` stay strings (YAML 1.1 reads
+      ``bf16: on`` as true, and ``use_ray: no`` as false);
+    * a key given twice in one mapping is an error naming both lines (YAML 1.1 keeps the last silently).
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' may be overridden by the keys beside it
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class names it
+                    break
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (first at line {first.line + 1}); each key once",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+ConfigLoader.yaml_implicit_resolvers = {  # drop YAML 1.1's yes/no/on/off booleans (the resolver above stays)
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag != "tag:yaml.org,2002:bool" or regexp.pattern.startswith("^(?:true")]
+    for first, resolvers in ConfigLoader.yaml_implicit_resolvers.items()}
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"

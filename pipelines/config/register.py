@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .addresses import check_tracking_uri
 from .checks import build_section, check_bool, fail
 
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
@@ -93,8 +94,7 @@ class RegisterConfig:
         if not isinstance(self.metric, str) or not self.metric:
             fail("register.metric", self.metric, "a metric the evaluate step produces (acc_avg, boolq/acc, "
                                                  "heldout/loss, heldout/contains, ...)")
-        if not isinstance(self.tracking_uri, str):
-            fail("register.tracking_uri", self.tracking_uri, "'' (SQLite under output_dir) or an MLflow URI")
+        check_tracking_uri(self.tracking_uri)
         if not isinstance(self.experiment, str) or not self.experiment:
             fail("register.experiment", self.experiment, "a non-empty name")
         check_bool("register.compare_champion", self.compare_champion)

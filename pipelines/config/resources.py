@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from fora_core.field_types import check_field_types
+
 from .checks import fail
 from .errors import RunConfigError
 
@@ -74,16 +76,37 @@ class StepResources:
             where = f"{prefix}.tolerations[{i}]"
             if not isinstance(tol, dict) or not set(tol) <= TOLERATION_KEYS:
                 fail(where, tol, "a mapping with keys " + ", ".join(sorted(TOLERATION_KEYS)))
-            if tol.get("operator", "Equal") not in ("Equal", "Exists"):
-                fail(f"{where}.operator", tol.get("operator"), "Equal, Exists")
-            if "effect" in tol and tol["effect"] not in TOLERATION_EFFECTS:
-                fail(f"{where}.effect", tol["effect"], ", ".join(TOLERATION_EFFECTS))
+            _check_toleration(where, tol)
         for name in ("timeout_s", "retries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 fail(f"{prefix}.{name}", value, "an integer >= 0")
         if not isinstance(self.shm, str) or (self.shm and not _MEMORY.match(self.shm)):
             fail(f"{prefix}.shm", self.shm, "'' or a Kubernetes quantity such as 8Gi")
+
+
+def _check_toleration(where: str, tol: dict) -> None:
+    """What the Kubernetes API server would reject in a toleration, named before anything is compiled."""
+    operator = tol.get("operator", "Equal")
+    if operator not in ("Equal", "Exists"):
+        fail(f"{where}.operator", operator, "Equal, Exists")
+    for key in ("key", "value"):
+        if key in tol and not isinstance(tol[key], str):
+            fail(f"{where}.{key}", tol[key], "a string (quote it)")
+    if operator == "Exists" and tol.get("value"):
+        fail(f"{where}.value", tol["value"], "nothing: with operator Exists the toleration matches any value "
+                                             "(drop value, or use operator Equal)")
+    if operator == "Equal" and not tol.get("key"):
+        fail(f"{where}.key", tol.get("key", ""), "a taint key (only operator Exists may leave it empty)")
+    if "effect" in tol and tol["effect"] not in TOLERATION_EFFECTS:
+        fail(f"{where}.effect", tol["effect"], ", ".join(TOLERATION_EFFECTS))
+    if "toleration_seconds" in tol:
+        seconds = tol["toleration_seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+            fail(f"{where}.toleration_seconds", seconds, "an integer number of seconds >= 0")
+        if tol.get("effect") != "NoExecute":
+            fail(f"{where}.toleration_seconds", seconds, "only with effect: NoExecute (Kubernetes ignores it "
+                                                         "otherwise)")
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -103,9 +126,10 @@ def _step(name: str, value: Any) -> StepResources:
     if not isinstance(value, dict):
         raise RunConfigError(f"'resources.{name}' must be a mapping")
     known = {f.name for f in dataclasses.fields(StepResources)}
-    unknown = sorted(set(value) - known)
+    unknown = sorted(str(k) for k in value if k not in known)
     if unknown:
         raise RunConfigError(f"unknown field 'resources.{name}.{unknown[0]}' (allowed: {', '.join(sorted(known))})")
+    check_field_types(StepResources, value, f"resources.{name}.", RunConfigError, lenient=("cpu",))
     step = StepResources(**{**DEFAULTS[name], **value})
     step.check(f"resources.{name}")
     return step

@@ -8,6 +8,7 @@ The ``fora`` section is :class:`fora_core.ForaConfig` itself, so the method has 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any
 import yaml
 
 from fora_core import FILET_METHODS, ForaConfig, ForaConfigError
+from fora_core.field_types import check_field_types
 
 from .ablation import AblationConfig
-from .checks import check_bool, check_int, check_number, fail
+from .addresses import check_environment, check_ray_address
+from .checks import build_section, check_bool, check_int, check_number, fail
 from .errors import RunConfigError
 from .evaluation import BUILTIN_TASKS, EvalConfig, metric_unavailable
 from .overrides import ConfigLoader, apply_overrides
@@ -27,6 +30,8 @@ from .resources import ResourcesConfig
 from .sweep import SweepConfig
 
 EVAL_TASKS = BUILTIN_TASKS
+LAUNCH_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", "")
+"""MLFLOW_TRACKING_URI when this module was first imported: before any MLflow call of this process."""
 DATA_FORMATS = ("auto", "builtin", "llm-adapters", "alpaca", "jsonl", "hf", "chat")
 TEMPLATES = ("answer-text", "index")
 
@@ -95,6 +100,9 @@ class TrainConfig:
     max_failures: int = 2
     use_ray: bool = True
 
+    LENIENT = ("bf16",)
+    """Fields checked by ``__post_init__`` alone: ``bf16: true``/``false`` read as on/off."""
+
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "num_workers", "checkpoint_every", "eval_every"):
             check_int(f"train.{name}", getattr(self, name), 1)
@@ -107,6 +115,8 @@ class TrainConfig:
         check_number("train.weight_decay", self.weight_decay, allow_zero=True)
         if self.backend not in ("auto", "gloo", "nccl"):
             fail("train.backend", self.backend, "auto, gloo, nccl")
+        if isinstance(self.bf16, bool):  # 'bf16: true' means on
+            self.bf16 = "on" if self.bf16 else "off"
         if self.bf16 not in ("auto", "on", "off"):
             fail("train.bf16", self.bf16, "auto, on, off")
 
@@ -147,9 +157,7 @@ class RayConfig:
     """How often the step polls a submitted Ray job's status."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.address, str) or self.address.startswith("ray://"):
-            fail("ray.address", self.address, "'', 'local', http(s)://head:8265 (the Jobs API; Ray Client "
-                                                "ray:// is not for long jobs), host:port or 'auto'")
+        check_ray_address(self.address)
         check_int("ray.placement_timeout_s", self.placement_timeout_s, 1)
         check_number("ray.job_poll_s", self.job_poll_s)
 
@@ -215,7 +223,10 @@ class RunConfig:
 
     @property
     def tracking_uri(self) -> str:
-        return self.register.tracking_uri or f"sqlite:///{self.out.resolve() / 'mlflow.db'}"
+        """register.tracking_uri, else MLFLOW_TRACKING_URI as this process started with it (MLflow's convention;
+        mlflow.set_tracking_uri rewrites the variable later), else SQLite under output_dir."""
+        return (self.register.tracking_uri or LAUNCH_TRACKING_URI
+                or f"sqlite:///{self.out.resolve() / 'mlflow.db'}")
 
     @property
     def checkpoint_dir(self) -> str:
@@ -234,27 +245,23 @@ class RunConfig:
         if not isinstance(data, dict):
             raise RunConfigError(f"a run config must be a mapping, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if not isinstance(key, str) or key not in names:
+                raise RunConfigError(f"unknown field '{key}' (allowed: {', '.join(sorted(names))})")
+        check_field_types(cls, {k: v for k, v in data.items() if k not in SECTIONS}, "", RunConfigError)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key not in names:
-                raise RunConfigError(f"unknown field '{key}' (allowed: {', '.join(sorted(names))})")
-            if key in SECTIONS:
-                section = SECTIONS[key]
+            if key == "fora":
                 if not isinstance(value, dict):
-                    raise RunConfigError(f"'{key}' must be a mapping")
-                sub = {f.name for f in dataclasses.fields(section)}
-                for k in value:
-                    if k not in sub:
-                        raise RunConfigError(f"unknown field '{key}.{k}' (allowed: {', '.join(sorted(sub))})")
-                if section is ForaConfig:
-                    value = _fora_section(value)
-                else:
-                    try:
-                        value = section(**value)
-                    except RunConfigError:
-                        raise
-                    except ForaConfigError as err:  # a section defined in its own module (resources)
-                        raise RunConfigError(str(err)) from None
+                    build_section(ForaConfig, value, "fora")  # the one-line "is a section" error
+                value = _fora_section(value)
+            elif key in SECTIONS:
+                try:
+                    value = build_section(SECTIONS[key], value, key)
+                except RunConfigError:
+                    raise
+                except ForaConfigError as err:  # a section defined in its own module (resources)
+                    raise RunConfigError(str(err)) from None
             kwargs[key] = value
         return cls(**kwargs)
 
@@ -309,6 +316,8 @@ def parse_run_config(text: str, overrides: list[str] | None = None, where: str =
     except ValueError as err:
         raise RunConfigError(str(err)) from None
     run = RunConfig.from_dict(data)
+    check_environment({**os.environ, "MLFLOW_TRACKING_URI": LAUNCH_TRACKING_URI}, ray_address=run.ray.address,
+                      tracking_uri=run.register.tracking_uri)
     fisher_given = (data.get("fora") or {}).get("fisher") if isinstance(data, dict) else None
     if isinstance(fisher_given, dict) and {"num_batches", "batch_size"} & set(fisher_given):
         _check_fisher_budget(run)  # only what the user wrote: a round trip through to_dict spells out defaults

@@ -35,6 +35,7 @@ from components.register.component import register
 from components.resolve.component import resolve
 from components.train.component import train
 
+from ..config.overrides import ConfigLoader
 from ..config.resources import StepResources, apply_to_task
 from ..config.run_config import RunConfig, load_run_config
 
@@ -43,7 +44,7 @@ PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
 DEFAULT_CONFIG_PATH = ROOT / "configs" / "cluster.yaml"
 # one line (JSON is YAML): KFP copies defaults into the spec's header comment, and a multi-line default
 # would break that comment and with it the YAML file
-DEFAULT_CONFIG = json.dumps(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()))
+DEFAULT_CONFIG = json.dumps(yaml.load(DEFAULT_CONFIG_PATH.read_text(), Loader=ConfigLoader))
 
 # k8s/ creates these in the pipeline namespace
 S3_SECRET = "fora-s3-credentials"

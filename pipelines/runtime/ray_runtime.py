@@ -19,6 +19,7 @@ import os
 from fora_core import ForaConfigError
 
 from ..config.run_config import RunConfig
+from . import interruption
 
 log = logging.getLogger("fora")
 
@@ -69,9 +70,18 @@ def init_ray(run: RunConfig) -> str:
         except (ConnectionError, RuntimeError) as err:
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise RayClusterError(f"cannot join the Ray cluster at {address} ({first})") from None
+        _keep_our_sigterm()
         return address
     ray.init(log_to_driver=True, configure_logging=False, include_dashboard=dashboard_wanted())
+    _keep_our_sigterm()
     return "local"
+
+
+def _keep_our_sigterm() -> None:
+    """ray.init installs a crash handler that turns SIGTERM into a stack dump and exit 134; put back the
+    one-line interruption (``interruption.py``) when this command had installed it."""
+    if interruption.installed():
+        interruption.install()
 
 
 def worker_bundle(run: RunConfig) -> dict[str, float]:

@@ -41,9 +41,10 @@ from fora_core import (
 
 from ..config.run_config import RunConfig
 from ..data.jsonl import read_jsonl
-from ..runtime import checkpoints, storage
+from ..runtime import checkpoints, interruption, rng_state, storage
 from ..runtime.models import model_source
 from ..runtime.ray_runtime import check_placement, init_ray
+from . import divergence
 from .calibrate import collate, mean_response_loss
 from .train_contexts import LocalContext, RayContext, TuneContext, metric_logger
 from .train_outputs import ADAPTER_DIR, write_outputs
@@ -104,19 +105,19 @@ def validation_loss(model, rows: list[dict], pad_id: int, device=None, batch_siz
     return loss
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Per-worker FoRA training. ``config``: run (RunConfig dict), data_dir (folder or s3:// URI: a worker on
+def train_loop_per_worker(config: dict[str, Any]) -> dict | None:
+    """Per-worker FoRA training; returns the last report when training stopped on divergence (``divergence.py``). ``config``: run (RunConfig dict), data_dir (folder or s3:// URI: a worker on
     another machine reads the data from storage, never from the submitting process's disk), layers, use_ray,
     storage (in-process), resume_from, fingerprint, run_key, tracking_uri, mlflow_run_id, progress,
     fail_at_step (tests)."""
     scratch = Path(tempfile.mkdtemp(prefix="fora-worker-"))
     try:
-        _train(config, scratch)
+        return _train(config, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(config: dict[str, Any], scratch: Path) -> None:
+def _train(config: dict[str, Any], scratch: Path) -> dict | None:
 
     run = RunConfig.from_dict(config["run"])
     tcfg = run.train
@@ -166,6 +167,8 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
         scheduler.load_state_dict(state["scheduler"])
         start_step = state["step"]
         history = state.get("history", [])
+        if len(state.get("rng") or []) == ctx.world:  # checkpoints before 2026-12 carry none
+            rng_state.restore(state["rng"][ctx.rank])
     else:
         resume = None
 
@@ -200,6 +203,8 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
         last_val = validation_loss(model, val_rows, pad_id, device)
         val_seconds = time.perf_counter() - t_val
     model.train()
+    trainable = [p for p in inner.parameters() if p.requires_grad]
+    last_saved = start_step or None
     try:
         for step in range(start_step, tcfg.max_steps):
             if config.get("fail_at_step") == step and not resume:
@@ -216,7 +221,16 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
                 loss.backward()
                 loss_sum += loss.item()
                 tokens += int(batch["attention_mask"].sum())
-            optimizer.step()
+            problem = divergence.gradient_problem(loss_sum, trainable)
+            if problem is None:
+                optimizer.step()
+                problem = divergence.parameter_problem(trainable)
+            if problem is not None:  # nothing of this step is kept: report it and stop (no checkpoint)
+                stopped = {"step": step + 1, "loss": loss_sum, "diverged": 1, "problem": problem,
+                           "last_checkpoint": last_saved, "val_loss": last_val if carry_val else None}
+                ctx.report({k: v for k, v in stopped.items() if v is not None}, None)
+                say(divergence.explain(config["run"], step + 1, problem, last_saved))
+                return stopped
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
@@ -244,9 +258,13 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
                     + (f" val_loss {metrics['val_loss']:.4f}" if "val_loss" in metrics else "")
                     + f" {metrics['tokens_per_s']:.0f} tokens/s")
             ckpt_dir = None
-            if ctx.rank == 0 and (done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps):
-                ckpt_dir = tempfile.mkdtemp(prefix="ckpt-", dir=scratch)
-                save_checkpoint(Path(ckpt_dir), inner, fora, config, optimizer, scheduler, done, history)
+            if done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps:
+                rng = rng_state.gather(ctx.world)  # every worker's generators (a collective)
+                if ctx.rank == 0:
+                    ckpt_dir = tempfile.mkdtemp(prefix="ckpt-", dir=scratch)
+                    save_checkpoint(Path(ckpt_dir), inner, fora, config, optimizer, scheduler, done, history, rng)
+                last_saved = done
+            interruption.progress(step=done)
             reported = dict(metrics)
             if carry_val:
                 last_val = metrics.get("val_loss", last_val)
@@ -259,6 +277,7 @@ def _train(config: dict[str, Any], scratch: Path) -> None:
             bar.close()
         if metrics_log is not None:
             metrics_log.close()
+    return None
 
 
 def _say(text: str) -> None:
@@ -267,11 +286,12 @@ def _say(text: str) -> None:
 
 
 def save_checkpoint(path: Path, model, fora: ForaConfig, config: dict, optimizer, scheduler, step: int,
-                    history: list[dict]) -> None:
-    """Adapter (safetensors), optimizer + scheduler state (tensors only), history and the run's fingerprint."""
+                    history: list[dict], rng: list[dict] | None = None) -> None:
+    """Adapter (safetensors), optimizer + scheduler state and every worker's random-number state (tensors,
+    numbers and tuples only), history and the run's fingerprint."""
     save_adapter(model, path / ADAPTER_DIR, fora, layers=config["layers"])
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "history": history}, path / STATE_FILE)
+                "history": history, "rng": rng or []}, path / STATE_FILE)
     (path / "history.json").write_text(json.dumps(history))
     run = config["run"]
     (path / checkpoints.META_FILE).write_text(json.dumps(checkpoints.meta(
@@ -294,6 +314,8 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
     data_hash = storage.read_json(storage.join(data, "data_card.json"))["content_hash"]
     ns = checkpoints.choose_namespace(run, run_key, data_hash, list(layers))
     found = ns.latest
+    interruption.progress(checkpoints=ns.path, max_steps=run.train.max_steps,
+                          step=(int(found["step"]) if found else 0) if not run.train.use_ray else None)
     loop_config = {"run": run.to_dict(), "data_dir": data, "layers": list(layers), "use_ray": run.train.use_ray,
                    "calib_dir": storage.absolute(calib_dir) if calib_dir is not None else None,
                    "tracking_uri": run.tracking_uri, "mlflow_run_id": mlflow_run_id, "progress": progress,
@@ -305,7 +327,7 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
             final = storage.localize(found["checkpoint"], scratch / "final")
         elif not run.train.use_ray:
             loop_config["storage"] = ns.path
-            train_loop_per_worker(loop_config)
+            divergence.raise_if_diverged(train_loop_per_worker(loop_config), loop_config["run"], ns.path)
             last = checkpoints.latest(ns.path)
             final = storage.localize(last["checkpoint"], scratch / "final") if last else None
         else:
@@ -344,6 +366,7 @@ def _fit_with_ray(run: RunConfig, loop_config: dict, ns, scratch: Path) -> Path 
                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()  # [ray]
+    divergence.raise_if_diverged(result.metrics, loop_config["run"], ns.path)
     if result.checkpoint is None:
         return None
     return Path(result.checkpoint.to_directory(str(scratch / "final")))

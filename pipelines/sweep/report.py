@@ -23,8 +23,8 @@ def _num(v: Any) -> float | None:
 
 
 def collect_results(grid, max_steps: int) -> list[dict[str, Any]]:
-    """Rows from a Tune ``ResultGrid``: config, how the trial ended (completed / stopped_early / failed /
-    unfinished), last and best metrics, seconds inside training steps vs the trial's wall time, and the
+    """Rows from a Tune ``ResultGrid``: config, how the trial ended (completed / stopped_early / diverged /
+    failed / unfinished), last and best metrics, seconds inside training steps vs the trial's wall time, and the
     learning curve (``curve``: step, loss, val_loss where freshly measured)."""
     analysis = grid._experiment_analysis
     frames = analysis.trial_dataframes
@@ -53,7 +53,11 @@ def collect_results(grid, max_steps: int) -> list[dict[str, Any]]:
                             for s, lo, v, f in zip(df["step"], df["loss"], df.get("val_loss", [None] * len(df)),
                                                    fresh, strict=True)]
         steps = row.get("steps", 0)
-        if trial.status == "ERROR":
+        if df is not None and len(df) and "diverged" in df and _num(df.iloc[-1].get("diverged")):
+            row["status"] = "diverged"  # stopped on a non-finite loss: its last checkpoint is not a model
+            row["checkpoint_path"] = None
+            row["problem"] = str(df.iloc[-1].get("problem"))
+        elif trial.status == "ERROR":
             row["status"] = "failed"
         elif trial.status == "TERMINATED":
             row["status"] = "completed" if steps >= max_steps else "stopped_early"

@@ -74,7 +74,9 @@ def _trial_callback(tracking_uri: str, experiment_id: str, max_steps: int):
             run_id = found[0].info.run_id
             last = trial.last_result or {}
             steps = int(last.get("step", 0))
-            ended = "failed" if status == "FAILED" else ("completed" if steps >= max_steps else "stopped_early")
+            ended = "failed" if status == "FAILED" else "diverged" if last.get("diverged") else (
+                "completed" if steps >= max_steps else "stopped_early")
+            status = "FAILED" if ended == "diverged" else status
             client.set_tag(run_id, "fora.trial_status", ended)
             where = last.get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint else None)
             if where:
@@ -200,12 +202,13 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
     outputs = write_tables(results, sweep_dir)
     outputs += [plot_k_sensitivity(results, sweep_dir / "k_sensitivity.png", run.sweep.metric, num_layers),
                 plot_learning_curves(results, sweep_dir / "learning_curves.png")]
-    finished = [r for r in results if r["status"] in ("completed", "stopped_early")]
+    finished = [r for r in results if r["status"] in ("completed", "stopped_early", "diverged")]  # ended
     summary: dict[str, Any] = {
         "parent_run_id": parent_run_id, "planned_trials": n_trials, "finished_trials": len(finished),
         "finished": len(finished) == n_trials, "resumed": resumed, "concurrent": concurrent,
         "threads_per_trial": threads, "failed_trials": sum(r["status"] == "failed" for r in results),
         "stopped_early": sum(r["status"] == "stopped_early" for r in results),
+        "diverged_trials": sum(r["status"] == "diverged" for r in results),
         "seconds": {"tune": tune_seconds, "trials_training": sum(r.get("train_seconds", 0.0) for r in results),
                     "trials_validation": sum(r.get("val_seconds", 0.0) for r in results),
                     "trials_wall": sum(r.get("wall_seconds") or 0.0 for r in results)},
@@ -264,7 +267,7 @@ def best_run_config(run: RunConfig, summary: dict) -> RunConfig:
 def _best(results: list[dict], metric: str, mode: str) -> dict:
     """The best trial by its last reported metric; trials that ran to the end are preferred."""
     pool = [r for r in results if r["status"] == "completed" and r.get(metric) is not None] or \
-           [r for r in results if r.get(metric) is not None]
+           [r for r in results if r.get(metric) is not None and r["status"] != "diverged"]
     if not pool:
         raise RuntimeError("no trial reported the sweep metric")
     return (min if mode == "min" else max)(pool, key=lambda r: r[metric])

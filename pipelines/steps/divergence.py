@@ -1,0 +1,59 @@
+"""Divergence: a non-finite loss, gradient or parameter stops training at that step, before anything of it is
+saved. The last checkpoint (every one was finite when it was written) stays; no adapter is written and nothing
+is registered; the sweep and the ablation mark the trial ``diverged`` and go on.
+
+Checked every step on the trainable (adapter) parameters only, so the cost is a few norms of the adapter's
+tensors: the loss summed over the micro-batches, the global gradient norm before the optimizer step (after
+DDP's all-reduce, so every worker decides alike) and the parameters' norm after it (a finite gradient times a
+huge learning rate can still overflow them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from fora_core import STIEFEL_METHODS
+
+from ..config.errors import TrainingDiverged
+
+
+def _norm(tensors: list[torch.Tensor]) -> float:
+    if not tensors:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([t.detach().float().norm() for t in tensors])))
+
+
+def gradient_problem(loss: float, params: Iterable[torch.nn.Parameter]) -> str | None:
+    """Why this step must not be applied (``'loss nan'``, ``'gradient norm inf'``), or None."""
+    if not math.isfinite(loss):
+        return f"loss {loss}"
+    grad = _norm([p.grad for p in params if p.grad is not None])
+    return None if math.isfinite(grad) else f"gradient norm {grad}"
+
+
+def parameter_problem(params: Iterable[torch.nn.Parameter]) -> str | None:
+    """``'adapter parameters inf'`` when the step just taken left a non-finite value, else None."""
+    norm = _norm(list(params))
+    return None if math.isfinite(norm) else f"adapter parameters' norm {norm} after the update"
+
+
+def explain(run_dict: dict, step: int, problem: str, last_checkpoint: int | None, where: str = "") -> str:
+    """The one line a user reads: the step, what was non-finite, the likely cause and what was kept."""
+    fora, train = run_dict["fora"], run_dict["train"]
+    lrs = f"train.lr={train['lr']:g}" + (f", train.stiefel_lr={train['stiefel_lr']:g}"
+                                         if fora["method"] in STIEFEL_METHODS else "")
+    kept = (f"the last finite checkpoint (step {last_checkpoint}) is kept{' in ' + where if where else ''}"
+            if last_checkpoint else "no checkpoint was written before it")
+    return (f"training diverged at step {step}: {problem}. Likely cause: the learning rate ({lrs}) is too high "
+            f"for method '{fora['method']}'; lower it (or raise train.warmup_steps) and run again. {kept}; no "
+            "adapter was saved and nothing was registered")
+
+
+def raise_if_diverged(report: dict | None, run_dict: dict, where: str = "") -> None:
+    """Raise :class:`TrainingDiverged` when the training loop's last report says it stopped on divergence."""
+    if report and report.get("diverged"):
+        raise TrainingDiverged(explain(run_dict, int(report["step"]), report.get("problem", "non-finite values"),
+                                       report.get("last_checkpoint"), where))
