@@ -4,7 +4,7 @@
     fora data-prep | calibrate | train | evaluate | register CONFIG   one step (folders under output_dir)
     fora sweep CONFIG                                         Ray Tune sweep of K and learning rates
     fora ablate CONFIG                                        lora / fg-lora / stiefel-lora / fora, tuned, seeds, report
-    fora compile [--config CONFIG] [--output-dir DIR]         write both KFP pipeline YAMLs (CONFIG's resources)
+    fora compile [--config CONFIG] [--output-dir DIR]         write both KFP pipeline YAMLs (default build/kfp/)
     fora submit CONFIG --host URL [--schedule CRON]           run (or schedule) it on a Kubeflow cluster
     fora validate CONFIG [--schema-only]                      check a config (and its model and data) and print it
     fora ui CONFIG                                            the MLflow UI command for this run
@@ -29,6 +29,8 @@ from .config.errors import FAILED_ELSEWHERE, USER_ERRORS, RunConfigError
 from .config.overrides import join_overrides
 from .config.run_config import RunConfig, load_run_config
 
+COMPILE_DIR = "build/kfp"
+"""Where ``fora compile`` writes by default (never over the checked-in YAML unless that folder is named)."""
 STEP_DIRS = {"data": "data", "calibration": "calibration", "train": "train", "eval": "eval", "merged": "merged"}
 
 
@@ -47,10 +49,27 @@ def _writable(folder: Path, what: str) -> Path:
     return folder
 
 
+def _creatable(folder: Path, what: str) -> Path:
+    """``folder`` can be created (its nearest existing parent is a writable folder), else one line; nothing is
+    created, so a check that fails later leaves no empty folder behind."""
+    import tempfile
+
+    parent = folder.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunConfigError(f"{what} {folder}: cannot create it ({parent} is not a folder)")
+    try:  # a probe, removed at once (os.access says yes to root even where nothing can be made)
+        os.rmdir(tempfile.mkdtemp(prefix=".fora-probe-", dir=parent))
+    except OSError as err:
+        raise RunConfigError(f"{what} {folder}: cannot create it ({err.strerror or err})") from None
+    return folder
+
+
 def _output_config(args) -> RunConfig:
     """The config of a command that writes under ``output_dir``: checked to be creatable before any work."""
     run = _config(args)
-    _writable(run.out, "output_dir")
+    _creatable(run.out, "output_dir")
     return run
 
 
@@ -112,7 +131,7 @@ def _cmd_step(args) -> int:
     written = d[{"data-prep": "data", "calibrate": "calibration", "train": "train", "evaluate": "eval",
                  "register": "merged"}[args.step]]
     if not storage.is_uri(str(written)):  # a Ray job writes to s3:// (--out), never to the submitter's output_dir
-        _writable(Path(written).parent, "output_dir" if not args.out else "--out")
+        _creatable(Path(written).parent, "output_dir" if not args.out else "--out")
     progress = not args.quiet
     if args.step == "data-prep":
         card = stages.data_prep(run, d["data"], args.mlflow_run_id, progress=progress)
@@ -141,14 +160,16 @@ def _cmd_compile(args) -> int:
     from .kubeflow.fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
     from .kubeflow.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
 
-    run = load_run_config(args.config or DEFAULT_CONFIG_PATH, args.set) if (args.config or args.set) else None
-    if args.train_gpus:  # the older shortcut for --set resources.train.gpus=N
-        run = run or load_run_config(DEFAULT_CONFIG_PATH)
-        run.resources.train.gpus = args.train_gpus
-        run.resources.sweep.gpus = args.train_gpus
-    folder = _writable(Path(args.output_dir), "--output-dir") if args.output_dir else None
+    overrides = list(args.set)
+    if args.train_gpus is not None:  # the older shortcut for --set resources.train.gpus=N (checked the same way)
+        overrides += [f"resources.train.gpus={args.train_gpus}", f"resources.sweep.gpus={args.train_gpus}"]
+    run = load_run_config(args.config or DEFAULT_CONFIG_PATH, overrides) if (args.config or overrides) else None
+    if not args.output_dir.strip():
+        raise RunConfigError(f"--output-dir {args.output_dir!r}: give a folder (default {COMPILE_DIR}; the checked-in "
+                             f"files are refreshed only when their folder is named: --output-dir {PIPELINE_YAML.parent})")
+    folder = _writable(Path(args.output_dir), "--output-dir")
     for fn, default in ((compile_pipeline, PIPELINE_YAML), (compile_sweep_pipeline, SWEEP_PIPELINE_YAML)):
-        path = fn(folder / default.name if folder else default, run=run)
+        path = fn(folder / default.name, run=run)
         print(f"wrote {path}")
     return 0
 
@@ -167,7 +188,7 @@ def _cmd_sweep(args) -> int:
         summary = sweep_trials(run, args.data, args.calibration, args.out, args.mlflow_run_id, args.run_key)
         print(f"{summary['finished_trials']}/{summary['planned_trials']} trials finished -> {args.out}")
         return 0 if summary["finished"] else 1
-    _writable(run.out, "output_dir")
+    _creatable(run.out, "output_dir")
     summary = run_sweep(run)
     sweep_dir = run.out.resolve() / "sweep"
     print("\n" + (sweep_dir / "results.md").read_text())
@@ -319,8 +340,10 @@ def _parser() -> argparse.ArgumentParser:
                         "from this run config; default: configs/cluster.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of that config, e.g. --set resources.train.gpus=1")
-    p.add_argument("--output-dir", default=None, help="default: pipelines/kubeflow/ (the checked-in files)")
-    p.add_argument("--train-gpus", type=int, default=0, help="shortcut for --set resources.train.gpus=N")
+    p.add_argument("--output-dir", default=COMPILE_DIR,
+                   help=f"default: {COMPILE_DIR}; the checked-in pipelines/kubeflow/*.yaml are written only when "
+                        "that folder is named")
+    p.add_argument("--train-gpus", type=int, default=None, help="shortcut for --set resources.train.gpus=N")
     p.set_defaults(fn=_cmd_compile)
     return parser
 

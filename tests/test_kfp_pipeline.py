@@ -39,7 +39,7 @@ def _platform(path: Path) -> dict:
 
 def test_checked_in_pipeline_yaml_is_fresh(tmp_path):
     fresh = compile_pipeline(tmp_path / "fresh.yaml").read_text()
-    assert PIPELINE_YAML.read_text() == fresh, "pipelines/kubeflow/fora_pipeline.yaml is stale: run `fora compile`"
+    assert PIPELINE_YAML.read_text() == fresh, "pipelines/kubeflow/fora_pipeline.yaml is stale: run `fora compile --output-dir pipelines/kubeflow`"
     assert len(list(yaml.safe_load_all(fresh))) == 2  # pipeline spec + platform spec, header comment included
     from kfp import components
 
@@ -51,7 +51,7 @@ def test_checked_in_sweep_pipeline_is_fresh_and_wired(tmp_path):
     from pipelines.kubeflow.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
 
     fresh = compile_sweep_pipeline(tmp_path / "sweep.yaml").read_text()
-    assert SWEEP_PIPELINE_YAML.read_text() == fresh, "pipelines/kubeflow/fora_sweep_pipeline.yaml is stale: `fora compile`"
+    assert SWEEP_PIPELINE_YAML.read_text() == fresh, "pipelines/kubeflow/fora_sweep_pipeline.yaml is stale: `fora compile --output-dir pipelines/kubeflow`"
     tasks = _tasks(_spec(SWEEP_PIPELINE_YAML))
     assert sorted(tasks) == ["calibrate", "data-prep", "evaluate", "register", "resolve", "sweep"]
     # the Fisher pass runs once, before the trials; the best trial flows into evaluate and register

@@ -1,5 +1,5 @@
 """The FoRA pipeline as a KFP v2 DAG: data prep -> Fisher calibration -> Ray Train FoRA -> lm-eval ->
-merge/register. Compiled to ``pipelines/kubeflow/fora_pipeline.yaml`` by ``fora compile`` (checked in; a test fails
+merge/register. Compiled to ``pipelines/kubeflow/fora_pipeline.yaml`` by ``fora compile --output-dir pipelines/kubeflow`` (checked in; a test fails
 if it is stale). Upload that file in the Kubeflow UI, or ``fora submit --host URL CONFIG``.
 
 Parameters: ``config_yaml`` (a whole run config; the default is ``configs/cluster.yaml``),

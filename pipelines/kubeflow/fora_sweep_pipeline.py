@@ -1,6 +1,6 @@
 """The sweep as a KFP v2 DAG: data prep -> Fisher calibration (once) -> Ray Tune trials -> lm-eval of the
 best trial -> merge/register (tagged with the sweep and the trial). Compiled to
-``pipelines/kubeflow/fora_sweep_pipeline.yaml`` by ``fora compile`` (checked in; a test fails if it is stale).
+``pipelines/kubeflow/fora_sweep_pipeline.yaml`` by ``fora compile --output-dir pipelines/kubeflow`` (checked in; a test fails if it is stale).
 
 The search space is the config's ``sweep`` section; ``overrides`` changes it from the UI, e.g.
 ``sweep.layer_budgets=[0.25, 0.5, 1.0], sweep.lr=[1e-4, 3e-4]``. With ``storage.uri`` set, Tune's state

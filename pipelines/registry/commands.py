@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -23,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from ..config.errors import RunConfigError
 from ..config.run_config import RunConfig
 from ..runtime.tracking import check_server
+from .champion import CHALLENGER, CHAMPION
 from .history import history_table, read_history
 from .promotion import DECISION_TAG, rollback, set_alias_by_hand
 
@@ -82,10 +84,11 @@ def registry_command(run: RunConfig, action: str, version: int | None = None, re
     if action == "history":
         entries = read_history(client, name)
         return history_table(entries) if entries else f"'{name}' has no promotion history yet\n"
-    if action == "show":
-        return show_version(client, run, _need(version))
     try:
+        if action == "show":
+            return show_version(client, run, _need(version))
         if action == "promote":
+            check_alias(alias)
             e = set_alias_by_hand(client, name, _need(version), reason, who, alias=alias)
         elif action == "rollback":
             e = rollback(client, name, reason, who, to=to)
@@ -96,7 +99,9 @@ def registry_command(run: RunConfig, action: str, version: int | None = None, re
         raise RunConfigError(str(err)) from None
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise RunConfigError(f"'{name}' has no version {version if action == 'promote' else to}") from None
+            missing = to if action == "rollback" else version
+            have = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+            raise RunConfigError(f"'{name}' has no version {missing} (it has {_ranges(have) or 'none'})") from None
         raise
     return (f"{name}: {e['alias']} -> version {e['version']} (was {e.get('previous') or 'none'}); recorded as "
             f"history entry {e['seq']}: {e['action']} by {e['by']}: {e['reason']}\n")
@@ -105,4 +110,34 @@ def registry_command(run: RunConfig, action: str, version: int | None = None, re
 def _need(version: int | None) -> int:
     if version is None:
         raise RunConfigError("give the VERSION")
+    if version < 1:
+        raise RunConfigError(f"version {version}: registry versions start at 1")
     return version
+
+
+PROJECT_ALIASES = (CHAMPION, CHALLENGER)
+ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def check_alias(alias: str) -> None:
+    """champion, challenger, or a custom alias (lower case letters, digits, '-', '_'; not MLflow's reserved
+    'latest' or 'v<N>'). A project alias in another case is refused: MLflow would keep it beside the real one."""
+    if alias in PROJECT_ALIASES:
+        return
+    if alias.lower() in PROJECT_ALIASES:
+        raise RunConfigError(f"--alias {alias!r}: aliases are case-sensitive in MLflow, so this would add a second "
+                             f"alias beside '{alias.lower()}'; write --alias {alias.lower()}")
+    if not ALIAS.match(alias) or alias == "latest" or re.fullmatch(r"v\d+", alias):
+        raise RunConfigError(f"--alias {alias!r} (allowed: champion, challenger, or a custom alias of lower-case "
+                             "letters, digits, '-' and '_', not 'latest' or v<N>)")
+
+
+def _ranges(versions: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    out: list[str] = []
+    for v in versions:
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)

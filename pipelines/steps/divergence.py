@@ -10,14 +10,17 @@ huge learning rate can still overflow them).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
 from fora_core import STIEFEL_METHODS
 
 from ..config.errors import TrainingDiverged
+from ..runtime import storage
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:
@@ -50,6 +53,38 @@ def explain(run_dict: dict, step: int, problem: str, last_checkpoint: int | None
     return (f"training diverged at step {step}: {problem}. Likely cause: the learning rate ({lrs}) is too high "
             f"for method '{fora['method']}'; lower it (or raise train.warmup_steps) and run again. {kept}; no "
             "adapter was saved and nothing was registered")
+
+
+MARKER = "diverged.json"
+"""Written into the run's checkpoint namespace by a Ray Train worker that stopped on divergence: Ray Train's
+result carries the metrics of the last checkpoint only, so the driver reads this instead."""
+
+
+def write_marker(namespace: str, report: dict) -> None:
+    text = json.dumps(report)
+    if storage.is_uri(namespace):
+        storage.write_text(storage.join(namespace, MARKER), text)
+    else:
+        Path(namespace).mkdir(parents=True, exist_ok=True)
+        (Path(namespace) / MARKER).write_text(text)
+
+
+def take_marker(namespace: str) -> dict | None:
+    """The marker's report, removed as it is read (a rerun starts without it), or None."""
+    where = storage.join(namespace, MARKER)
+    if storage.is_uri(namespace):
+        if not storage.exists(where):
+            return None
+        report = json.loads(storage.read_text(where))
+        target = storage.S3Uri.parse(where)
+        storage.s3_client().delete_object(Bucket=target.bucket, Key=target.key)
+        return report
+    path = Path(namespace) / MARKER
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    path.unlink()
+    return report
 
 
 def raise_if_diverged(report: dict | None, run_dict: dict, where: str = "") -> None:

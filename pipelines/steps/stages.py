@@ -117,11 +117,14 @@ def resolve(run: RunConfig, run_name: str | None = None, scheduled: bool = False
     Returns {"run_id", "source_fingerprint", "recipe_fingerprint", "skip", "reason"}."""
     from ..data.fingerprint import recipe_fingerprint, source_fingerprint
     from ..registry.retrain import skip_decision
+    from ..runtime.reachability import check_services
     from .preflight import describe, preflight
 
     log.info("%s", describe(run, preflight(run, remote=False)))  # the fingerprint asks S3 for the object
+    log.info("services: %s", ", ".join(f"{k} {v}" for k, v in check_services(run).items()))
     source = source_fingerprint(run.data)
     recipe = recipe_fingerprint(run, source)
+    run.out.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves no folder and no MLflow run
     run_id = start_tracking(run, run_name)
     skip, reason = skip_decision(run.tracking_uri, run.register.model_name, recipe, run.register.skip_unchanged,
                                  scheduled)

@@ -109,7 +109,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict | None:
     """Per-worker FoRA training; returns the last report when training stopped on divergence (``divergence.py``). ``config``: run (RunConfig dict), data_dir (folder or s3:// URI: a worker on
     another machine reads the data from storage, never from the submitting process's disk), layers, use_ray,
     storage (in-process), resume_from, fingerprint, run_key, tracking_uri, mlflow_run_id, progress,
-    fail_at_step (tests)."""
+    fail_at_step and nan_at_step (tests)."""
     scratch = Path(tempfile.mkdtemp(prefix="fora-worker-"))
     try:
         return _train(config, scratch)
@@ -218,6 +218,8 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
                 batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = model(**batch).loss / tcfg.grad_accum
+                if config.get("nan_at_step") == step:  # tests: a non-finite loss at this step
+                    loss = loss * float("nan")
                 loss.backward()
                 loss_sum += loss.item()
                 tokens += int(batch["attention_mask"].sum())
@@ -229,6 +231,8 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
                 stopped = {"step": step + 1, "loss": loss_sum, "diverged": 1, "problem": problem,
                            "last_checkpoint": last_saved, "val_loss": last_val if carry_val else None}
                 ctx.report({k: v for k, v in stopped.items() if v is not None}, None)
+                if isinstance(ctx, RayContext) and ctx.rank == 0 and config.get("namespace"):
+                    divergence.write_marker(config["namespace"], stopped)
                 say(divergence.explain(config["run"], step + 1, problem, last_saved))
                 return stopped
             scheduler.step()
@@ -300,7 +304,7 @@ def save_checkpoint(path: Path, model, fora: ForaConfig, config: dict, optimizer
 
 def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_dir: str | Path,
                  mlflow_run_id: str | None = None, progress: bool = False,
-                 fail_at_step: int | None = None, run_key: str | None = None,
+                 fail_at_step: int | None = None, run_key: str | None = None, nan_at_step: int | None = None,
                  calib_dir: str | Path | None = None) -> dict:
     """Driver: pick the run's checkpoint namespace (``runtime/checkpoints.py``), fit the per-worker loop with Ray
     Train (or in-process when ``train.use_ray`` is off), and write the final adapter, history and loss curve
@@ -319,7 +323,7 @@ def run_training(run: RunConfig, data_dir: str | Path, layers: list[int], out_di
     loop_config = {"run": run.to_dict(), "data_dir": data, "layers": list(layers), "use_ray": run.train.use_ray,
                    "calib_dir": storage.absolute(calib_dir) if calib_dir is not None else None,
                    "tracking_uri": run.tracking_uri, "mlflow_run_id": mlflow_run_id, "progress": progress,
-                   "fail_at_step": fail_at_step, "fingerprint": ns.fingerprint, "run_key": ns.run_key,
+                   "fail_at_step": fail_at_step, "nan_at_step": nan_at_step, "namespace": ns.path, "fingerprint": ns.fingerprint, "run_key": ns.run_key,
                    "resume_from": found["checkpoint"] if found else None}
     scratch = Path(tempfile.mkdtemp(prefix="fora-train-"))
     try:
@@ -365,8 +369,9 @@ def _fit_with_ray(run: RunConfig, loop_config: dict, ns, scratch: Path) -> Path 
                                 failure_config=FailureConfig(max_failures=tcfg.max_failures),
                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
+    divergence.take_marker(ns.path)  # a stale one from an earlier attempt
     result = trainer.fit()  # [ray]
-    divergence.raise_if_diverged(result.metrics, loop_config["run"], ns.path)
+    divergence.raise_if_diverged(divergence.take_marker(ns.path), loop_config["run"], ns.path)
     if result.checkpoint is None:
         return None
     return Path(result.checkpoint.to_directory(str(scratch / "final")))

@@ -1,0 +1,71 @@
+"""The services a run needs, reached once with short timeouts before any work starts, so that a server that is
+down (or a GPU that is not there) is one line before data prep, not a FAILED MLflow run and folders after the
+Fisher pass:
+
+* the Ray cluster: the Jobs API's ``/api/version`` (``http(s)://head:8265``), or a TCP connect to a GCS
+  address (``host:port``);
+* the object store: the ``storage.uri`` bucket (HEAD, created when ``storage.create_bucket``);
+* the MLflow server (``tracking.check_server``: ``/health`` and one authenticated read);
+* GPUs asked for (``train.use_gpu``, ``resources.<step>.gpus``) where this machine runs the work itself.
+
+Every call has a timeout (``TIMEOUT_S``); nothing here waits for longer.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from ..config.errors import RunConfigError
+from ..config.run_config import RunConfig
+from . import storage
+from .ray_runtime import RayClusterError, is_jobs_api, resolve_address
+from .tracking import check_server
+
+TIMEOUT_S = 5.0
+
+
+def check_ray(run: RunConfig) -> str:
+    """'local', or the cluster address that answered; RayClusterError (one line) when it does not."""
+    address = resolve_address(run)
+    if not address:
+        return "local"
+    if is_jobs_api(address):
+        from .ray_jobs import RayJobs
+
+        RayJobs(address)  # GET /api/version with a timeout; auth and "not a Jobs API" named
+        return address
+    if address == "auto":
+        return address  # inside a Ray job: the cluster is the one running this process
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise RayClusterError(f"cannot reach the Ray cluster at {address} ({err.strerror or type(err).__name__}, "
+                              f"{TIMEOUT_S:g} s): is it up, and is ray.address / RAY_ADDRESS right?") from None
+    return address
+
+
+def check_gpus(run: RunConfig) -> None:
+    """A GPU asked for where this machine itself would run the work (local Ray, or in-process) must exist."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    local_training = not resolve_address(run) and not run.ray.address
+    if run.train.use_gpu and local_training:
+        raise RunConfigError("invalid value for 'train.use_gpu': true, but this machine has no GPU (torch sees "
+                             "none) and training runs here (ray.address is ''): set it to false, or give a "
+                             "cluster with GPUs in ray.address")
+
+
+def check_services(run: RunConfig) -> dict[str, str]:
+    """Every service the run needs, in the order a person would fix them; returns what answered."""
+    found = {"ray": check_ray(run)}
+    if run.storage.uri:
+        storage.ensure_bucket(run.storage.uri, create=run.storage.create_bucket)
+        found["storage"] = run.storage.uri
+    check_server(run.tracking_uri)
+    found["mlflow"] = run.tracking_uri.split("@")[-1] if "://" in run.tracking_uri else run.tracking_uri
+    check_gpus(run)
+    return found
