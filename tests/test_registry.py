@@ -298,6 +298,12 @@ def test_registry_cli_lists_explains_and_refuses_bad_input(mlflow_server, tmp_pa
     assert "has no version 99" in capsys.readouterr().err
     assert cli.main(["registry", "promote", str(config), str(v1)]) == 2
     assert "needs a reason" in capsys.readouterr().err
+    assert cli.main(["registry", "show", str(config), "99"]) == 2  # was a traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fora: error: '{name}' has no version 99 (it has {v1})"], err
+    assert cli.main(["registry", "promote", str(config), str(v1), "--alias", "Champion", "--reason", "x"]) == 2
+    assert "aliases are case-sensitive" in capsys.readouterr().err
+    assert set(client.get_registered_model(name).aliases) == {"champion"}  # no second alias beside it
     config.write_text(f"register: {{model_name: nothing-here, tracking_uri: '{mlflow_server}'}}\n")
     assert cli.main(["registry", "list", str(config)]) == 2
     assert "no registered model 'nothing-here'" in capsys.readouterr().err
