@@ -25,7 +25,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config.errors import FAILED_ELSEWHERE, USER_ERRORS, RunConfigError
+from .config.errors import RunConfigError
 from .config.overrides import join_overrides
 from .config.run_config import RunConfig, load_run_config
 
@@ -353,24 +353,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    interruption.reset()
     try:
-        interruption.install()
-    except ValueError:  # not the main thread (a test calling main): signals stay as they are
-        pass
-    try:
-        return args.fn(args)
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (interruption.Interrupted)
-        line, code = interruption.describe(interruption.signal_number(err))
-        print(f"\nfora: {line}", file=sys.stderr, flush=True)
-        interruption.stop_ray_quietly()
-        return code
-    except (*USER_ERRORS, RunConfigError) as err:
-        print(f"fora: error: {err}", file=sys.stderr)
-        return 2
-    except FAILED_ELSEWHERE as err:
-        print(f"fora: error: {err}", file=sys.stderr)
-        return 1
+        with interruption.one_line_command("fora"):  # user errors: exit 2; a failed Ray job: 1; SIGTERM: 143
+            return args.fn(args)
+    except SystemExit as done:
+        return int(done.code or 0)
 
 
 if __name__ == "__main__":

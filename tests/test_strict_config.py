@@ -150,7 +150,8 @@ CONFUSING = st.one_of(
     st.dictionaries(st.text(max_size=4), st.integers(-3, 3), max_size=2))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(field=st.sampled_from(FIELDS), value=CONFUSING)
 def test_every_field_confused_is_one_line_or_a_config_that_round_trips(field, value):
     text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
@@ -224,6 +225,7 @@ def _closed_port() -> int:
                                           "AWS_SECRET_ACCESS_KEY": "s"}, "cannot reach the S3 endpoint"),
     (["register.tracking_uri=http://127.0.0.1:{port}"], {}, "cannot reach the MLflow server at http://127.0.0.1:{port}"),
     (["train.use_gpu=true"], {}, "invalid value for 'train.use_gpu': true, but this machine has no GPU"),
+    (["resources.calibrate.gpus=1"], {}, "invalid value for 'resources.calibrate.gpus': 1, but this machine has no"),
 ])
 def test_a_service_that_is_down_is_one_line_before_any_folder_or_mlflow_run(tmp_path, monkeypatch, sets, env, expect):
     import time

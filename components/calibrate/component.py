@@ -15,12 +15,12 @@ def calibrate(config_yaml: str, overrides: str, data_fingerprint: str, data: Inp
     from pathlib import Path
 
     from components.artifact_html import png_to_html
-    from pipelines.config.errors import one_line_user_errors
     from pipelines.config.overrides import split_overrides
     from pipelines.config.run_config import parse_run_config
+    from pipelines.runtime.interruption import one_line_command
     from pipelines.steps import stages
 
-    with one_line_user_errors():
+    with one_line_command():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         calib = stages.calibrate(run, data.path, calibration.path, None)
     png_to_html(Path(calibration.path) / "fisher_profile.png", fisher_profile.path, "Fisher layer profile")

@@ -16,12 +16,12 @@ def data_prep(config_yaml: str, overrides: str, data_fingerprint: str, data: Out
     import shutil
     from pathlib import Path
 
-    from pipelines.config.errors import one_line_user_errors
     from pipelines.config.overrides import split_overrides
     from pipelines.config.run_config import parse_run_config
+    from pipelines.runtime.interruption import one_line_command
     from pipelines.steps import stages
 
-    with one_line_user_errors():
+    with one_line_command():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         card = stages.data_prep(run, data.path, None, source_fingerprint=data_fingerprint)
     shutil.copy(Path(data.path) / "data_card.md", data_card.path)

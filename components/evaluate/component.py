@@ -16,12 +16,12 @@ def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
     import shutil
     from pathlib import Path
 
-    from pipelines.config.errors import one_line_user_errors
     from pipelines.config.overrides import split_overrides
     from pipelines.config.run_config import parse_run_config
+    from pipelines.runtime.interruption import one_line_command
     from pipelines.steps import stages
 
-    with one_line_user_errors():
+    with one_line_command():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         results = stages.evaluate(run, data.path, adapter.path, evaluation.path, mlflow_run_id)
     shutil.copy(Path(evaluation.path) / "eval_table.md", table.path)

@@ -15,12 +15,12 @@ def register(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
     ``registry_tags``: JSON of extra tags (the sweep pipeline says which trial). Returns the version."""
     import json
 
-    from pipelines.config.errors import one_line_user_errors
     from pipelines.config.overrides import split_overrides
     from pipelines.config.run_config import parse_run_config
+    from pipelines.runtime.interruption import one_line_command
     from pipelines.steps import stages
 
-    with one_line_user_errors():
+    with one_line_command():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         reg = stages.register(run, data.path, calibration.path, adapter.path, evaluation.path, merged.path,
                               mlflow_run_id, extra_tags=json.loads(registry_tags))

@@ -19,12 +19,12 @@ def resolve(config_yaml: str, overrides: str, pipeline_run: str, scheduled: bool
     runner resolves a ``dsl.If`` condition only on an output of that name."""
     from collections import namedtuple
 
-    from pipelines.config.errors import one_line_user_errors
     from pipelines.config.overrides import split_overrides
     from pipelines.config.run_config import parse_run_config
+    from pipelines.runtime.interruption import one_line_command
     from pipelines.steps import stages
 
-    with one_line_user_errors():
+    with one_line_command():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         r = stages.resolve(run, run_name=f"{run.name} ({pipeline_run})", scheduled=scheduled)
     with open(decision.path, "w") as f:

@@ -18,12 +18,12 @@ def train(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: st
     from pathlib import Path
 
     from components.artifact_html import png_to_html
-    from pipelines.config.errors import one_line_user_errors
     from pipelines.config.overrides import split_overrides
     from pipelines.config.run_config import parse_run_config
+    from pipelines.runtime.interruption import one_line_command
     from pipelines.steps import stages
 
-    with one_line_user_errors():
+    with one_line_command():
         run = parse_run_config(config_yaml, split_overrides(overrides))
         stages.log_inputs(run, data.path, calibration.path, mlflow_run_id)
         work = Path(adapter.path).parent / "train-work"

@@ -236,10 +236,14 @@ def markdown(summary: dict, table: dict[str, dict], curves: dict) -> str:
     drift = summary.get("stiefel_drift", {})
     for r in sorted(summary["search"], key=lambda r: (r["method"], r["lr"], r["stiefel_lr"])):
         mark = " **best**" if all(r[k] == summary["best"][r["method"]][k] for k in ("lr", "stiefel_lr")) else ""
-        val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else r["status"]
+        val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None and r["status"] != "diverged" else r["status"]
         stiefel = f"{r['stiefel_lr']:.3g}" if r["method"] in ("fora", "stiefel-lora") else "-"
         moved = f"{drift[r['trial_id']]:.3g}" if r["trial_id"] in drift else "-"
         lines.append(f"| {r['method']} | {r['lr']:.3g} | {stiefel} | {val}{mark} | {moved} |")
+    gone = summary.get("diverged") or []
+    if gone:
+        lines += ["", "Diverged (stopped on a non-finite loss; left out of every table and test, no model): "
+                  + "; ".join(f"{d['method']} K={d['K']} lr={d['lr']:.3g} at step {d.get('steps')}" for d in gone)]
     lines += ["", "## K sensitivity (tuned learning rates)", "", "![k](k_sensitivity.png)", "",
               "## Adapter spectra", "", "![spectra](spectra.png)", "",
               f"Re-run: `{summary.get('command', 'fora ablate CONFIG')}`; an interrupted run resumes where it "

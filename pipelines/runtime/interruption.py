@@ -10,8 +10,13 @@ resume needs (``steps/train.py``), so nothing is lost but the steps since the la
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
+from collections.abc import Iterator
 from typing import Any
+
+from ..config.errors import one_line_user_errors
 
 _progress: dict[str, Any] = {}
 
@@ -97,3 +102,28 @@ def stop_ray_quietly() -> None:
             ray.shutdown()
     except Exception:  # noqa: BLE001
         pass
+
+
+@contextlib.contextmanager
+def one_line_command(prog: str = "fora") -> Iterator[None]:
+    """A command's (or a KFP component's) whole run: user errors in one line (exit 2, ``one_line_user_errors``)
+    and SIGTERM / Ctrl-C in one line with exit 128 + the signal; the previous SIGTERM handler is put back
+    after."""
+    reset()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        install()
+    except ValueError:  # not the main thread (a test calling a component in-process): signals stay as they are
+        previous = None
+    try:
+        with one_line_user_errors(prog):
+            yield
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Interrupted)
+        line, code = describe(signal_number(err))
+        print(f"\n{prog}: {line}", file=sys.stderr, flush=True)
+        stop_ray_quietly()
+        raise SystemExit(code) from None
+    finally:
+        _progress.pop("_installed", None)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

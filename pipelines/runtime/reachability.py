@@ -6,7 +6,7 @@ Fisher pass:
   address (``host:port``);
 * the object store: the ``storage.uri`` bucket (HEAD, created when ``storage.create_bucket``);
 * the MLflow server (``tracking.check_server``: ``/health`` and one authenticated read);
-* GPUs asked for (``train.use_gpu``, ``resources.<step>.gpus``) where this machine runs the work itself.
+* and, for ``fora run`` on this machine, GPUs asked for (``train.use_gpu``, ``resources.<step>.gpus``).
 
 Every call has a timeout (``TIMEOUT_S``); nothing here waits for longer.
 """
@@ -46,17 +46,27 @@ def check_ray(run: RunConfig) -> str:
     return address
 
 
-def check_gpus(run: RunConfig) -> None:
-    """A GPU asked for where this machine itself would run the work (local Ray, or in-process) must exist."""
+LOCAL_STEPS = ("data_prep", "calibrate", "evaluate", "register")
+"""The steps ``fora run`` runs in its own process (training goes to Ray, local or a cluster)."""
+
+
+def check_local_gpus(run: RunConfig) -> None:
+    """``fora run`` on this machine: a GPU asked for where this machine itself would run the work must exist
+    (``train.use_gpu`` with a local Ray; ``resources.<step>.gpus`` of the steps run in this process). Not for
+    a KFP pod, which is not the machine the other steps run on."""
     import torch
 
     if torch.cuda.is_available():
         return
-    local_training = not resolve_address(run) and not run.ray.address
-    if run.train.use_gpu and local_training:
+    if run.train.use_gpu and not resolve_address(run):
         raise RunConfigError("invalid value for 'train.use_gpu': true, but this machine has no GPU (torch sees "
                              "none) and training runs here (ray.address is ''): set it to false, or give a "
                              "cluster with GPUs in ray.address")
+    for step in LOCAL_STEPS:
+        if run.resources.of(step).gpus:
+            raise RunConfigError(f"invalid value for 'resources.{step}.gpus': {run.resources.of(step).gpus}, but "
+                                 "this machine has no GPU and `fora run` runs that step here: set it to 0 (the "
+                                 "resources section sizes the Kubeflow pods)")
 
 
 def check_services(run: RunConfig) -> dict[str, str]:
@@ -67,5 +77,4 @@ def check_services(run: RunConfig) -> dict[str, str]:
         found["storage"] = run.storage.uri
     check_server(run.tracking_uri)
     found["mlflow"] = run.tracking_uri.split("@")[-1] if "://" in run.tracking_uri else run.tracking_uri
-    check_gpus(run)
     return found

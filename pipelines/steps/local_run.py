@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from ..config.run_config import RunConfig
 from ..runtime.models import model_source
+from ..runtime.reachability import check_local_gpus
 from . import stages
 
 log = logging.getLogger("fora")
@@ -47,6 +48,7 @@ def run_pipeline(run: RunConfig, progress: bool = True) -> dict:
 
     out = run.out.resolve()
     timings: dict[str, float] = {}
+    check_local_gpus(run)
     resolved = stages.resolve(run)  # every check first; it creates output_dir and the MLflow run only after them
     run_id = resolved["run_id"]
     if resolved["skip"]:
