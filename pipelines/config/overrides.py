@@ -48,7 +48,7 @@ ConfigLoader.yaml_implicit_resolvers = {  # drop YAML 1.1's yes/no/on/off boolea
     for first, resolvers in ConfigLoader.yaml_implicit_resolvers.items()}
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9][0-9_]*"
                r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
     list("-+0123456789."))
 
@@ -70,7 +70,7 @@ def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
                                  "(nothing below it can be set)")
         try:
             node[parts[-1]] = yaml.load(raw, Loader=ConfigLoader)
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, ValueError) as err:
             raise ValueError(f"override {item!r}: the value is not valid YAML "
                              f"({getattr(err, 'problem', None) or str(err).splitlines()[0]})") from None
     return data
