@@ -268,12 +268,14 @@ class StageClock:
 
 def run_ablation(run: RunConfig, command: str | None = None) -> dict:
     """The whole ablation; returns its summary (also ``ablation/ablation_summary.json``) and writes the report."""
+    from ..runtime.reachability import check_services
     from ..steps.preflight import check_data
     from .report import write_report
 
     t_start = time.perf_counter()
     num_layers, counts = plan(run)
     check_data(run)
+    check_services(run)  # Ray, the bucket, MLflow: before any folder or MLflow run
     root = run.out.resolve() / "ablation"
     root.mkdir(parents=True, exist_ok=True)
     state_file = root / "parent_run_id.txt"

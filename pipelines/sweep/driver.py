@@ -76,11 +76,13 @@ def run_sweep(run: RunConfig) -> dict:
     Interrupted (Ctrl-C, a killed driver), the same command resumes it: Tune restores its experiment,
     finished trials are kept, unfinished ones start again, and the data and Fisher report are reused.
     """
+    from ..runtime.reachability import check_services
     from ..steps.preflight import check_data
 
     t_start = time.perf_counter()
     plan(run)
     check_data(run)
+    check_services(run)  # Ray, the bucket, MLflow: before any folder or MLflow run
     sweep_dir = run.out.resolve() / "sweep"
     set_aside_if_inputs_changed(run, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
