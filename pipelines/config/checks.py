@@ -33,6 +33,14 @@ def check_number(name: str, value: Any, allow_zero: bool = False) -> None:
         fail(name, value, "a finite number >= 0" if allow_zero else "a finite number > 0")
 
 
+def reject_unknown(cls, data: dict, prefix: str) -> None:
+    """One line for the first key of ``data`` that is not a field of ``cls`` (``prefix``: the dotted section)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if not isinstance(key, str) or key not in known:
+            raise RunConfigError(f"unknown field '{prefix}{key}' (allowed: {', '.join(sorted(known))})")
+
+
 def build_section(cls, value: Any, name: str, lenient: tuple[str, ...] = ()):
     """``cls(**value)`` for a config section given as a mapping (or already built); a non-mapping, an unknown
     key or a value of the wrong type (``fora_core/field_types.py``) is one line naming the dotted field."""
@@ -40,9 +48,6 @@ def build_section(cls, value: Any, name: str, lenient: tuple[str, ...] = ()):
         return value
     if not isinstance(value, dict):
         raise RunConfigError(f"invalid value for '{name}': {describe_value(value)} (allowed: {section_hint(cls, name)})")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in value:
-        if not isinstance(key, str) or key not in known:
-            raise RunConfigError(f"unknown field '{name}.{key}' (allowed: {', '.join(sorted(known))})")
+    reject_unknown(cls, value, name + ".")
     check_field_types(cls, value, name + ".", RunConfigError, lenient or getattr(cls, "LENIENT", ()))
     return cls(**value)

@@ -21,7 +21,7 @@ from fora_core.field_types import check_field_types
 
 from .ablation import AblationConfig
 from .addresses import check_environment, check_ray_address
-from .checks import build_section, check_bool, check_int, check_number, fail
+from .checks import build_section, check_bool, check_int, check_number, fail, reject_unknown
 from .errors import RunConfigError
 from .evaluation import BUILTIN_TASKS, EvalConfig, metric_unavailable
 from .overrides import ConfigLoader, apply_overrides
@@ -244,10 +244,7 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         if not isinstance(data, dict):
             raise RunConfigError(f"a run config must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if not isinstance(key, str) or key not in names:
-                raise RunConfigError(f"unknown field '{key}' (allowed: {', '.join(sorted(names))})")
+        reject_unknown(cls, data, "")
         check_field_types(cls, {k: v for k, v in data.items() if k not in SECTIONS}, "", RunConfigError)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
