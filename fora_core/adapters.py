@@ -6,6 +6,7 @@ At an adapted linear layer with frozen W0 (d_out x d_in) PEFT computes
 Stiefel methods (fora, stiefel-lora) start on the manifold with the model unchanged:
     factor B: B = Q of a sign-fixed QR of a Gaussian (d_out, r) matrix (B^T B = I_r), A = 0;
     factor A: A = Q^T of a sign-fixed QR of a Gaussian (d_in, r) matrix (A A^T = I_r), B = 0.
+fg-lora-orth and fora-frozen-b start the same way but train by AdamW (fora-frozen-b only the other factor).
 Plain methods (lora, fg-lora) keep PEFT's default init (A Kaiming-uniform, B = 0).
 Either way BA = 0 at step 0, so outputs equal the base model's.
 
@@ -24,7 +25,7 @@ from .architecture import find_decoder_layers, module_names_for_layers
 from .cayley_adam import qr_retraction
 from .config import ForaConfig, ForaConfigError
 from .filet import filet_factors, orthonormalize_b, weight_out_in
-from .fourier import SpectralLinear, target_std
+from .fourier import SpectralLinear, step_matched_gain, target_std
 from .peft_layers import ADAPTER_NAME, lora_factors, lora_layers  # noqa: F401 (re-exported)
 from .residual import capture_initial_factors
 
@@ -83,6 +84,13 @@ def stiefel_init_(peft_model: nn.Module, factor: str = "B", seed: int = 0) -> No
             b.zero_()
 
 
+def freeze_orthonormal_factor_(peft_model: nn.Module, factor: str = "B") -> None:
+    """Keep every adapter's orthonormal factor at its start (``requires_grad = False``): only the other trains."""
+    index = 2 if factor == "B" else 1
+    for f in lora_factors(peft_model):
+        f[index].requires_grad_(False)
+
+
 BASE_PREFIX = "base_model.model."
 
 
@@ -118,8 +126,11 @@ def fourier_adapters_(peft_model: nn.Module, config: ForaConfig) -> None:
     for _, layer in lora_layers(peft_model):
         old_a, old_b = layer.lora_A[ADAPTER_NAME], layer.lora_B[ADAPTER_NAME]
         device = old_a.weight.device
-        a = SpectralLinear(old_a.in_features, old_a.out_features, n, config.seed)
-        b = SpectralLinear(old_b.in_features, old_b.out_features, n, config.seed)
+        scale = config.fourier.scale
+        a = SpectralLinear(old_a.in_features, old_a.out_features, n, config.seed,
+                           step_matched_gain((old_a.out_features, old_a.in_features), n, scale))
+        b = SpectralLinear(old_b.in_features, old_b.out_features, n, config.seed,
+                           step_matched_gain((old_b.out_features, old_b.in_features), n, scale))
         if device.type != "meta":
             a.init_spatial_std_(target_std(config.fourier.init, config.rank, old_a.in_features), gen)
         layer.lora_A[ADAPTER_NAME] = a.to(device)
@@ -151,8 +162,10 @@ def apply_fora(model: nn.Module, layers: list[int] | None, config: ForaConfig,
     torch.manual_seed(config.seed)  # PEFT's default A init draws from the global generator
     peft_model = get_peft_model(model, lora_config)
     meta = any(p.device.type == "meta" for p in peft_model.parameters())
-    if spec.init == "stiefel":
+    if spec.orthonormal_start:
         stiefel_init_(peft_model, config.stiefel.factor, config.seed)
+    if spec.frozen_factor:
+        freeze_orthonormal_factor_(peft_model, config.stiefel.factor)
     elif spec.init == "filet" and not meta:
         filet_init_(peft_model, filet_energies or {}, config)
     if spec.adapter == "fourier":

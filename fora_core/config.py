@@ -101,6 +101,7 @@ class StiefelSettings:
 
 
 FOURIER_INITS = ("kaiming", "xavier")
+FOURIER_SCALES = ("lora-step", "seed")
 
 
 @dataclass
@@ -112,9 +113,14 @@ class FourierSettings:
     """n: trainable spectral coefficients per adaptation matrix (capped at the matrix's size r * d)."""
     init: str = "kaiming"
     """Spatial variance A's coefficients are scaled to match: kaiming or xavier (B's start at 0)."""
+    scale: str = "lora-step"
+    """lora-step: the spectral map is scaled so an Adam step moves A and B as far as LoRA's (train.lr on LoRA's
+    scale, ``fourier.step_matched_gain``); seed: the seed's plain 1/(pq) inverse DFT, about 400x slower."""
 
     def __post_init__(self) -> None:
         _check_int("fourier.n_coefficients", self.n_coefficients, 1)
+        if self.scale not in FOURIER_SCALES:
+            _fail("fourier.scale", self.scale, ", ".join(FOURIER_SCALES))
         if self.init not in FOURIER_INITS:
             _fail("fourier.init", self.init, ", ".join(FOURIER_INITS))
 

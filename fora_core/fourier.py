@@ -19,6 +19,15 @@ A (uniform, bound 1/sqrt(d_in): std 1/sqrt(3 d_in)) or of Xavier (sqrt(2/(r + d_
 Var(A')/Var(A~); a variance match needs the square root of that ratio, which is what we apply. The seed has no
 dynamic variant; its rank is a plain setting (``fora.rank``).
 
+Step size (``fourier.scale``). One Adam step moves every coefficient by about lr, so with F holding the step
+(n entries of size lr), Parseval for the 1/(pq) inverse gives ||Re ifft2(F)||_F ~ lr sqrt(n / (2 p q)),
+where LoRA's Adam step moves each of the p q entries by about lr: lr sqrt(p q). The seed's map is therefore
+slower by a factor g = p q sqrt(2 / n) (407 for SmolLM2's A at r = 32, d_in = 576, n = 4096), and no AdamW lr
+in LoRA's range makes it move. ``scale: lora-step`` (the default) multiplies the map by g, M = g Re(ifft2(F)),
+so a step moves M as far as LoRA's moves A (``step_matched_gain``; measured in ``tests/test_fourier.py`` and
+``benchmarks/fourier_step.py``); ``scale: seed`` keeps the seed's 1/(pq). Adam is invariant to the gradient's
+scale, so g changes the step and nothing else; A's init is scaled to its target std either way.
+
 Saving materialises A and B: the adapter is a plain rank-r PEFT LoRA (``persistence.py``).
 """
 
@@ -50,9 +59,10 @@ def inverse_dft_real(coefficients: torch.Tensor, rows: torch.Tensor, cols: torch
 class SpectralLinear(nn.Module):
     """A bias-free linear map x -> x M^T whose weight M (out_features, in_features) is Re(IFFT2(F))."""
 
-    def __init__(self, in_features: int, out_features: int, n: int, seed: int) -> None:
+    def __init__(self, in_features: int, out_features: int, n: int, seed: int, gain: float = 1.0) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        self.gain = float(gain)
         rows, cols = spectral_locations((out_features, in_features), n, seed)
         self.register_buffer("rows", rows, persistent=True)
         self.register_buffer("cols", cols, persistent=True)
@@ -60,7 +70,8 @@ class SpectralLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return inverse_dft_real(self.coefficients, self.rows, self.cols, (self.out_features, self.in_features))
+        w = inverse_dft_real(self.coefficients, self.rows, self.cols, (self.out_features, self.in_features))
+        return w * self.gain if self.gain != 1.0 else w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
@@ -76,7 +87,18 @@ class SpectralLinear(nn.Module):
             self.coefficients.mul_(target_std / std)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, n={self.coefficients.numel()}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, n={self.coefficients.numel()}, "
+                f"gain={self.gain:.4g}")
+
+
+def step_matched_gain(shape: tuple[int, int], n: int, scale: str = "lora-step") -> float:
+    """g with which an Adam step on the coefficients moves M = g Re(ifft2(F)) (shape (p, q)) by about
+    lr sqrt(p q) in Frobenius norm, as LoRA's Adam step moves a dense (p, q) factor: g = p q sqrt(2 / n'),
+    n' = min(n, p q) (module doc). ``scale="seed"``: 1 (the seed's 1/(pq) inverse DFT)."""
+    if scale == "seed":
+        return 1.0
+    p, q = shape
+    return p * q * math.sqrt(2.0 / min(n, p * q))
 
 
 def target_std(init: str, rank: int, d_in: int) -> float:

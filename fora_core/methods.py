@@ -5,10 +5,18 @@ A method is a choice on four independent axes:
     layers   all decoder layers, or only the Fisher-selected top K ("fg-" prefix, and fora itself);
     adapter  lora (W0 + s B A), dora (PEFT's weight-decomposed LoRA), or fourier (A and B the real part of an
              inverse 2-D DFT of n learnable spectral coefficients, ``fourier.py``);
-    init     default (PEFT: A Kaiming, B = 0), stiefel (B orthonormal, A = 0), pissa (PEFT: principal singular
+    init     default (PEFT: A Kaiming, B = 0), stiefel (B orthonormal, A = 0, B then trained by Cayley-Adam),
+             orthonormal (FoRA's start, B orthonormal, A = 0, without the manifold), pissa (PEFT: principal singular
              triplets of W0, residual base), filet (lowest-Fisher-energy directions, residual base, ``filet.py``);
     training AdamW; Cayley-Adam on B for the Stiefel methods; LoRA+ (B's lr x ratio); rsLoRA scaling
-             s = alpha / sqrt(r) instead of alpha / r.
+             s = alpha / sqrt(r) instead of alpha / r; ``frozen_factor``: the orthonormal factor never trains.
+
+Two methods exist to take FoRA apart (the ablation's mechanism arms, ``docs/ablation``): ``fg-lora-orth`` is
+fg-lora started where FoRA starts (B orthonormal, A = 0) and trained by AdamW on both factors, so fora minus
+fg-lora-orth is the manifold's part and fg-lora-orth minus fg-lora the start's; ``fora-frozen-b`` keeps B
+at its orthonormal start and trains A alone (LoRA-FA), the limit of fora with a Stiefel lr of 0. Since
+B^T B = I, the update s B A has the singular values of s A, so a high effective rank at a small Stiefel lr
+comes from A and the start, not from B's training.
 
 Methods that change the base weights (pissa, filet) are saved as a plain LoRA of rank 2r against the
 original W0 (``residual.py``); Fourier adapters are saved as the dense A and B they stand for. Every saved
@@ -32,7 +40,9 @@ class MethodSpec:
     adapter: str = "lora"
     """lora | dora | fourier."""
     init: str = "default"
-    """default | stiefel | pissa | filet."""
+    """default | stiefel | orthonormal | pissa | filet."""
+    frozen_factor: bool = False
+    """The orthonormal factor (``fora.stiefel.factor``) keeps its start and is not trained."""
     rslora: bool = False
     loraplus: bool = False
     summary: str = ""
@@ -41,6 +51,11 @@ class MethodSpec:
     def stiefel(self) -> bool:
         """One factor kept on the Stiefel manifold and trained with Cayley-Adam."""
         return self.init == "stiefel" or self.name == "fora-filet"
+
+    @property
+    def orthonormal_start(self) -> bool:
+        """One factor starts orthonormal and the other at 0 (``adapters.stiefel_init_``)."""
+        return self.init in ("stiefel", "orthonormal")
 
     @property
     def residual(self) -> bool:
@@ -66,6 +81,10 @@ def _specs() -> dict[str, MethodSpec]:
         MethodSpec("fg-filet", True, init="filet", summary="Fisher top-K layers, FILet init (one calibration pass)"),
         MethodSpec("fora-filet", True, init="filet",
                    summary="Fisher top-K layers, FILet init with B orthonormalised (B = Q, A = R A_filet), Cayley-Adam"),
+        MethodSpec("fg-lora-orth", True, init="orthonormal",
+                   summary="Fisher top-K layers, FoRA's start (B orthonormal, A = 0), AdamW on both factors"),
+        MethodSpec("fora-frozen-b", True, init="orthonormal", frozen_factor=True,
+                   summary="Fisher top-K layers, B orthonormal and frozen, A trained by AdamW (LoRA-FA)"),
         MethodSpec("fourier-fora", False, adapter="fourier", summary="all layers, Fourier-FoRA spectral A and B"),
         MethodSpec("fg-fourier-fora", True, adapter="fourier", summary="Fisher top-K layers, Fourier-FoRA"),
     ]

@@ -106,16 +106,20 @@ def restore_training_state(peft_model: nn.Module, adapter_dir: str | Path, confi
 
 def trainable_parameters(adapter_dir: str | Path) -> int:
     """The trainable parameters a saved adapter stands for: the spectral coefficients of a Fourier adapter,
-    half the factors of a residual (rank-2r) export (the A0, B0 half is frozen), else every saved tensor."""
+    half the factors of a residual (rank-2r) export (the A0, B0 half is frozen), the free factor only where the
+    orthonormal one was frozen (fora-frozen-b), else every saved tensor."""
     from safetensors import safe_open
 
     adapter_dir = Path(adapter_dir)
     meta_file = adapter_dir / FORA_CONFIG_FILE
     config = ForaConfig.from_dict(json.loads(meta_file.read_text())["fora"]) if meta_file.exists() else None
     path = adapter_dir / (FOURIER_FILE if (adapter_dir / FOURIER_FILE).exists() else ADAPTER_WEIGHTS)
+    frozen = f"lora_{config.stiefel.factor}" if config is not None and config.spec.frozen_factor else None
     total = 0
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():
+            if frozen is not None and key.endswith(f"{frozen}.weight"):
+                continue
             n = 1
             for d in f.get_slice(key).get_shape():
                 n *= d

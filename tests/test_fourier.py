@@ -80,3 +80,47 @@ def test_bad_fourier_settings_name_the_field():
         ForaConfig(method="fourier-fora", fourier={"init": "he"})
     with pytest.raises(ForaConfigError, match="fourier.spectral"):
         ForaConfig(method="fourier-fora", fourier={"spectral": 1})
+
+
+def _first_adam_step_norm(param: torch.nn.Parameter, weight, grad_out: torch.Tensor, lr: float) -> float:
+    """||M_1 - M_0||_F after one Adam step on the loss <M, G> (G fixed), M = weight()."""
+    before = weight().detach().clone()
+    opt = torch.optim.Adam([param], lr=lr)
+    (weight() * grad_out).sum().backward()
+    opt.step()
+    return float((weight().detach() - before).norm())
+
+
+@pytest.mark.parametrize("scale", ["lora-step", "seed"])
+def test_one_adam_step_moves_a_spectral_factor_as_the_textbook_formula_says(scale):
+    """LoRA's first Adam step moves each of the p q entries by lr: ||dM|| = lr sqrt(p q). The seed's 1/(pq) map
+    moves it by lr sqrt(n / (2 p q)) (Parseval, real part), i.e. p q sqrt(2 / n) times less (407x for SmolLM2's
+    A at r = 32, d_in = 576, n = 4096); scale: lora-step multiplies the map by that factor."""
+    from fora_core.fourier import step_matched_gain
+
+    p, q, n, lr = 32, 576, 4096, 1e-3
+    g = torch.randn(p, q, generator=torch.Generator().manual_seed(0))
+    dense = torch.nn.Parameter(torch.zeros(p, q))
+    lora = _first_adam_step_norm(dense, lambda: dense, g, lr)
+    assert lora == pytest.approx(lr * math.sqrt(p * q), rel=1e-3)
+    gain = step_matched_gain((p, q), n, scale)
+    layer = SpectralLinear(q, p, n, seed=0, gain=gain)
+    spectral = _first_adam_step_norm(layer.coefficients, lambda: layer.weight, g, lr)
+    if scale == "seed":
+        assert gain == 1.0
+        # the real part keeps about half of each atom's energy (all of it for the few self-conjugate ones)
+        assert spectral == pytest.approx(lr * math.sqrt(n / (2 * p * q)), rel=0.2)
+        assert lora / spectral == pytest.approx(p * q * math.sqrt(2 / n), rel=0.2)  # ~407
+    else:
+        assert lora / spectral == pytest.approx(1.0, rel=0.2)
+
+
+def test_step_matched_scale_keeps_the_init_std_and_saves_what_it_computes():
+    config = ForaConfig(method="fourier-fora", rank=8, target_modules=["up"], fourier={"n_coefficients": 200})
+    model = apply_fora(tiny_model("llama"), None, config)
+    for _, layer in lora_layers(model):
+        a = layer.lora_A["default"]
+        assert a.gain == pytest.approx(8 * a.in_features * math.sqrt(2 / 200))
+        assert float(a.weight.std()) == pytest.approx(1 / math.sqrt(3 * a.in_features), rel=1e-3)
+    with pytest.raises(ForaConfigError, match="fourier.scale.*lora-step, seed"):
+        ForaConfig(method="fourier-fora", fourier={"scale": "fast"})

@@ -17,7 +17,7 @@ from fora_core import (
     fisher_scores,
     save_adapter,
 )
-from fora_core.adapters import lora_layers
+from fora_core.adapters import lora_factors, lora_layers
 from fora_core.architecture import module_names_for_layers
 from fora_core.filet import KfacCollector, fisher_energies, weight_out_in
 from fora_core.methods import METHOD_SPECS, METHODS
@@ -114,7 +114,7 @@ def test_bad_method_settings_name_the_field():
         ForaConfig(method="loraplus", lora_plus={"lr": 1})
 
 
-@pytest.mark.parametrize("method", ["lora", "pissa", "fourier-fora", "dora"])
+@pytest.mark.parametrize("method", ["lora", "pissa", "fourier-fora", "dora", "fora-frozen-b"])
 def test_saved_adapter_reports_the_parameters_that_were_trained(method, tmp_path):
     from fora_core import count_trainable
     from fora_core.persistence import trainable_parameters
@@ -122,3 +122,46 @@ def test_saved_adapter_reports_the_parameters_that_were_trained(method, tmp_path
     model, config, _ = build(method)
     save_adapter(model, tmp_path, config)
     assert trainable_parameters(tmp_path) == count_trainable(model)
+
+
+def test_mechanism_arms_start_where_fora_starts_and_train_as_their_names_say():
+    """fg-lora-orth and fora-frozen-b start exactly like fora (B orthonormal, A = 0, same seed); after AdamW
+    steps fg-lora-orth's B has moved off the manifold, fora-frozen-b's B has not moved at all (only A trains),
+    and fora's B has moved but stays orthonormal (Cayley-Adam)."""
+    models = {m: build(m)[:2] for m in ("fora", "fg-lora-orth", "fora-frozen-b")}
+    starts = {m: [b.detach().clone() for _, _, b in lora_factors(model)] for m, (model, _) in models.items()}
+    for m in ("fg-lora-orth", "fora-frozen-b"):
+        assert all(torch.equal(x, y) for x, y in zip(starts[m], starts["fora"], strict=True))
+        assert all(float(a.detach().abs().max()) == 0 for _, a, _ in lora_factors(models[m][0]))
+    assert not models["fg-lora-orth"][1].uses_stiefel and not models["fora-frozen-b"][1].uses_stiefel
+    trainable = {n for n, p in models["fora-frozen-b"][0].named_parameters() if p.requires_grad}
+    assert trainable and all("lora_A" in n for n in trainable)
+    for model, config in models.values():
+        train(model, config, steps=5)
+    eye = torch.eye(4)
+    for m, (model, _) in models.items():
+        moved = max(float((b.detach() - x).norm()) for (_, _, b), x in zip(lora_factors(model), starts[m], strict=True))
+        ortho = max(float((b.detach().T @ b.detach() - eye).abs().max()) for _, _, b in lora_factors(model))
+        assert any(float(a.detach().abs().max()) > 0 for _, a, _ in lora_factors(model)), m  # A trains in every arm
+        if m == "fora-frozen-b":
+            assert moved == 0.0
+        else:
+            assert moved > 1e-3, m
+            assert (ortho < 1e-4) if m == "fora" else (ortho > 1e-4), (m, ortho)
+
+
+def test_effective_rank_ratio_of_a_residual_method_is_over_its_rank_not_the_saved_rank(tmp_path):
+    """FILet / PiSSA are saved as rank 2r: the ratio must divide the mean effective rank by r."""
+    from pipelines.steps.evaluate import adapter_diagnostics_of
+
+    model, config, _ = build("filet")
+    train(model, config)
+    save_adapter(model, tmp_path / "adapter", config)
+    tuned = PeftModel.from_pretrained(tiny_model("llama"), str(tmp_path / "adapter"))
+    diag = adapter_diagnostics_of(tuned, tmp_path / "adapter", None, tmp_path, "", 0)["adapters"]
+    assert diag["saved_rank"] == 2 * config.rank and diag["rank"] == config.rank
+    rows = json.loads((tmp_path / "adapter_diagnostics.json").read_text())["adapters"]
+    assert all(len(a["singular_values"]) == 2 * config.rank for a in rows)  # the saved update has rank 2r
+    mean_er = sum(a["effective_rank"] for a in rows) / len(rows)
+    assert diag["effective_rank_ratio"] == pytest.approx(mean_er / config.rank)
+    assert mean_er > 0

@@ -1,18 +1,27 @@
-"""``fora ablate CONFIG``: lora, fg-lora, stiefel-lora and fora on the same data and step budget, each
-tuned fairly, then re-run with several seeds and scored; writes ``<output_dir>/ablation/report.md``.
+"""``fora ablate CONFIG``: lora, fg-lora, fora and the mechanism arms on the same data and step budget, each
+tuned at an equal search budget, then re-run on other seeds and scored on rows the search never saw; writes
+``<output_dir>/ablation/report.md``.
 
-Phases (each one a Ray Tune run of the sweep's trial driver, resumable like a sweep; data prep and the
-Fisher pass run once for all of them):
+Selection is kept apart from reporting:
 
-1. **search**: every method over its own learning-rate grid: ``ablation.lr`` (AdamW), crossed with
-   ``ablation.stiefel_lr`` (Cayley-Adam) for the Stiefel methods; K = ``fora.layer_budget``; no early
-   stopping, so every setting is judged at the same final step. The best setting of each method is the
-   one with the lowest final validation loss.
-2. **seeds**: each method's best setting once per ``ablation.seeds`` (seed: adapter init, dropout, data order).
-3. **K curves**: fora and fg-lora at every ``ablation.layer_budgets`` K with their tuned learning rates
-   (first seed; the K of phase 2 is reused, not re-run).
-4. **scoring**: the base model once, then every adapter of phase 2 (the seven tasks with per-item scores,
-   in-domain and general-text perplexity, KL drift, effective rank) and of phase 3 (perplexities only).
+* **rows**: data prep holds out ``data.max_validation`` rows (the *selection* split: the search's final
+  validation loss) and ``ablation.report_rows`` more (the *report* split, ``report_data/``): every number in the
+  report is measured on the report split, never on the rows that picked the setting;
+* **seeds**: every search trial runs on ``ablation.search_seed``; the report's runs use ``ablation.seeds``,
+  which may not contain it.
+
+Phases (each a Ray Tune run of the sweep's trial driver, resumable; data prep and the Fisher pass run once):
+
+1. **search**, in rounds (``search_plan.py``): every method gets ``ablation.trials_per_method`` trials: its
+   initial grid (``ablation.lr``, crossed with ``ablation.stiefel_lr`` for the Stiefel methods), then one
+   trial per round that extends an edge or refines around the best; no early stopping, so every setting is
+   judged at the same final step. The best setting of a method: the lowest final selection loss.
+2. **seeds**: each method's best setting once per ``ablation.seeds``.
+3. **K curves**: ``ablation.k_curve_methods`` at every ``ablation.layer_budgets`` K with their tuned learning
+   rates, on every seed (the K of phase 2 is reused, not re-run).
+4. **scoring** on the report split: the base model once, then every adapter of phase 2 (the seven tasks with
+   per-item scores, report-split perplexity, general-text perplexity, KL drift, effective rank) and of
+   phase 3 (perplexities only).
 
 Everything lands in ``<output_dir>/ablation/`` (``ablation_summary.json``, ``report.md`` and its plots) and
 in MLflow (a parent run with a child per trial).
@@ -20,7 +29,6 @@ in MLflow (a parent run with a child per trial).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -28,17 +36,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fora_core import FISHER_METHODS, STIEFEL_METHODS
+from fora_core import FISHER_METHODS
 from fora_core.config import resolve_layer_budget
 
 from ..config.errors import RunConfigError
 from ..config.run_config import RunConfig
-from ..runtime import storage
-from ..runtime.models import model_source
 from ..steps import stages
 from ..sweep.driver import prepare_once
 from ..sweep.trials import num_decoder_layers
 from ..sweep.tune_runner import tune_trials
+from .clock import StageClock
+from .scoring import score_base, score_trials, stiefel_drift_of_trials
+from .search_plan import initial_design, propose_round
+from .splits import prep_config, split_report
 
 log = logging.getLogger("fora")
 
@@ -49,16 +59,25 @@ def _k_of(method: str, budget: int | float, num_layers: int) -> int:
     return resolve_layer_budget(budget, num_layers) if method in FISHER_METHODS else num_layers
 
 
+def _with_k(run: RunConfig, arm: dict, num_layers: int, seed: int) -> dict[str, Any]:
+    return {"method": arm["method"], "K": _k_of(arm["method"], run.fora.layer_budget, num_layers), "lr": arm["lr"],
+            "stiefel_lr": arm["stiefel_lr"], "seed": seed}
+
+
 def search_arms(run: RunConfig, num_layers: int) -> list[dict[str, Any]]:
-    """Phase 1: per method, ablation.lr x (ablation.stiefel_lr for Stiefel methods, else train.stiefel_lr)."""
+    """Round 0 of the search: every method's initial design (ablation.lr, x ablation.stiefel_lr for the Stiefel
+    methods, else train.stiefel_lr), on the search seed."""
     a = run.ablation
-    arms = []
-    for m in a.methods:
-        for lr in a.lr:
-            for slr in (a.stiefel_lr if m in STIEFEL_METHODS else [run.train.stiefel_lr]):
-                arms.append({"method": m, "K": _k_of(m, run.fora.layer_budget, num_layers), "lr": lr,
-                             "stiefel_lr": slr})
-    return arms
+    return [_with_k(run, {"method": m, **p}, num_layers, a.search_seed) for m in a.methods
+            for p in initial_design(m, a.lr, a.stiefel_lr, run.train.stiefel_lr)]
+
+
+def next_search_arms(run: RunConfig, results: list[dict], num_layers: int, round_index: int) -> list[dict]:
+    """The search's next round from the trials so far (``search_plan.propose_round``); [] when every method
+    has spent ``ablation.trials_per_method``."""
+    tried: dict[str, list[dict]] = {m: [r for r in results if r["method"] == m] for m in run.ablation.methods}
+    return [_with_k(run, arm, num_layers, run.ablation.search_seed)
+            for arm in propose_round(tried, run.ablation.budget(), run.ablation.step, round_index)]
 
 
 def seed_arms(best: dict[str, dict], seeds: list[int]) -> list[dict[str, Any]]:
@@ -66,14 +85,25 @@ def seed_arms(best: dict[str, dict], seeds: list[int]) -> list[dict[str, Any]]:
     return [{**_setting(best[m]), "seed": s} for m in best for s in seeds]
 
 
+def k_curve_methods(run: RunConfig) -> list[str]:
+    """The methods whose K curves are drawn: ablation.k_curve_methods that are ablated and select layers."""
+    return [m for m in run.ablation.k_curve_methods if m in run.ablation.methods and m in FISHER_METHODS]
+
+
+def k_curve_seeds(run: RunConfig) -> list[int]:
+    """The seeds of the K curves: the first ``ablation.k_curve_seeds`` of ``ablation.seeds`` (0: all)."""
+    return run.ablation.seeds[: run.ablation.k_curve_seeds or None]
+
+
 def k_curve_arms(run: RunConfig, best: dict[str, dict], num_layers: int) -> list[dict[str, Any]]:
-    """Phase 3: fora and fg-lora at each K of ablation.layer_budgets except the one phase 2 ran."""
+    """Phase 3: the K-curve methods at each K of ablation.layer_budgets except the one phase 2 ran, on the
+    K-curve seeds."""
     arms = []
-    for m in (m for m in best if m in FISHER_METHODS):
-        ks = sorted({resolve_layer_budget(b, num_layers) for b in run.ablation.layer_budgets})
+    ks = sorted({resolve_layer_budget(b, num_layers) for b in run.ablation.layer_budgets})
+    for m in (m for m in k_curve_methods(run) if m in best):
         for k in ks:
             if k != best[m]["K"]:
-                arms.append({**_setting(best[m]), "K": k, "seed": run.ablation.seeds[0]})
+                arms += [{**_setting(best[m]), "K": k, "seed": s} for s in k_curve_seeds(run)]
     return arms
 
 
@@ -84,11 +114,11 @@ def _setting(row: dict) -> dict[str, Any]:
 def count_trials(run: RunConfig, num_layers: int) -> dict[str, int]:
     """Trials per phase, known before anything runs."""
     a = run.ablation
-    n_search = len(search_arms(run, num_layers))
+    n_search = a.budget() * len(a.methods)
     n_seeds = len(a.methods) * len(a.seeds)
     k = resolve_layer_budget(run.fora.layer_budget, num_layers)
     ks = {resolve_layer_budget(b, num_layers) for b in a.layer_budgets} - {k}
-    n_k = len(ks) * sum(m in FISHER_METHODS for m in a.methods)
+    n_k = len(ks) * len(k_curve_methods(run)) * len(k_curve_seeds(run))
     return {"search": n_search, "seeds": n_seeds, "k_curves": n_k}
 
 
@@ -101,6 +131,11 @@ def plan(run: RunConfig) -> tuple[int, dict[str, int]]:
         except Exception:
             raise RunConfigError(f"invalid value for 'ablation.layer_budgets': {b!r} (allowed: 1..{num_layers} "
                                  f"layers, this model has {num_layers}, or a fraction in (0, 1])") from None
+    a = run.ablation
+    largest = max(len(search_arms_of(run, m)) for m in a.methods)
+    if a.trials_per_method and a.trials_per_method < largest:
+        raise RunConfigError(f"invalid value for 'ablation.trials_per_method': {a.trials_per_method} (allowed: at "
+                             f"least {largest}, the largest initial grid; every method gets the same budget)")
     counts = count_trials(run, num_layers)
     total = sum(counts.values())
     if total > run.ablation.max_trials:
@@ -110,8 +145,13 @@ def plan(run: RunConfig) -> tuple[int, dict[str, int]]:
     return num_layers, counts
 
 
+def search_arms_of(run: RunConfig, method: str) -> list[dict]:
+    a = run.ablation
+    return initial_design(method, a.lr, a.stiefel_lr, run.train.stiefel_lr)
+
+
 def best_per_method(results: list[dict]) -> dict[str, dict]:
-    """The search's best setting per method: the lowest final validation loss among completed trials."""
+    """The search's best setting per method: the lowest final selection loss among completed trials."""
     best: dict[str, dict] = {}
     for r in results:
         if r["status"] != "completed" or r.get("val_loss") is None:
@@ -147,123 +187,18 @@ def _phase(run: RunConfig, root: Path, name: str, arms: list[dict], data: Path, 
     return summary
 
 
-def _adapter_of(row: dict, dest: Path) -> Path:
-    """The trial's final adapter, copied next to its scores."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    source = storage.join(str(row["checkpoint_path"]), "adapter")
-    if storage.is_uri(source):
-        storage.download_dir(source, dest)
-    else:
-        shutil.copytree(source, dest)
-    return dest
-
-
-def adapter_parameters(adapter_dir: Path) -> int:
-    """Trainable parameters of a saved adapter (``fora_core.persistence.trainable_parameters``)."""
-    from fora_core.persistence import trainable_parameters
-
-    return trainable_parameters(adapter_dir)
-
-
-def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks: bool) -> dict[str, dict]:
-    """Scores of every trial's adapter ({trial_id: eval results}); cached per trial under root/scores/."""
-    from ..steps.evaluate import run_evaluation
-
-    pending = [r for r in rows if not (root / "scores" / r["trial_id"] / "eval_results.json").exists()]
-    model = tokenizer = None
-    if pending:
-        model, tokenizer = model_source(run).load()
-    for i, r in enumerate(pending, 1):
-        out = root / "scores" / r["trial_id"]
-        t0 = time.perf_counter()
-        adapter = _adapter_of(r, out / "adapter")
-        results = run_evaluation(model, tokenizer, adapter, data, _ablation_eval(run, tasks), out,
-                                 max_length=run.data.max_length, compare_base=False, diagnostics=True)
-        results["trainable_parameters"] = adapter_parameters(adapter)
-        results["seconds"] = time.perf_counter() - t0
-        (out / "eval_results.json").write_text(json.dumps(results, indent=1))
-        shutil.rmtree(adapter)
-        log.info("scored %d/%d: %s K=%s seed=%s in %.0f s", i, len(pending), r["method"], r["K"], r.get("seed"),
-                 time.perf_counter() - t0)
-    return {r["trial_id"]: json.loads((root / "scores" / r["trial_id"] / "eval_results.json").read_text())
-            for r in rows}
-
-
-def stiefel_drift_of_trials(run: RunConfig, rows: list[dict], root: Path) -> dict[str, float]:
-    """How far the Stiefel factor moved from its init in each Stiefel trial ({trial_id: mean ||X - X0|| / ||X0||});
-    cached in root/scores/stiefel_drift.json. Shows directly whether a Stiefel lr let B train at all."""
-    from peft import PeftModel
-
-    from fora_core.diagnostics import stiefel_factor_drift
-
-    cache = root / "scores" / "stiefel_drift.json"
-    known = json.loads(cache.read_text()) if cache.exists() else {}
-    todo = [r for r in rows if r["method"] in STIEFEL_METHODS and r["trial_id"] not in known
-            and r.get("checkpoint_path")]
-    if todo:
-        model, _ = model_source(run).load()
-        for r in todo:
-            adapter = _adapter_of(r, root / "scores" / "drift-adapter")
-            fora = json.loads((adapter / "fora_config.json").read_text())["fora"]
-            peft = PeftModel.from_pretrained(model, str(adapter))
-            drift = stiefel_factor_drift(peft, fora["stiefel"]["factor"], fora["seed"])
-            known[r["trial_id"]] = sum(drift) / len(drift)
-            model = peft.unload()
-            shutil.rmtree(adapter)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=1))
-    return known
-
-
-def _ablation_eval(run: RunConfig, tasks: bool):
-    """The run's eval section as the ablation scores it: its tasks (or none), ``ablation.eval_limit``, the
-    held-out loss on the validation split without generation."""
-    import dataclasses
-
-    e = run.eval
-    return dataclasses.replace(e, tasks=list(e.tasks) if tasks else [], limit=run.ablation.eval_limit or e.limit,
-                               perplexity=True, heldout=dataclasses.replace(e.heldout, source="validation", metrics=[]))
-
-
-def score_base(run: RunConfig, data: Path, root: Path) -> dict:
-    """The base model on the same items (seven tasks with per-item scores, in-domain perplexity)."""
-    from ..steps.evaluate import run_evaluation
-
-    out = root / "scores" / "base"
-    if not (out / "eval_results.json").exists():
-        model, tokenizer = model_source(run).load()
-        run_evaluation(model, tokenizer, None, data, _ablation_eval(run, True), out, max_length=run.data.max_length,
-                       compare_base=True, diagnostics=False)
-    return json.loads((out / "eval_results.json").read_text())["base"]
-
-
-class StageClock:
-    """Wall seconds per stage, summed over every invocation of one ablation (a resumed run keeps counting) and
-    saved to ``path`` after each stage: ``with clock("search"): ...``; ``clock.totals()`` adds "total" and
-    "invocations"."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
-        self.seconds["invocations"] = self.seconds.get("invocations", 0) + 1
-        self._save()
-
-    def _save(self) -> None:
-        self.path.write_text(json.dumps(self.seconds, indent=1))
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t
-            self._save()
-
-    def totals(self) -> dict[str, float]:
-        stages = {k: v for k, v in self.seconds.items() if k not in ("invocations", "total")}
-        return {**stages, "total": sum(stages.values()), "invocations": self.seconds["invocations"]}
+def _search(run: RunConfig, root: Path, num_layers: int, data: Path, calib: Path, parent: str) -> list[dict]:
+    """Phase 1 in rounds (``search_plan.py``): round 0 the initial grids, then one trial per method per round
+    until every method has spent ``ablation.trials_per_method``. Returns every search trial, with its round."""
+    results: list[dict] = []
+    arms = search_arms(run, num_layers)
+    for i in range(run.ablation.budget() + 1):
+        if not arms:
+            break
+        for r in _phase(run, root, f"search-{i}", arms, data, calib, parent)["results"]:
+            results.append({**r, "round": i})
+        arms = next_search_arms(run, results, num_layers, i + 1)
+    return results
 
 
 def run_ablation(run: RunConfig, command: str | None = None) -> dict:
@@ -286,12 +221,18 @@ def run_ablation(run: RunConfig, command: str | None = None) -> dict:
              num_layers, counts["search"], counts["seeds"], counts["k_curves"])
     clock = StageClock(root / "timings.json")
     with clock("prepare"):
-        prepare_once(run, root, parent)
-    data, calib = root / "data", root / "calibration"
+        _, computed = prepare_once(prep_config(run), root, parent)
+        if computed and (root / "report_data").exists():
+            shutil.rmtree(root / "report_data")  # new data: the old report split is stale
+        split = split_report(run, root / "data", root / "report_data")
+    data, calib, report_data = root / "data", root / "calibration", root / "report_data"
+    log.info("ablation: %d selection rows (the search's validation loss), %d report rows (every reported number); "
+             "search seed %d, reported seeds %s", split["selection"], split["report"], run.ablation.search_seed,
+             run.ablation.seeds)
 
     with clock("search"):
-        search = _phase(run, root, "search", search_arms(run, num_layers), data, calib, parent)
-    best = best_per_method(search["results"])
+        search = _search(run, root, num_layers, data, calib, parent)
+    best = best_per_method(search)
     missing = [m for m in run.ablation.methods if m not in best]
     if missing:
         raise RuntimeError(f"ablation: no completed search trial for {', '.join(missing)}")
@@ -302,20 +243,21 @@ def run_ablation(run: RunConfig, command: str | None = None) -> dict:
         k_curves = _phase(run, root, "k_curves", k_arms, data, calib, parent) if k_arms else {"results": []}
 
     # a diverged trial left no model: it is named in the summary, never scored as if its last checkpoint were one
-    diverged = [r for r in search["results"] + seeds["results"] + k_curves["results"] if r["status"] == "diverged"]
+    diverged = [r for r in search + seeds["results"] + k_curves["results"] if r["status"] == "diverged"]
     seeds["results"] = [r for r in seeds["results"] if r["status"] != "diverged"]
     k_curves["results"] = [r for r in k_curves["results"] if r["status"] != "diverged"]
     with clock("scoring"):
-        base = score_base(run, data, root)
-        seed_scores = score_trials(run, seeds["results"], data, root, tasks=True)
-        drift = stiefel_drift_of_trials(run, [r for r in search["results"] if r["status"] != "diverged"]
+        base = score_base(run, report_data, root)
+        seed_scores = score_trials(run, seeds["results"], report_data, root, tasks=True)
+        drift = stiefel_drift_of_trials(run, [r for r in search if r["status"] != "diverged"]
                                         + seeds["results"], root)
-        k_scores = score_trials(run, k_curves["results"], data, root, tasks=False)
+        k_scores = score_trials(run, k_curves["results"], report_data, root, tasks=False)
     seconds = clock.totals()
     this_run = time.perf_counter() - t_start
     summary = {"parent_run_id": parent, "num_layers": num_layers, "trials": counts, "seconds": seconds,
                "best": {m: _setting(r) for m, r in best.items()},
-               "search": search["results"], "seeds": seeds["results"], "k_curves": k_curves["results"],
+               "search": search, "seeds": seeds["results"], "k_curves": k_curves["results"],
+               "split": split, "search_budget": run.ablation.budget(),
                "diverged": [_setting(r) | {"trial_id": r["trial_id"], "steps": r.get("steps")} for r in diverged],
                "base": base, "seed_scores": seed_scores, "k_scores": k_scores, "stiefel_drift": drift,
                "config": run.to_dict(), "command": command or "fora ablate CONFIG"}

@@ -88,3 +88,16 @@ def paired_seed_difference(a: dict[int, float], b: dict[int, float], level: floa
         return mean, mean, mean, 1
     half = float(student_t.ppf((1 + level) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
     return mean, mean - half, mean + half, len(d)
+
+
+def seed_mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean over seeds with its Student-t interval, (mean, low, high, n): mean +- t_{(1+level)/2, n-1} sd / sqrt(n);
+    with n = 1 the interval is (mean, mean)."""
+    from scipy.stats import t as student_t
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, mean, mean, len(x)
+    half = float(student_t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half, len(x)

@@ -100,7 +100,8 @@ def score_model(model, tokenizer, plan: EvalPlan) -> dict:
 
 def _legacy_view(scored: dict) -> dict:
     """The per-model result as reports read it: ``tasks`` with acc/acc_norm and their items, ``acc_avg``,
-    ``perplexity`` (held-out), plus ``metrics`` (every metric by name)."""
+    ``perplexity`` (held-out) and ``heldout_items`` (how many items it is over), plus ``metrics`` (every metric by
+    name)."""
     view: dict = {"metrics": dict(scored["metrics"]), "tasks": {}}
     for task, values in scored["tasks"].items():
         entry = dict(values)
@@ -111,6 +112,8 @@ def _legacy_view(scored: dict) -> dict:
     for name, key in (("acc_avg", "acc_avg"), ("acc_norm_avg", "acc_norm_avg"), ("heldout/perplexity", "perplexity")):
         if name in scored["metrics"]:
             view[key] = scored["metrics"][name]
+    if "heldout/loss" in scored.get("items", {}):
+        view["heldout_items"] = len(scored["items"]["heldout/loss"]["heldout"])
     return view
 
 
@@ -132,8 +135,12 @@ def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, gener
     # fora-filet is saved as [B, -B0] (rank 2r, residual.py), whose columns are not orthonormal together
     constrained = fora.get("stiefel", {}).get("factor", "B") if spec and spec.stiefel and not spec.residual \
         else None
-    diag: dict = {"adapters": write_adapter_report(tuned, scaling, cfg.r, constrained, out,
+    # the ratio is to the method's rank r, not the saved rank: a residual method (pissa, filet) is saved as a
+    # rank-2r LoRA [B, -B0] [A; A0], and dividing by 2r would halve its ratio against every other method's
+    rank = int(fora.get("rank", cfg.r))
+    diag: dict = {"adapters": write_adapter_report(tuned, scaling, rank, constrained, out,
                                                    title=f"{method}: adapter update spectra")}
+    diag["adapters"]["saved_rank"] = cfg.r
     if constrained:  # how far the Stiefel factor moved from its (seeded, replayable) init
         from fora_core.diagnostics import stiefel_factor_drift
 
