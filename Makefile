@@ -15,7 +15,7 @@ WHEELS ?=
 CLUSTER_PIP := $(CLUSTER_VENV)/bin/pip
 CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup run test test-integration test-all lint bench clean cluster-setup cluster-test bench-cluster image image-smoke ablate
+.PHONY: setup run test test-integration test-all lint bench clean cluster-setup cluster-test bench-cluster image image-smoke ablate ablate-methods ablation-docs
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ run: setup
 # the four-way ablation on the SmolLM2 default (about 65 minutes on 2 cores); report in runs/ablation/ablation/
 ablate: setup
 	$(VENV)/bin/fora ablate configs/ablation.yaml
+
+ablate-methods: setup
+	$(VENV)/bin/fora ablate configs/ablation-methods.yaml
+
+ablation-docs: setup   # the finished ablation's report into docs/ablation/ and its table and reading into the README
+	$(VENV)/bin/python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation README.md
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -63,8 +63,8 @@ def test_every_method_lowers_the_loss_on_smollm2(method, smollm2_calibrated):
                         fourier={"n_coefficients": 1024})
     layers = select_layers(report, config.num_layers_to_adapt(30)) if config.uses_fisher else None
     model = apply_fora(model, layers, config, filet_energies=energies)
-    lr = 3e-2 if config.spec.adapter == "fourier" else 1e-3
-    opt = create_fora_optimizer(model, config, lr=lr, stiefel_lr=1e-2)
+    # one lr for all: Fourier-FoRA's step is matched to LoRA's (fourier.scale: lora-step)
+    opt = create_fora_optimizer(model, config, lr=1e-3, stiefel_lr=1e-2)
 
     def loss() -> float:
         model.eval()

@@ -11,7 +11,7 @@ the bottom up (each package's ``__init__.py`` says what belongs there):
     pipelines.registry   the MLflow registry: champion, paired test, promotion, the pyfunc loader
     pipelines.steps      the five steps, the preflight checks and the chain that runs them
     pipelines.sweep      the Ray Tune sweep: trials, the Tune runner, the report
-    pipelines.ablation   the ablation: runner and report
+    pipelines.ablation   the ablation: search plan, splits, runner, scoring, claims and report
     components           one thin KFP component per step
     pipelines.kubeflow   the KFP DAGs and their compiled YAML, the local KFP runner, submission
     pipelines.cli        the ``fora`` command (and the top-level compatibility module for old registered models)

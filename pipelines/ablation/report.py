@@ -119,9 +119,17 @@ def paper_rows(summary: dict, table: dict) -> list[str]:
             worse = [k for k in ks if k["low"] > 0]
             here = ", ".join(f"K={k['K']} {k['mean']:+.4f} [{k['low']:+.4f}, {k['high']:+.4f}]" for k in ks)
             claim = "flat in K" if m == "fora" else "degrades away from its K"
-            ok = (not worse) if m == "fora" else bool(worse)
+            named = ", ".join(f"K={k['K']}" for k in worse)
+            if min(k["n"] for k in ks) < 2:
+                said = "one seed: no verdict"
+            elif m == "fora":
+                said = f"not reproduced: {named} worse" if worse else \
+                    f"consistent with flat: no K differs beyond its interval ({ks[0]['n']} seeds)"
+            else:
+                said = f"reproduces: {named} worse" if worse else \
+                    f"not reproduced: no K differs beyond its interval ({ks[0]['n']} seeds)"
             lines.append(f"| {m} {claim} (Figure 2) | {'flat' if m == 'fora' else 'degrades'} | loss vs "
-                         f"K={ks[0]['base_K']}: {here} | {'reproduces' if ok else 'not reproduced'} |")
+                         f"K={ks[0]['base_K']}: {here} | {said} |")
     return lines
 
 
@@ -132,7 +140,7 @@ def markdown(summary: dict, table: dict[str, dict], statements: list[str]) -> st
         f"# Ablation: {', '.join(table)} on {cfg['model']}",
         "",
         f"Same data ({cfg['data']['source']}), same step budget ({cfg['train']['max_steps']} steps of "
-        f"{cfg['train']['batch_size']} sequences, the default run's), K = {cfg['fora']['layer_budget']} of "
+        f"{cfg['train']['batch_size']} sequences), K = {cfg['fora']['layer_budget']} of "
         f"{summary['num_layers']} layers for the Fisher methods, rank {cfg['fora']['rank']}, alpha "
         f"{cfg['fora']['alpha']}. **Selection apart from reporting:** each method's learning rates were searched "
         f"with {summary['search_budget']} trials per method (initial AdamW grid {a['lr']}, Cayley-Adam grid "

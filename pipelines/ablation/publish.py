@@ -1,0 +1,61 @@
+"""Publish an ablation's report: copy ``report.md``, ``report.json`` and the plots into the docs folder, and
+put the report's per-method table and its reading into the README between two markers, word for word, so
+the README can claim nothing the report's intervals do not.
+
+    python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation README.md   # make ablation-docs
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+START = "<!-- ablation:start (generated from docs/ablation/report.md by `make ablation-docs`; do not edit) -->"
+END = "<!-- ablation:end -->"
+FILES = ("report.md", "report.json", "methods.png", "search.png", "k_sensitivity.png", "spectra.png")
+
+
+def section(markdown: str, title: str) -> list[str]:
+    """The lines of a ``## `` section whose heading starts with ``title`` (without the heading and the blank
+    lines around it)."""
+    lines, out, inside = markdown.splitlines(), [], False
+    for line in lines:
+        if line.startswith("## "):
+            inside = line[3:].startswith(title)
+            continue
+        if inside:
+            out.append(line)
+    while out and not out[0].strip():
+        out.pop(0)
+    while out and not out[-1].strip():
+        out.pop()
+    return out
+
+
+def readme_block(report_md: str) -> str:
+    """What the README holds between the markers: the report's per-method table, its paper table and its
+    reading, unchanged."""
+    table = [x for x in section(report_md, "Per method") if x.startswith("|")]
+    paper = [x for x in section(report_md, "Beside the paper") if x.startswith("|")]
+    return "\n".join([START, "", *table, "", *paper, "", *section(report_md, "Reading"), "", END])
+
+
+def splice(readme: str, block: str) -> str:
+    if START not in readme or END not in readme:
+        raise ValueError(f"the README has no '{START}' ... '{END}' markers")
+    head, rest = readme.split(START, 1)
+    return head + block + rest.split(END, 1)[1]
+
+
+def publish(report_dir: Path, docs: Path, readme: Path) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copyfile(report_dir / name, docs / name)
+    readme.write_text(splice(readme.read_text(), readme_block((docs / "report.md").read_text())))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python -m pipelines.ablation.publish REPORT_DIR DOCS_DIR README")
+    publish(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
