@@ -38,6 +38,15 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("stiefel-lora", "lora", "start and manifold on every layer"),
 )
 
+ORDER = ("lora", "fg-lora", "stiefel-lora", "fora", "fg-lora-orth", "fora-frozen-b")
+
+
+def ordered_methods(summary: dict) -> list[str]:
+    """The methods of the seeds phase, in the report's order (the others after, alphabetically)."""
+    present = {r["method"] for r in summary["seeds"]}
+    return [m for m in ORDER if m in present] + sorted(present - set(ORDER))
+
+
 PAPER = {  # the FoRA paper (seeds/000), as restated in GUIDE.md section 1
     "effective_rank_ratio": {"lora": 0.71, "fora": 0.88},
     "general_perplexity": {"lora": 10.52, "fora": 7.65},

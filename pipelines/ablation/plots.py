@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from ..evaluation.adapter_report import normalised_spectrum
-from .claims import per_seed
+from .claims import ordered_methods, per_seed
 
 STIEFEL = ("fora", "stiefel-lora")
 
@@ -22,16 +22,10 @@ def _pyplot():
     return plt
 
 
-def _methods(summary: dict) -> list[str]:
-    from .report import ordered_methods
-
-    return ordered_methods(summary)
-
-
 def plot_search(summary: dict, path: Path) -> Path:
     """Every search trial's final selection loss against its AdamW lr (one line per Stiefel lr), best circled."""
     plt = _pyplot()
-    methods = _methods(summary)
+    methods = ordered_methods(summary)
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.2), sharey=True, squeeze=False)
     for ax, m in zip(axes[0], methods, strict=True):
         rows = [r for r in summary["search"] if r["method"] == m and r.get("val_loss") is not None
@@ -94,28 +88,29 @@ def plot_k(summary: dict, path: Path) -> Path:
 
 
 def plot_methods(summary: dict, table: dict, path: Path) -> Path:
-    """Per method: report-split loss per seed, seven-task accuracy with its CI, general-text perplexity (t-CI)."""
+    """Per method: report-split loss per seed, KL drift and general-text perplexity (t-intervals over seeds)."""
     plt = _pyplot()
     methods = list(table)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for i, m in enumerate(methods):
         vals = list(per_seed(summary, m, "report_loss").values())
         axes[0].scatter([i] * len(vals), vals, color="tab:blue", alpha=0.7)
-        acc, lo, hi = table[m]["acc"]
-        axes[1].errorbar([i], [acc], yerr=[[acc - lo], [hi - acc]], fmt="o", capsize=4, color="tab:green")
+        kl = table[m]["kl_drift"]
+        if kl:
+            axes[1].errorbar([i], [kl[0]], yerr=[[kl[0] - kl[1]], [kl[2] - kl[0]]], fmt="o", capsize=4,
+                             color="tab:green")
         gp = table[m]["general_perplexity"]
         if gp:
             axes[2].errorbar([i], [gp[0]], yerr=[[gp[0] - gp[1]], [gp[2] - gp[0]]], fmt="o", capsize=4,
                              color="tab:red")
-    axes[1].axhline(summary["base"]["acc_avg"], ls="--", color="grey", label="base")
     base_gp = base_general_perplexity(summary)
     if base_gp:
         axes[2].axhline(base_gp, ls="--", color="grey", label="base")
-    for ax, title in zip(axes, ("report-split loss (each seed)", "7-task accuracy, 95% CI",
+    for ax, title in zip(axes, ("report-split loss (each seed)", "KL drift from the base, 95% t-CI",
                                 "general-text perplexity, 95% t-CI"), strict=True):
         ax.set_xticks(list(range(len(methods))), methods, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=10)
-    axes[1].legend()
+    axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

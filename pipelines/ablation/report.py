@@ -5,21 +5,16 @@ seeds), the paper's numbers beside ours with a verdict from the interval, the pl
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from ..evaluation.stats import bootstrap_ci, mean_sd, paired_difference_ci, seed_averaged
 from ..runtime import atomic
 from . import plots
-from .claims import PAPER, additivity, compare, k_comparisons, mean_interval, reading
+from .claims import PAPER, additivity, compare, k_comparisons, mean_interval, ordered_methods, reading
 
-ORDER = ("lora", "fg-lora", "stiefel-lora", "fora", "fg-lora-orth", "fora-frozen-b")
 STIEFEL = ("fora", "stiefel-lora", "fora-filet")
-
-
-def ordered_methods(summary: dict) -> list[str]:
-    present = {r["method"] for r in summary["seeds"]}
-    return [m for m in ORDER if m in present] + sorted(present - set(ORDER))
 
 
 def method_table(summary: dict) -> dict[str, dict[str, Any]]:
@@ -72,7 +67,10 @@ def edges(summary: dict) -> list[str]:
         tried = [r for r in summary["search"] if r["method"] == m]
         for axis in ("lr", "stiefel_lr") if m in STIEFEL else ("lr",):
             line = [r[axis] for r in tried if all(r[a] == best[a] for a in ("lr", "stiefel_lr") if a != axis)]
-            if len(line) > 1 and best[axis] in (min(line), max(line)):
+            if len({r[axis] for r in tried}) == 1:
+                out.append(f"Caveat: {m}'s {axis} was tried at one value only ({best[axis]:.3g}): its "
+                           f"{len(tried)} search trials went to the other learning rate.")
+            elif len(line) > 1 and best[axis] in (min(line), max(line)):
                 side = "largest" if best[axis] == max(line) else "smallest"
                 out.append(f"Caveat: {m}'s best {axis} ({best[axis]:.3g}) is the {side} value its "
                            f"{len(tried)} search trials reached: its optimum may lie beyond (raise "
@@ -95,11 +93,12 @@ def paper_rows(summary: dict, table: dict) -> list[str]:
     t = table
     if "fora" in t and "lora" in t:
         for key, claim, paper, want in (
-                ("report_loss", "FoRA's loss below LoRA-all's at half the parameters", "better", "fora lower"),
+                ("report_loss", "loss, LoRA-all vs FoRA at half the parameters (FoRA lower)", "FoRA better",
+                 "fora lower"),
                 ("effective_rank_ratio", "effective rank / r, LoRA vs FoRA (Table 6)", "0.71 vs 0.88", "lora lower"),
                 ("general_perplexity", "general-text perplexity, LoRA-all vs FoRA (Table 11)", "10.52 vs 7.65",
                  "fora lower"),
-                ("kl_drift", "FoRA forgets least (KL drift from the base), LoRA vs FoRA", "-", "fora lower")):
+                ("kl_drift", "KL drift from the base, LoRA-all vs FoRA (FoRA forgets less)", "-", "fora lower")):
             if t["lora"][key] and t["fora"][key]:
                 lines.append(f"| {claim} | {paper} | {t['lora'][key][0]:.4g} vs {t['fora'][key][0]:.4g} | "
                              f"{says(key, want)} |")
@@ -136,6 +135,7 @@ def paper_rows(summary: dict, table: dict) -> list[str]:
 def markdown(summary: dict, table: dict[str, dict], statements: list[str]) -> str:
     cfg, sec = summary["config"], summary["seconds"]
     a = cfg["ablation"]
+    with_acc = all(r.get("acc") for r in table.values())
     lines = [
         f"# Ablation: {', '.join(table)} on {cfg['model']}",
         "",
@@ -147,8 +147,9 @@ def markdown(summary: dict, table: dict[str, dict], statements: list[str]) -> st
         f"{a['stiefel_lr']} for the Stiefel methods, then edge extensions x{a['step']:g} or refinements) on seed "
         f"{a['search_seed']}, judged on {summary['split']['selection']} selection rows; the chosen setting then ran "
         f"with seeds {a['seeds']} and every number below is on {summary['split']['report']} report rows that "
-        f"neither trained nor selected anything. Intervals: 95% Student-t over seeds; accuracy (the seven "
-        f"commonsense tasks, {a['eval_limit'] or cfg['eval']['limit']} items each): bootstrap over items.",
+        f"neither trained nor selected anything. Intervals: 95% Student-t over seeds"
+        + (f"; accuracy (the seven commonsense tasks, {a['eval_limit'] or cfg['eval']['limit']} items each): "
+           "bootstrap over items." if with_acc else "; the seven-task accuracy was not scored (eval.tasks: [])."),
         "",
         f"Wall time: {sec['total'] / 60:.1f} min over {sec.get('invocations', 1)} invocation(s) (prepare "
         f"{sec['prepare']:.0f} s, search {sec['search'] / 60:.1f} min, seeds {sec['seeds'] / 60:.1f} min, K curves "
@@ -156,21 +157,24 @@ def markdown(summary: dict, table: dict[str, dict], statements: list[str]) -> st
         "",
         "## Per method (report split, seeds " + ", ".join(map(str, a["seeds"])) + ")",
         "",
-        "| method | params | lr | stiefel lr | search trials | report loss | acc (7 tasks) | acc vs base | "
-        "general ppl | KL drift | eff. rank / r | tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | params | lr | stiefel lr | search trials | report loss | "
+        + ("acc (7 tasks) | acc vs base | " if with_acc else "")
+        + "general ppl | KL drift | eff. rank / r | tokens/s |",
+        "|---|---|---|---|---|---|" + ("---|---|" if with_acc else "") + "---|---|---|---|",
     ]
     for m, r in table.items():
         stiefel = f"{r['stiefel_lr']:.3g}" if m in STIEFEL else "-"
+        acc = f"{_ci(r.get('acc'))} | {_ci(r.get('acc_vs_base'), signed=True)} | " if with_acc else ""
         lines.append(
             f"| {m} | {r['trainable_parameters'] or 0:,} | {r['lr']:.3g} | {stiefel} | {r['search_trials']} | "
-            f"{_ci(r['report_loss'], '{:.4f}')} | {_ci(r.get('acc'))} | {_ci(r.get('acc_vs_base'), signed=True)} | "
+            f"{_ci(r['report_loss'], '{:.4f}')} | {acc}"
             f"{_ci(r['general_perplexity'], '{:.2f}')} | {_ci(r['kl_drift'], '{:.4f}')} | "
             f"{_ci(r['effective_rank_ratio'], '{:.3f}')} | {_pm(r['tokens_per_s'])} |")
     base, base_gp = summary["base"], plots.base_general_perplexity(summary)
-    lines += ["", f"Base model: accuracy {base.get('acc_avg', float('nan')):.3f}, report-split perplexity "
-              f"{base.get('perplexity', float('nan')):.2f}" + (f", general-text perplexity {base_gp:.2f}"
-                                                               if base_gp else "") + ".",
+    base_loss = math.log(base["perplexity"]) if base.get("perplexity") else float("nan")
+    lines += ["", "Base model: " + (f"accuracy {base.get('acc_avg', float('nan')):.3f}, " if with_acc else "")
+              + f"report-split loss {base_loss:.4f}" + (f", general-text perplexity {base_gp:.2f}"
+                                                         if base_gp else "") + ".",
               "", "![methods](methods.png)", "", "## Beside the paper", ""] + paper_rows(summary, table)
     lines += ["", "## Reading", ""] + [f"- {s}" for s in statements]
     lines += ["", "## Learning-rate search (selection split, search seed)", "", "![search](search.png)", "",
