@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .field_types import check_field_types, describe_value, section_hint
+from .field_types import check_field_types, describe_value, printable_key, section_hint
 from .methods import METHOD_SPECS, METHODS, MethodSpec
 
 __all__ = ["METHODS", "FisherSettings", "ForaConfig", "ForaConfigError", "FourierSettings", "LoraPlusSettings",
@@ -51,7 +51,7 @@ def _check_float(name: str, value: Any, lo: float, hi: float, lo_open: bool = Fa
 
 def _from_mapping(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in data if k not in names)
+    unknown = sorted(printable_key(k) for k in data if k not in names)
     if unknown:
         raise ForaConfigError(
             f"unknown field '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(names))})"

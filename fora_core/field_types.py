@@ -138,3 +138,8 @@ def check_field_types(cls: type, data: dict[str, Any], prefix: str, error: type[
         if kind == "section":
             allowed = section_hint(detail, name)
         raise error(f"invalid value for '{name}': {describe_value(value)} (allowed: {allowed})")
+
+
+def printable_key(key: object) -> str:
+    """A config key as one printable line: control characters (a stray ``\\r`` from a Windows file) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(key))

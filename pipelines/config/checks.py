@@ -7,7 +7,7 @@ import dataclasses
 import math
 from typing import Any
 
-from fora_core.field_types import check_field_types, describe_value, section_hint
+from fora_core.field_types import check_field_types, describe_value, printable_key, section_hint
 
 from .errors import RunConfigError
 
@@ -38,7 +38,7 @@ def reject_unknown(cls, data: dict, prefix: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if not isinstance(key, str) or key not in known:
-            raise RunConfigError(f"unknown field '{prefix}{key}' (allowed: {', '.join(sorted(known))})")
+            raise RunConfigError(f"unknown field '{prefix}{printable_key(key)}' (allowed: {', '.join(sorted(known))})")
 
 
 def build_section(cls, value: Any, name: str, lenient: tuple[str, ...] = ()):

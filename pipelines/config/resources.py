@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fora_core.field_types import check_field_types
+from fora_core.field_types import check_field_types, printable_key
 
 from .checks import fail
 from .errors import RunConfigError
@@ -126,7 +126,7 @@ def _step(name: str, value: Any) -> StepResources:
     if not isinstance(value, dict):
         raise RunConfigError(f"'resources.{name}' must be a mapping")
     known = {f.name for f in dataclasses.fields(StepResources)}
-    unknown = sorted(str(k) for k in value if k not in known)
+    unknown = sorted(printable_key(k) for k in value if k not in known)
     if unknown:
         raise RunConfigError(f"unknown field 'resources.{name}.{unknown[0]}' (allowed: {', '.join(sorted(known))})")
     check_field_types(StepResources, value, f"resources.{name}.", RunConfigError, lenient=("cpu",))
