@@ -16,22 +16,10 @@ from pathlib import Path
 from fora_core import STIEFEL_METHODS
 
 from ..config.run_config import RunConfig
-from ..runtime import storage
 from ..runtime.models import model_source
+from ..sweep.tune_runner import copy_trial_adapter
 
 log = logging.getLogger("fora")
-
-
-def _adapter_of(row: dict, dest: Path) -> Path:
-    """The trial's final adapter, copied next to its scores."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    source = storage.join(str(row["checkpoint_path"]), "adapter")
-    if storage.is_uri(source):
-        storage.download_dir(source, dest)
-    else:
-        shutil.copytree(source, dest)
-    return dest
 
 
 def adapter_parameters(adapter_dir: Path) -> int:
@@ -52,7 +40,7 @@ def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks
     for i, r in enumerate(pending, 1):
         out = root / "scores" / r["trial_id"]
         t0 = time.perf_counter()
-        adapter = _adapter_of(r, out / "adapter")
+        adapter = copy_trial_adapter(r, out / "adapter")
         results = run_evaluation(model, tokenizer, adapter, data, _ablation_eval(run, tasks), out,
                                  max_length=run.data.max_length, compare_base=False, diagnostics=True)
         results["trainable_parameters"] = adapter_parameters(adapter)
@@ -79,7 +67,7 @@ def stiefel_drift_of_trials(run: RunConfig, rows: list[dict], root: Path) -> dic
     if todo:
         model, _ = model_source(run).load()
         for r in todo:
-            adapter = _adapter_of(r, root / "scores" / "drift-adapter")
+            adapter = copy_trial_adapter(r, root / "scores" / "drift-adapter")
             fora = json.loads((adapter / "fora_config.json").read_text())["fora"]
             peft = PeftModel.from_pretrained(model, str(adapter))
             drift = stiefel_factor_drift(peft, fora["stiefel"]["factor"], fora["seed"])

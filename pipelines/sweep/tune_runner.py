@@ -237,19 +237,24 @@ def sweep_tags(summary: dict) -> dict[str, str]:
             "sweep_lr": str(best["lr"]), "sweep_stiefel_lr": str(best["stiefel_lr"])}
 
 
+def copy_trial_adapter(row: dict, dest: Path) -> Path:
+    """A trial's final adapter (its last checkpoint's, local or s3://) copied to ``dest``, replacing it."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    source = storage.join(str(row["checkpoint_path"]), "adapter")
+    if storage.is_uri(source):
+        storage.download_dir(source, dest)
+    else:
+        shutil.copytree(source, dest)
+    return dest
+
+
 def best_trial(run: RunConfig, summary: dict, out_dir: str | Path) -> tuple[RunConfig, Path]:
     """The run config with the best trial's method, K and learning rates, and its adapter copied to
     ``out_dir/adapter`` (from the trial's last checkpoint)."""
     best = summary["best"]
     out = Path(out_dir)
-    adapter = out / "adapter"
-    if adapter.exists():
-        shutil.rmtree(adapter)
-    source = storage.join(str(best["checkpoint_path"]), "adapter")
-    if storage.is_uri(source):
-        storage.download_dir(source, adapter)
-    else:
-        shutil.copytree(source, adapter)
+    adapter = copy_trial_adapter(best, out / "adapter")
     log.info("best trial %s: %s K=%d lr=%.2g stiefel_lr=%.2g (%s %.4f)", best["trial_id"], best["method"],
              best["K"], best["lr"], best["stiefel_lr"], run.sweep.metric, best[run.sweep.metric])
     return best_run_config(run, summary), adapter
