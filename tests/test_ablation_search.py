@@ -75,6 +75,15 @@ def test_a_stiefel_method_searches_both_learning_rates():
     assert len(initial_design("fora", [1e-3, 2e-3], [0.1, 0.3], 0.3)) == 4  # the grid for the Stiefel methods
 
 
+def test_the_stiefel_axis_is_varied_even_while_the_lr_keeps_hitting_an_edge():
+    # fora's AdamW optimum sits far below the grid, so lr is on an edge every round; with 5 trials the Stiefel
+    # lr must still be moved off its single starting value (the axes take turns), not left untuned
+    tried = _search({"fora": _bowl(1e-5, 0.6)}, lr=[1e-3, 2e-3, 4e-3], slr=[0.3], budget=5)["fora"]
+    # round 1 moves the Stiefel lr (tried at one value: x2 first), round 2 the lr from the new best (its lr is the
+    # smallest tried, so /2), on the best's Stiefel line
+    assert [(p["lr"], p["stiefel_lr"]) for p in tried[3:]] == [(1e-3, 0.6), (5e-4, 0.6)]
+
+
 def test_proposals_depend_only_on_the_results_so_a_resume_proposes_the_same():
     tried = [{"lr": 1e-3, "stiefel_lr": 0.3, "val_loss": 2.0, "status": "completed"},
              {"lr": 2e-3, "stiefel_lr": 0.3, "val_loss": 1.0, "status": "completed"}]

@@ -5,10 +5,11 @@ the selection split only. It starts from an initial design, ``ablation.lr`` for 
 grid ``ablation.lr x ablation.stiefel_lr`` for the Stiefel methods, and spends the rest of its budget in rounds,
 one proposal per method per round (``next_point``):
 
-1. **edge**: along each axis (lr, then stiefel_lr), on the line through the current best point (the other
-   axis held at the best's value), if the best is the largest value tried, the next is best x step; if the
-   smallest, best / step. A method whose best sits on an edge gets the next value automatically, so an
-   optimum beyond the initial grid is found, not assumed.
+1. **edge**: along each axis (the axes taking turns by round: lr first in even rounds, stiefel_lr first in odd
+   ones, so a 2-D search varies both), if the best point's value is the largest value tried on that axis, the
+   next is best x step (the other axis held at the best's value); if the smallest, best / step; an axis tried
+   at one value is on both edges (x step first). A method whose best sits on an edge gets the next value
+   automatically, so an optimum beyond the initial grid is found, not assumed.
 2. **refine**: otherwise the geometric midpoint between the best and its nearer-in-loss neighbour on that
    line (x sqrt(step) spacing, then finer), alternating the axes for the Stiefel methods.
 
@@ -72,13 +73,13 @@ def next_point(method: str, tried: list[dict], step: float, round_index: int) ->
         point = {a: _key(best[a]) for a in AXES} | {axis: _key(value)}
         return point if tuple(point[a] for a in AXES) not in seen else None
 
-    for axis in axes:  # 1. edges
-        values = sorted(_key(p[axis]) for p in _line(tried, best, axis, axes))
+    order = axes[round_index % len(axes):] + axes[: round_index % len(axes)]
+    for axis in order:  # 1. edges, the axes taking turns by round (an axis tried at one value is on both edges)
+        values = sorted(_key(p[axis]) for p in tried)  # every value tried on this axis, whatever the other's
         b = _key(best[axis])
         for candidate in ([b * step] if b == values[-1] else []) + ([b / step] if b == values[0] else []):
             if (point := new(axis, candidate)) is not None:
                 return point
-    order = axes[round_index % len(axes):] + axes[: round_index % len(axes)]
     for axis in order:  # 2. refinement next to the best, on the side of its better neighbour first
         line = _line(tried, best, axis, axes)
         b = _key(best[axis])

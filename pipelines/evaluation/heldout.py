@@ -127,20 +127,26 @@ def items_fingerprint(items: list[HeldoutItem], cfg: HeldoutConfig) -> str:
 
 @torch.no_grad()
 def item_losses(model, items: list[HeldoutItem], pad_id: int, batch_size: int = 8) -> list[tuple[float, int]]:
-    """(mean cross-entropy over the item's reference tokens, their count) per item, in item order."""
+    """(mean cross-entropy over the item's reference tokens, their count) per item, in item order.
+
+    Items are batched longest first, so a batch pads to nearly its own length: on a held-out set of mixed
+    lengths (instruction rows: 50 tokens on average, 128 at most) this halves the tokens run through the model
+    against batching in file order. Each item's loss depends only on its own tokens (padding is masked out)."""
     device = next(model.parameters()).device
-    out: list[tuple[float, int]] = []
-    for i in range(0, len(items), batch_size):
-        rows = [{"input_ids": it.input_ids, "labels": it.labels} for it in items[i : i + batch_size]]
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
+    out: list[tuple[float, int] | None] = [None] * len(items)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        rows = [{"input_ids": items[i].input_ids, "labels": items[i].labels} for i in chunk]
         b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float()
         target = b["labels"][:, 1:]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX,
                                                 reduction="none")  # (B, T-1)
         counts = (target != IGNORE_INDEX).sum(dim=1)
-        for total, n in zip(nll.sum(dim=1).tolist(), counts.tolist(), strict=True):
-            out.append((total / max(1, n), int(n)))
-    return out
+        for i, total, n in zip(chunk, nll.sum(dim=1).tolist(), counts.tolist(), strict=True):
+            out[i] = (total / max(1, n), int(n))
+    return [o for o in out if o is not None]
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
