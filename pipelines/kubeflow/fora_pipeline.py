@@ -8,8 +8,9 @@ Parameters: ``config_yaml`` (a whole run config; the default is ``configs/cluste
 without editing YAML, and ``scheduled`` (true for a recurring run: ``fora submit --schedule`` sets it; in
 the UI, tick it when creating a recurring run), which lets an unchanged run skip training. Each step's pod gets the resources of the compiling config's ``resources`` section
 (``pipelines/config/resources.py``), runs as UID 1000 (non-root), and reads its credentials from Secrets:
-``fora-s3-credentials`` (required), ``fora-mlflow-credentials`` (required) and ``fora-ray-token`` (only
-needed with a Ray cluster); service addresses come from the ``fora-services`` ConfigMap.
+``fora-s3-credentials`` (every step), ``fora-mlflow-credentials`` (the steps that talk to MLflow: not data prep
+or calibration) and ``fora-ray-token`` (train and sweep, optional: only with a Ray cluster; KubeRay's key
+``auth_token``); service addresses come from the ``fora-services`` ConfigMap (``k8s/base``).
 
 Step 0, ``resolve`` (never cached), opens the pipeline run's MLflow run and fingerprints the data source
 (``pipelines/data/fingerprint.py``). Data prep and calibration are cached on the config *and* that
@@ -46,27 +47,37 @@ DEFAULT_CONFIG_PATH = ROOT / "configs" / "cluster.yaml"
 # would break that comment and with it the YAML file
 DEFAULT_CONFIG = json.dumps(yaml.load(DEFAULT_CONFIG_PATH.read_text(), Loader=ConfigLoader))
 
-# k8s/ creates these in the pipeline namespace
+# Secrets and the ConfigMap the pipeline namespace holds (k8s/examples/, k8s/base/)
 S3_SECRET = "fora-s3-credentials"
 MLFLOW_SECRET = "fora-mlflow-credentials"
 RAY_TOKEN_SECRET = "fora-ray-token"
+RAY_TOKEN_KEY = "auth_token"  # KubeRay's key (authOptions.secretName), so one Secret serves both
 SERVICES_CONFIG_MAP = "fora-services"
 POD_UID = 1000  # the image's non-root user
+# the labels k8s/base/networkpolicy.yaml selects the step pods by (default deny, then the egress they need)
+POD_LABELS = {"app.kubernetes.io/part-of": "fora-pipelines", "app.kubernetes.io/component": "pipeline-step"}
 
 
-def configure_task(task: dsl.PipelineTask, res: StepResources) -> dsl.PipelineTask:
-    """Resources from the config; non-root; credentials from Secrets and service URLs from a ConfigMap
-    (by name only: no credential is ever written into the compiled spec)."""
+def configure_task(task: dsl.PipelineTask, res: StepResources, *, mlflow: bool, ray: bool = False
+                   ) -> dsl.PipelineTask:
+    """Resources from the config; non-root; labelled for the NetworkPolicies; service URLs from a ConfigMap and
+    only the credentials the step uses, from Secrets (by name only: no credential is ever written into the
+    compiled spec): S3 for every step (data, models and checkpoints may be s3://), MLflow's login only where
+    the step talks to MLflow (``mlflow``), the Ray token only where it submits Ray jobs (``ray``: train, sweep)."""
     apply_to_task(task, res)
     kubernetes.set_security_context(task, run_as_user=POD_UID, run_as_group=POD_UID, run_as_non_root=True)
+    for key, value in POD_LABELS.items():
+        kubernetes.add_pod_label(task, key, value)
     kubernetes.use_secret_as_env(task, S3_SECRET, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
                                                    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
-    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-                                                       "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
-    kubernetes.use_secret_as_env(task, RAY_TOKEN_SECRET, {"RAY_AUTH_TOKEN": "RAY_AUTH_TOKEN"}, optional=True)
+    if mlflow:
+        kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                                                           "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
+    if ray:
+        kubernetes.use_secret_as_env(task, RAY_TOKEN_SECRET, {RAY_TOKEN_KEY: "RAY_AUTH_TOKEN"}, optional=True)
     kubernetes.use_config_map_as_env(task, SERVICES_CONFIG_MAP, {
         "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-        "RAY_ADDRESS": "RAY_ADDRESS"}, optional=True)
+        **({"RAY_ADDRESS": "RAY_ADDRESS"} if ray else {})}, optional=True)
     return task
 
 
@@ -78,7 +89,7 @@ def resolve_run(run: RunConfig, config_yaml: str, overrides: str, scheduled) -> 
     """Step 0, never cached: the MLflow run, the data fingerprint, and whether to train at all."""
     res = resolve(config_yaml=config_yaml, overrides=overrides, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                   scheduled=scheduled)
-    configure_task(res, run.resources.data_prep).set_display_name("fingerprint data, open MLflow run")
+    configure_task(res, run.resources.data_prep, mlflow=True).set_display_name("fingerprint data, open MLflow run")
     res.set_caching_options(False)
     return res
 
@@ -90,10 +101,10 @@ def prepare_and_calibrate(run: RunConfig, config_yaml: str, overrides: str, res:
     arguments every later step takes)."""
     fingerprint = res.outputs["data_fingerprint"]
     prep = data_prep(config_yaml=config_yaml, overrides=overrides, data_fingerprint=fingerprint)
-    configure_task(prep, run.resources.data_prep).set_display_name("data prep")
+    configure_task(prep, run.resources.data_prep, mlflow=False).set_display_name("data prep")
     calib = calibrate(data=prep.outputs["data"], config_yaml=config_yaml, overrides=overrides,
                       data_fingerprint=fingerprint)
-    configure_task(calib, run.resources.calibrate).set_display_name(calibrate_name)
+    configure_task(calib, run.resources.calibrate, mlflow=False).set_display_name(calibrate_name)
     common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": res.outputs["mlflow_run_id"]}
     return prep, calib, common
 
@@ -117,16 +128,16 @@ def _train_and_register(run: RunConfig, config_yaml: str, overrides: str, res: d
 
     fit = train(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                 pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
-    configure_task(fit, run.resources.train).set_display_name("FoRA fine-tune (Ray Train)")
+    configure_task(fit, run.resources.train, mlflow=True, ray=True).set_display_name("FoRA fine-tune (Ray Train)")
     fit.set_caching_options(False)
 
     scored = evaluate(data=prep.outputs["data"], adapter=fit.outputs["adapter"], **common)
-    configure_task(scored, run.resources.evaluate).set_display_name("lm-eval: base vs tuned")
+    configure_task(scored, run.resources.evaluate, mlflow=True).set_display_name("lm-eval: base vs tuned")
     scored.set_caching_options(False)
 
     reg = register(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                    adapter=fit.outputs["adapter"], evaluation=scored.outputs["evaluation"], **common)
-    configure_task(reg, run.resources.register).set_display_name("merge and register").set_caching_options(False)
+    configure_task(reg, run.resources.register, mlflow=True).set_display_name("merge and register").set_caching_options(False)
 
 
 fora_pipeline = make_pipeline()

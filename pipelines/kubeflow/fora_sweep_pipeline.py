@@ -35,17 +35,17 @@ def make_sweep_pipeline(run: RunConfig | None = None):
 
         trials = sweep(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                        pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
-        configure_task(trials, run.resources.sweep).set_display_name("Ray Tune sweep").set_caching_options(False)
+        configure_task(trials, run.resources.sweep, mlflow=True, ray=True).set_display_name("Ray Tune sweep").set_caching_options(False)
 
         best = {"config_yaml": trials.outputs["best_config_yaml"], "overrides": "",
                 "mlflow_run_id": res.outputs["mlflow_run_id"]}
         scored = evaluate(data=prep.outputs["data"], adapter=trials.outputs["best_adapter"], **best)
-        configure_task(scored, run.resources.evaluate).set_display_name("lm-eval: base vs best trial")
+        configure_task(scored, run.resources.evaluate, mlflow=True).set_display_name("lm-eval: base vs best trial")
         scored.set_caching_options(False)
         reg = register(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                        adapter=trials.outputs["best_adapter"], evaluation=scored.outputs["evaluation"],
                        registry_tags=trials.outputs["registry_tags"], **best)
-        configure_task(reg, run.resources.register).set_display_name("merge and register the best trial")
+        configure_task(reg, run.resources.register, mlflow=True).set_display_name("merge and register the best trial")
         reg.set_caching_options(False)
 
     return fora_sweep_pipeline

@@ -365,6 +365,21 @@ def test_unreachable_or_refusing_ray_is_one_line(topo, env, inputs):
     assert "refused the request (401" in line and "RAY_AUTH_TOKEN" in line
 
 
+def test_the_token_reaches_rays_job_api_as_kuberay_sends_it(topo):
+    """KubeRay >= 1.6 with `authOptions` polls job status with `x-ray-authorization: Bearer <auth_token>`
+    (ray-operator/controllers/ray/utils/dashboardclient/dashboard_httpclient.go); the head (started with
+    RAY_AUTH_MODE=token, as KubeRay starts it) must accept that header and refuse a request without it or with
+    another token, or the operator would mark every RayJob failed."""
+    import requests
+
+    url = f"{topo.ray_jobs_address}/api/jobs/"
+    assert requests.get(url, headers={"x-ray-authorization": f"Bearer {topo.ray_token}"}, timeout=15).status_code == 200
+    assert requests.get(url, timeout=15).status_code == 401
+    assert requests.get(url, headers={"x-ray-authorization": "Bearer not-the-token"}, timeout=15).status_code in (401, 403)
+    # what the pipeline's steps send (pipelines/runtime/ray_jobs.py), from the same Secret key
+    assert requests.get(url, headers={"Authorization": f"Bearer {topo.ray_token}"}, timeout=15).status_code == 200
+
+
 def test_gpu_that_is_not_there_fails_fast_on_the_cluster(topo, env, inputs):
     workdir, path = _prepared(topo, env, "cluster-gpu")
     t = time.monotonic()

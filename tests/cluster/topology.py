@@ -4,7 +4,7 @@ the network (loopback):
 * **S3**: SeaweedFS (``weed mini``) with access keys; buckets by path-style addressing;
 * **MLflow**: ``mlflow server`` with basic auth (its own user for the pipeline), SQLite backend, artifacts
   proxied to the S3 server;
-* **Ray**: a head node (no CPUs for training, as in ``k8s/raycluster.yaml``) and a worker node, with token
+* **Ray**: a head node (no CPUs for training, as in ``k8s/components/raycluster/raycluster.yaml``) and a worker node, with token
   auth, started by ``ray start`` as the Unix user ``fora-ray`` from their own install
   (``/opt/fora-cluster/venv``, what the image is on a real cluster). The pipeline's working folders are
   mode 0700 and owned by another user, so any read of a path local to the submitting process fails there
