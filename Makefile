@@ -10,7 +10,10 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 CLUSTER_VENV ?= /opt/fora-cluster/venv
+IMAGE_VARIANT ?= cpu
 IMAGE ?= ghcr.io/fora-pipelines/fora:0.1.0
+# `make image IMAGE_VARIANT=cuda` names the CUDA build fora-cuda unless IMAGE is given
+IMAGE_NAME := $(if $(filter cuda,$(IMAGE_VARIANT)),$(if $(filter command line environment,$(origin IMAGE)),$(IMAGE),ghcr.io/fora-pipelines/fora-cuda:0.1.0),$(IMAGE))
 WHEELS ?=
 CLUSTER_PIP := $(CLUSTER_VENV)/bin/pip
 CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
@@ -91,9 +94,10 @@ cluster-setup: setup
 cluster-test: cluster-setup
 	$(PY) -m pytest -m cluster tests/cluster -p no:cacheprovider
 
-# the image with podman (not part of `make test`): offline base when no registry, WHEELS=/folder for torch
+# the image with podman or docker (not part of `make test`): offline base when no registry, WHEELS=/folder for
+# torch, IMAGE_VARIANT=cuda for the CUDA build (IMAGE then defaults to ghcr.io/fora-pipelines/fora-cuda:0.1.0)
 image:
-	IMAGE=$(IMAGE) WHEELS=$(WHEELS) bash scripts/build_image.sh
+	IMAGE=$(IMAGE_NAME) IMAGE_VARIANT=$(IMAGE_VARIANT) WHEELS=$(WHEELS) bash scripts/build_image.sh
 
 # the smoke pipeline's five steps in the built image, as UID 1000 with a read-only root, against the topology
 image-smoke: cluster-setup

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from pipelines.kubeflow.fora_pipeline import (
+    HF_TOKEN_SECRET,
     MLFLOW_SECRET,
     POD_LABELS,
     RAY_TOKEN_KEY,
@@ -293,6 +294,7 @@ def test_each_step_gets_only_the_secrets_it_uses_and_the_labels_the_policies_sel
     wanted = {"data-prep": {S3_SECRET}, "calibrate": {S3_SECRET}, "resolve": {S3_SECRET, MLFLOW_SECRET},
               "train": {S3_SECRET, MLFLOW_SECRET, RAY_TOKEN_SECRET}, "sweep": {S3_SECRET, MLFLOW_SECRET, RAY_TOKEN_SECRET},
               "evaluate": {S3_SECRET, MLFLOW_SECRET}, "register": {S3_SECRET, MLFLOW_SECRET}}
+    wanted = {step: secrets | {HF_TOKEN_SECRET} for step, secrets in wanted.items()}  # optional, everywhere
     seen = set()
     for name, ex in executors.items():
         step = name.removeprefix("exec-")
@@ -301,6 +303,8 @@ def test_each_step_gets_only_the_secrets_it_uses_and_the_labels_the_policies_sel
         seen.add(step)
         assert ex["podMetadata"]["labels"] == POD_LABELS
         for s in ex["secretAsEnv"]:
+            if s["secretName"] == HF_TOKEN_SECRET:
+                assert s["optional"] is True and s["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
             if s["secretName"] == RAY_TOKEN_SECRET:
                 assert s["optional"] is True and s["keyToEnv"] == [{"envVar": "RAY_AUTH_TOKEN", "secretKey": RAY_TOKEN_KEY}]
     assert {"data-prep", "calibrate", "resolve", "evaluate", "register"} <= seen
@@ -451,3 +455,21 @@ def test_the_rayjob_runs_the_steps_through_s3(render):
 
     run = parse_run_config(config["data"]["run.yaml"])
     assert run.ray.address == "auto" and run.storage.uri.startswith("s3://")
+
+
+def test_the_gpu_config_compiles_its_gpu_steps_with_the_cuda_image(tmp_path):
+    """configs/cluster-8b-gpu.yaml gives calibrate, train, evaluate and register GPUs: those steps run the CUDA
+    image, the others the CPU one (a CPU torch on a GPU node would train on the CPU)."""
+    from components import BASE_IMAGE, CUDA_IMAGE
+    from pipelines.config.run_config import load_run_config
+    from pipelines.kubeflow.fora_pipeline import compile_pipeline
+
+    run = load_run_config(ROOT / "configs" / "cluster-8b-gpu.yaml")
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", run=run).read_text()))
+    images = {name.removeprefix("exec-"): ex["container"]["image"]
+              for name, ex in spec["deploymentSpec"]["executors"].items()}
+    section = {"resolve": "data_prep"}  # the resolve step is sized like data prep (fora_pipeline.resolve_run)
+    gpu_steps = {step for step in images
+                 if getattr(run.resources, section.get(step, step.replace("-", "_"))).gpus}
+    assert gpu_steps >= {"train"} and "data-prep" not in gpu_steps
+    assert images == {step: CUDA_IMAGE if step in gpu_steps else BASE_IMAGE for step in images}

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 from kfp import compiler, dsl, kubernetes
 
+from components import CUDA_IMAGE
 from components.calibrate.component import calibrate
 from components.data_prep.component import data_prep
 from components.evaluate.component import evaluate
@@ -52,6 +53,7 @@ S3_SECRET = "fora-s3-credentials"
 MLFLOW_SECRET = "fora-mlflow-credentials"
 RAY_TOKEN_SECRET = "fora-ray-token"
 RAY_TOKEN_KEY = "auth_token"  # KubeRay's key (authOptions.secretName), so one Secret serves both
+HF_TOKEN_SECRET = "fora-hf-token"  # optional: a gated model on the Hugging Face Hub (key HF_TOKEN)
 SERVICES_CONFIG_MAP = "fora-services"
 POD_UID = 1000  # the image's non-root user
 # the labels k8s/base/networkpolicy.yaml selects the step pods by (default deny, then the egress they need)
@@ -60,16 +62,21 @@ POD_LABELS = {"app.kubernetes.io/part-of": "fora-pipelines", "app.kubernetes.io/
 
 def configure_task(task: dsl.PipelineTask, res: StepResources, *, mlflow: bool, ray: bool = False
                    ) -> dsl.PipelineTask:
-    """Resources from the config; non-root; labelled for the NetworkPolicies; service URLs from a ConfigMap and
-    only the credentials the step uses, from Secrets (by name only: no credential is ever written into the
-    compiled spec): S3 for every step (data, models and checkpoints may be s3://), MLflow's login only where
-    the step talks to MLflow (``mlflow``), the Ray token only where it submits Ray jobs (``ray``: train, sweep)."""
+    """Resources from the config (a step given GPUs runs the CUDA image, ``FORA_CUDA_IMAGE``); non-root;
+    labelled for the NetworkPolicies; service URLs from a ConfigMap and only the credentials the step uses, from
+    Secrets (by name only: no credential is ever written into the compiled spec): S3 for every step (data,
+    models and checkpoints may be s3://), the optional Hugging Face token (every step may load a gated model's
+    tokenizer or weights), MLflow's login only where the step talks to MLflow (``mlflow``), the Ray token only
+    where it submits Ray jobs (``ray``: train, sweep)."""
     apply_to_task(task, res)
+    if res.gpus:
+        task.container_spec.image = CUDA_IMAGE
     kubernetes.set_security_context(task, run_as_user=POD_UID, run_as_group=POD_UID, run_as_non_root=True)
     for key, value in POD_LABELS.items():
         kubernetes.add_pod_label(task, key, value)
     kubernetes.use_secret_as_env(task, S3_SECRET, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
                                                    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+    kubernetes.use_secret_as_env(task, HF_TOKEN_SECRET, {"HF_TOKEN": "HF_TOKEN"}, optional=True)
     if mlflow:
         kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                                                            "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
