@@ -94,11 +94,12 @@ def _strings(node):
 
 
 def _pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
-    """(where, pod template) of every workload: the MLflow Deployment, the Ray groups, the RayJob's submitter."""
+    """(where, pod template) of every workload: the MLflow Deployment, the buckets Job, the Ray groups, the
+    RayJob's submitter."""
     out = []
     for d in docs:
         name = f"{d['kind']}/{d['metadata']['name']}"
-        if d["kind"] == "Deployment":
+        if d["kind"] in ("Deployment", "Job"):
             out.append((name, d["spec"]["template"]))
         if d["kind"] in CRDS:
             cluster = d["spec"].get("rayClusterSpec", d["spec"])
@@ -126,7 +127,7 @@ def test_every_overlay_puts_every_object_selector_and_address_in_its_one_namespa
         docs = render(folder)
         kinds = {d["kind"] for d in docs}
         assert "Namespace" not in kinds, folder  # never creates or relabels a namespace it does not own
-        assert {"Deployment", "Service", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap"} <= kinds
+        assert {"Deployment", "Job", "Service", "Role", "RoleBinding", "NetworkPolicy", "ConfigMap"} <= kinds
         for d in docs:
             assert d["metadata"]["namespace"] == ns, (folder, d["kind"], d["metadata"]["name"])
         binding = next(d for d in docs if d["kind"] == "RoleBinding")
@@ -402,7 +403,7 @@ def test_every_pod_runs_hardened(render, tmp_path):
     """Non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp, no API token."""
     docs = render(_overlay(tmp_path, "hardened", ["raycluster"])) + render(K8S / "rayjob")
     pods = _pod_specs(docs)
-    assert len(pods) == 6  # MLflow, the RayCluster head + workers, the RayJob head + workers + submitter
+    assert len(pods) == 7  # MLflow, buckets, the RayCluster head + workers, the RayJob head + workers + submitter
     for where, template in pods:
         pod = template["spec"]
         assert pod["automountServiceAccountToken"] is False, where
@@ -473,3 +474,13 @@ def test_the_gpu_config_compiles_its_gpu_steps_with_the_cuda_image(tmp_path):
                  if getattr(run.resources, section.get(step, step.replace("-", "_"))).gpus}
     assert gpu_steps >= {"train"} and "data-prep" not in gpu_steps
     assert images == {step: CUDA_IMAGE if step in gpu_steps else BASE_IMAGE for step in images}
+
+
+def test_the_buckets_job_creates_the_buckets_the_config_and_mlflow_use(render):
+    docs = render(K8S / "overlays" / "standalone")
+    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "fora-buckets")
+    made = {c["args"][0]: c["envFrom"][0]["secretRef"]["name"] for c in job["spec"]["template"]["spec"]["containers"]}
+    cluster = yaml.safe_load((ROOT / "configs" / "cluster.yaml").read_text())
+    mlflow = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    artifacts = next(a for a in mlflow["args"] if a.startswith("--artifacts-destination=")).split("=", 1)[1]
+    assert made == {cluster["storage"]["uri"]: S3_SECRET, artifacts: "fora-mlflow-s3-credentials"}

@@ -190,3 +190,19 @@ def test_checkpoints_copied_in_from_another_run_are_never_resumed(s3, tiny, tmp_
     assert got["steps_run"] == 4 and got["resumed_from_step"] == 0 and got["checkpoints"] != target
     assert "belong to another run" in caplog.text
     assert not _same(_weights(got, tmp_path), _weights(done, tmp_path))
+
+
+def test_the_buckets_jobs_command_creates_its_bucket_and_is_idempotent(s3):
+    """k8s/base/buckets-job.yaml's exact command, run against the real S3 server twice (a re-created Job)."""
+    import subprocess
+
+    import yaml
+
+    job = yaml.safe_load((Path(__file__).parents[1] / "k8s" / "base" / "buckets-job.yaml").read_text())
+    for c in job["spec"]["template"]["spec"]["containers"]:
+        bucket = c["args"][0].removeprefix("s3://").split("/")[0] + "-jobtest"
+        command = [sys.executable if c["command"][0] == "python" else c["command"][0], *c["command"][1:]]
+        for _ in range(2):
+            out = subprocess.run([*command, f"s3://{bucket}/x"], env=os.environ, capture_output=True, text=True)
+            assert out.returncode == 0 and f"bucket ready: s3://{bucket}/x" in out.stdout, out.stderr
+        assert bucket in {b["Name"] for b in s3.s3().list_buckets()["Buckets"]}
