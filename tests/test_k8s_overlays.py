@@ -484,3 +484,23 @@ def test_the_buckets_job_creates_the_buckets_the_config_and_mlflow_use(render):
     mlflow = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     artifacts = next(a for a in mlflow["args"] if a.startswith("--artifacts-destination=")).split("=", 1)[1]
     assert made == {cluster["storage"]["uri"]: S3_SECRET, artifacts: "fora-mlflow-s3-credentials"}
+
+
+def test_mlflow_on_postgres_reads_both_database_uris_from_a_secret_and_runs_more_workers(render, tmp_path):
+    base = next(d for d in render(_overlay(tmp_path, "db")) if d["kind"] == "Deployment")
+    docs = render(_overlay(tmp_path, "db", ["mlflow-postgres"]))
+    pg = next(d for d in docs if d["kind"] == "Deployment")
+    before, after = (d["spec"]["template"]["spec"]["containers"][0] for d in (base, pg))
+    changed = {(a, b) for a, b in zip(before["args"], after["args"], strict=True) if a != b}
+    assert changed == {("--backend-store-uri=sqlite:////data/mlflow.db", "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)"),
+                       ("--workers=1", "--workers=4")}
+    env = {e["name"]: e for e in after["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": "fora-mlflow-db",
+                                                                          "key": "backend_store_uri"}
+    volume = next(v for v in pg["spec"]["template"]["spec"]["volumes"] if v["name"] == "auth-config")
+    assert volume == {"name": "auth-config", "secret": {"secretName": "fora-mlflow-db",
+                                                        "items": [{"key": "basic_auth.ini", "path": "basic_auth.ini"}]}}
+    example = yaml.safe_load((K8S / "examples" / "mlflow-db.example.yaml").read_text())
+    assert example["metadata"]["name"] == "fora-mlflow-db" and {"backend_store_uri", "basic_auth.ini"} <= set(example["stringData"])
+    assert "postgresql://" in example["stringData"]["basic_auth.ini"]
+    kubernetes_validate.validate(pg, K8S_VERSION, strict=True)
