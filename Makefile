@@ -46,7 +46,7 @@ run: setup
 		$(PY) examples/quickstart.py; \
 	fi
 
-# the four-way ablation on the SmolLM2 default (about 65 minutes on 2 cores); report in runs/ablation/ablation/
+# the ablation on the SmolLM2 default (about 2 h on 2 cores); report in runs/ablation/ablation/
 ablate: setup
 	$(VENV)/bin/fora ablate configs/ablation.yaml
 
