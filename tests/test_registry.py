@@ -202,6 +202,41 @@ def _promote_in_process(uri, name, version, items, measured, barrier_at, queue):
     queue.put((version, entry["action"]))
 
 
+def test_a_lock_released_while_the_server_checked_it_is_retried_not_raised():
+    """Seen in CI: the holder deletes the lock between the server's 'exists' check and its read-back, and the
+    create answers RESOURCE_DOES_NOT_EXIST; the next try must take the lock (unit test with a stand-in client)."""
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+
+    class Client:
+        def __init__(self):
+            self.calls, self.deleted = 0, []
+
+        def create_registered_model(self, name, tags=None, description=None):
+            self.calls += 1
+            if self.calls == 1:
+                raise MlflowException(f"Registered Model with name={name} not found", error_code=RESOURCE_DOES_NOT_EXIST)
+            self.tags = tags
+
+        def get_registered_model(self, name):
+            if self.calls == 1:
+                raise MlflowException("not found", error_code=RESOURCE_DOES_NOT_EXIST)
+            return type("Held", (), {"tags": self.tags})()
+
+        def delete_registered_model(self, name):
+            self.deleted.append(name)
+
+    client = Client()
+    with registry_lock(client, "m", poll_s=0.0) as token:
+        assert client.calls == 2 and token
+    assert client.deleted == [lock_name("m")]
+    broken = Client()
+    broken.create_registered_model = lambda *a, **k: (_ for _ in ()).throw(
+        MlflowException("boom", error_code=INTERNAL_ERROR))
+    with pytest.raises(MlflowException, match="boom"):
+        with registry_lock(broken, "m", poll_s=0.0):
+            pass
+
+
 @pytest.mark.parametrize("order", ["concurrent", "worse-first", "better-first"])
 def test_two_challengers_finishing_together_leave_the_alias_on_the_better(mlflow_server, order):
     name = f"race-{order}"

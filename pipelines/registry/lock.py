@@ -36,6 +36,12 @@ def _exists_error(err: MlflowException) -> bool:
     return err.error_code == "RESOURCE_ALREADY_EXISTS" or "already exists" in str(err).lower()
 
 
+def _contended(err: MlflowException) -> bool:
+    """The create lost a race: the lock exists, or it existed when the server checked and was released before
+    the server could read it back (the SQL store then answers RESOURCE_DOES_NOT_EXIST): try again."""
+    return _exists_error(err) or err.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
 def _try_break_stale(client: MlflowClient, name: str, ttl_s: float) -> None:
     try:
         held = client.get_registered_model(name)
@@ -63,7 +69,7 @@ def registry_lock(client: MlflowClient, model_name: str, holder: str = "", timeo
                 description=f"lock for promotions of {model_name} (fora-pipelines); deleted when released")
             break
         except MlflowException as err:
-            if not _exists_error(err):
+            if not _contended(err):
                 raise
         _try_break_stale(client, name, ttl_s)
         if time.monotonic() > deadline:
