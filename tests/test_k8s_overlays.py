@@ -52,9 +52,6 @@ def render(request):
     return lambda folder: build(RENDERERS[request.param], folder)
 
 
-_overlay = overlay
-
-
 def _strings(node):
     if isinstance(node, dict):
         for v in node.values():
@@ -83,14 +80,11 @@ def _pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
     return out
 
 
-_expand = expand
-
-
 def _namespace_cases(tmp_path: Path) -> list[tuple[Path, str]]:
     unseen = f"team-{uuid.uuid4().hex[:8]}"  # appears nowhere in the repository
     assert unseen not in "".join(p.read_text(errors="ignore") for p in K8S.rglob("*.yaml"))
     return [(K8S / "overlays" / o, ns) for o, ns in OVERLAYS.items()] + [
-        (_overlay(tmp_path, unseen, ["raycluster", "pull-secret"]), unseen)]
+        (overlay(tmp_path, unseen, ["raycluster", "pull-secret"]), unseen)]
 
 
 def test_every_overlay_puts_every_object_selector_and_address_in_its_one_namespace(render, tmp_path):
@@ -118,7 +112,7 @@ def test_every_overlay_puts_every_object_selector_and_address_in_its_one_namespa
         mlflow = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
         c = mlflow["spec"]["template"]["spec"]["containers"][0]
         assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in c["env"]
-        hosts = _expand(next(a for a in c["args"] if a.startswith("--allowed-hosts=")), {"POD_NAMESPACE": ns})
+        hosts = expand(next(a for a in c["args"] if a.startswith("--allowed-hosts=")), {"POD_NAMESPACE": ns})
         assert {"mlflow:5000", f"mlflow.{ns}.svc.cluster.local:5000"} <= set(hosts.split("=", 1)[1].split(","))
 
 
@@ -145,15 +139,15 @@ def test_images_are_set_in_one_place(render, tmp_path):
     for path in K8S.rglob("*.yaml"):  # the resources name images without a tag: `images:` sets it
         for image in re.findall(r"^\s*image:\s*(\S+)", path.read_text(), re.M):
             assert image in IMAGES, (path, image)
-    default = render(_overlay(tmp_path, "a", ["raycluster"]))
+    default = render(overlay(tmp_path, "a", ["raycluster"]))
     assert {c["image"] for _, pod in _pod_specs(default) for c in pod["spec"]["containers"]} == \
         {f"{IMAGES[0]}:0.1.0", f"{IMAGES[1]}:0.1.0"}
     mirror = [{"name": IMAGES[0], "newName": "registry.example.com/ml/fora", "newTag": "9.9.9"},
               {"name": IMAGES[1], "newName": "registry.example.com/ml/fora-cuda", "newTag": "9.9.9"}]
-    moved = render(_overlay(tmp_path, "a", ["raycluster"], images=mirror))
+    moved = render(overlay(tmp_path, "a", ["raycluster"], images=mirror))
     assert {c["image"] for _, pod in _pod_specs(moved) for c in pod["spec"]["containers"]} == \
         {"registry.example.com/ml/fora:9.9.9", "registry.example.com/ml/fora-cuda:9.9.9"}
-    pulled = render(_overlay(tmp_path, "a", ["raycluster", "pull-secret"]))
+    pulled = render(overlay(tmp_path, "a", ["raycluster", "pull-secret"]))
     account = next(d for d in pulled if d["kind"] == "ServiceAccount")
     assert account["imagePullSecrets"] == [{"name": "fora-pull-secret"}]
     for where, pod in _pod_specs(pulled):
@@ -161,7 +155,7 @@ def test_images_are_set_in_one_place(render, tmp_path):
 
 
 def test_every_rendered_object_matches_the_kubernetes_schema(render, tmp_path):
-    docs = render(_overlay(tmp_path, "schema-check", ["raycluster", "pull-secret"])) + render(K8S / "rayjob")
+    docs = render(overlay(tmp_path, "schema-check", ["raycluster", "pull-secret"])) + render(K8S / "rayjob")
     checked = 0
     for d in docs:
         if d["kind"] not in CRDS:
@@ -183,9 +177,8 @@ def _strict(schema: dict) -> dict:
     schema = dict(schema)
     if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
         schema["additionalProperties"] = False
-    for key in ("properties",):
-        if key in schema:
-            schema[key] = {k: _strict(v) for k, v in schema[key].items()}
+    if "properties" in schema:
+        schema["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
     for key in ("items", "additionalProperties"):
         if isinstance(schema.get(key), dict):
             schema[key] = _strict(schema[key])
@@ -210,7 +203,7 @@ def _defaulted(instance, schema: dict):
 
 @pytest.mark.parametrize("version", ["v1.6.0", "v1.7.0"])
 def test_the_ray_objects_match_the_kuberay_crds(render, tmp_path, version):
-    docs = render(_overlay(tmp_path, "ray-check", ["raycluster"])) + render(K8S / "rayjob")
+    docs = render(overlay(tmp_path, "ray-check", ["raycluster"])) + render(K8S / "rayjob")
     ray = [d for d in docs if d["kind"] in CRDS]
     assert {d["kind"] for d in ray} == CRDS
     for d in ray:
@@ -304,7 +297,7 @@ def test_the_mlflow_server_started_with_the_manifests_arguments_answers_its_serv
     import requests
 
     ns = f"team-{uuid.uuid4().hex[:6]}"
-    docs = render_with_any(_overlay(tmp_path, ns))
+    docs = render_with_any(overlay(tmp_path, ns))
     auth = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mlflow-auth")
     files = {f"auth-config/{name}": text for name, text in auth["data"].items()}
     with mlflow_from_render(docs, tmp_path, {"POD_NAMESPACE": ns}, files) as (url, admin_password):
@@ -321,7 +314,7 @@ def test_the_mlflow_server_started_with_the_manifests_arguments_answers_its_serv
 
 def test_every_pod_runs_hardened(render, tmp_path):
     """Non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp, no API token."""
-    docs = render(_overlay(tmp_path, "hardened", ["raycluster"])) + render(K8S / "rayjob")
+    docs = render(overlay(tmp_path, "hardened", ["raycluster"])) + render(K8S / "rayjob")
     pods = _pod_specs(docs)
     assert len(pods) == 7  # MLflow, buckets, the RayCluster head + workers, the RayJob head + workers + submitter
     for where, template in pods:
@@ -354,7 +347,7 @@ def test_every_secret_the_manifests_and_the_pipeline_read_has_an_example_with_it
                 for d in yaml.safe_load_all(p.read_text())}
     for d in examples.values():
         assert "namespace" not in d["metadata"]  # applied with -n into the overlay's namespace
-    docs = render(_overlay(tmp_path, "secrets", ["raycluster"])) + render(K8S / "rayjob")
+    docs = render(overlay(tmp_path, "secrets", ["raycluster"])) + render(K8S / "rayjob")
     used = {ref["name"] for d in docs for text in [json.dumps(d)]
             for ref in [json.loads(m) for m in re.findall(r'\{"name": "fora-[a-z0-9-]+"[^{}]*\}', text)]
             if ref["name"] != SERVICES_CONFIG_MAP}
@@ -407,8 +400,8 @@ def test_the_buckets_job_creates_the_buckets_the_config_and_mlflow_use(render):
 
 
 def test_mlflow_on_postgres_reads_both_database_uris_from_a_secret_and_runs_more_workers(render, tmp_path):
-    base = next(d for d in render(_overlay(tmp_path, "db")) if d["kind"] == "Deployment")
-    docs = render(_overlay(tmp_path, "db", ["mlflow-postgres"]))
+    base = next(d for d in render(overlay(tmp_path, "db")) if d["kind"] == "Deployment")
+    docs = render(overlay(tmp_path, "db", ["mlflow-postgres"]))
     pg = next(d for d in docs if d["kind"] == "Deployment")
     before, after = (d["spec"]["template"]["spec"]["containers"][0] for d in (base, pg))
     changed = {(a, b) for a, b in zip(before["args"], after["args"], strict=True) if a != b}
