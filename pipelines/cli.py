@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from .config.errors import RunConfigError
+from .config.form import RUN_FORM, changed_fields, form_defaults, form_items, parse_params, resolve_form
 from .config.overrides import join_overrides
 from .config.run_config import RunConfig, load_run_config
 
@@ -95,12 +96,15 @@ def _cmd_run(args) -> int:
         from .kubeflow.local_runner import run_on_kfp_local
 
         load_run_config(args.config, args.set)  # a missing or invalid config: one line, before the runner starts
-        result = run_on_kfp_local(Path(args.config).read_text(), join_overrides(args.set))
+        result = run_on_kfp_local(Path(args.config).read_text(), join_overrides(args.set),
+                                  params=parse_params(args.param, RUN_FORM))
         print(f"KFP outputs: {result['outputs_root']}")
         print(f"MLflow UI: mlflow ui --backend-store-uri {result['run'].tracking_uri}")
         return 0
     from .steps.local_run import run_pipeline
 
+    # without KFP the typed parameters are plain config fields, applied before --set as in the pipeline
+    args.set = form_items(changed_fields(parse_params(args.param, RUN_FORM), {}, RUN_FORM)) + args.set
     run = _output_config(args)
     _print_summary(run, run_pipeline(run, progress=not args.quiet))
     return 0
@@ -242,10 +246,13 @@ def _cmd_ablate(args) -> int:
 def _cmd_submit(args) -> int:
     from .kubeflow.submit import submit
 
-    run = load_run_config(args.config, args.set)  # validate before anything leaves this machine
-    print(submit(args.host, Path(args.config).read_text(), join_overrides(args.set), experiment=args.experiment,
-                 run_name=args.run_name, schedule=args.schedule, namespace=args.namespace,
-                 service_account=args.service_account, run=run))
+    compiled = load_run_config(args.config, args.set)  # the compiled pipeline's typed defaults: these values
+    params = parse_params(args.param, RUN_FORM)
+    text = Path(args.config).read_text()
+    resolve_form(text, args.set, params, form_defaults(compiled, RUN_FORM), RUN_FORM)  # validate before sending
+    print(submit(args.host, text, join_overrides(args.set), experiment=args.experiment, run_name=args.run_name,
+                 schedule=args.schedule, namespace=args.namespace, service_account=args.service_account,
+                 run=compiled, params=params))
     return 0
 
 
@@ -287,6 +294,11 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
+    def with_params(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a typed pipeline parameter as the Kubeflow UI form sets it (fora run --kfp, fora submit), "
+                       f"e.g. --param max_steps=100; names: {', '.join(f.name for f in RUN_FORM)}")
+
     def with_locations(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         for name, helptext in (("--data", "the prepared data (folder or s3:// URI)"),
                                ("--calibration", "the Fisher report's folder (or s3:// URI)"),
@@ -299,8 +311,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="the pipeline run this belongs to (its checkpoint namespace; a retry resumes)")
         return p
 
-    with_config("run", _cmd_run, "run the whole pipeline on this machine").add_argument(
-        "--kfp", action="store_true", help="run the KFP components on the local KFP runner")
+    p = with_config("run", _cmd_run, "run the whole pipeline on this machine")
+    p.add_argument("--kfp", action="store_true", help="run the KFP components on the local KFP runner")
+    with_params(p)
     for step, helptext in (("data-prep", "step 1: tokenized splits + data card"),
                            ("calibrate", "step 2: Fisher layer scores and selection"),
                            ("train", "step 3: FoRA fine-tune (Ray Train)"),
@@ -321,6 +334,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="create a recurring run instead (6-field cron, e.g. '0 0 3 * * 1' = Mondays 03:00)")
     p.add_argument("--service-account", default=None,
                    help="the pipeline pods' ServiceAccount (k8s/ creates fora-pipeline); default: KFP's")
+    with_params(p)
     with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
     with_config("ablate", _cmd_ablate, "the four-way ablation with tuned learning rates and seeds, and its report"
                 ).add_argument("--plan", action="store_true", help="check the config and print the trial counts only")

@@ -12,7 +12,7 @@ from pipeline_fixtures import tiny_model_dir, write_records
 
 from pipelines import cli
 from pipelines.config.overrides import split_overrides
-from pipelines.config.run_config import parse_run_config
+from pipelines.config.run_config import load_run_config, parse_run_config
 
 
 def _write_config(root: Path, model_dir: Path) -> Path:
@@ -140,6 +140,25 @@ def test_submit_and_schedule_send_the_compiled_pipeline_and_config(monkeypatch, 
     assert "http://kfp.example/#/runs/details/r-123" in capsys.readouterr().out
     assert cli.main(["submit", str(config), "--host", "http://kfp.example", "--schedule", "0 0 3 * * 1"]) == 0
     assert _FakeClient.calls[1][:3] == ("recurring", "e-1", "0 0 3 * * 1")
+
+
+def test_submit_sends_typed_parameters_as_the_ui_form_does(monkeypatch):
+    import kfp
+
+    monkeypatch.setattr(kfp, "Client", _FakeClient)
+    _FakeClient.calls.clear()
+    argv = ["submit", "configs/smoke.yaml", "--host", "http://kfp.example", "--param", "method=lora",
+            "--param", "max_steps=5", "--param", "eval_tasks=[boolq]"]
+    assert cli.main(argv) == 0
+    arguments, spec = _FakeClient.calls[0][2], _FakeClient.calls[0][5]
+    assert (arguments["method"], arguments["max_steps"], arguments["eval_tasks"]) == ("lora", 5, ["boolq"])
+    # the compiled form's defaults are the submitted config's values, so what was not given keeps them
+    form = spec["root"]["inputDefinitions"]["parameters"]
+    smoke = load_run_config("configs/smoke.yaml")
+    assert form["rank"]["defaultValue"] == smoke.fora.rank and form["model"]["defaultValue"] == smoke.model
+    _FakeClient.calls.clear()
+    assert cli.main(argv[:4] + ["--param", "method=vera"]) == 2  # checked here, before anything is sent
+    assert _FakeClient.calls == []
 
 
 def test_submit_to_an_unreachable_endpoint_is_one_line(capsys):

@@ -12,7 +12,9 @@ from mlflow.tracking import MlflowClient
 from pipeline_fixtures import tiny_model_dir, write_records
 
 from components import BASE_IMAGE
-from pipelines.kubeflow.fora_pipeline import PIPELINE_YAML, compile_pipeline
+from pipelines.config.form import RUN_FORM, form_defaults
+from pipelines.config.run_config import load_run_config
+from pipelines.kubeflow.fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 STEPS = ["resolve", "data-prep", "calibrate", "train", "evaluate", "register"]
@@ -87,6 +89,11 @@ def test_dag_wiring_resources_caching_and_image():
         fp = inner["dag"]["tasks"][step]["inputs"]["parameters"]["data_fingerprint"]
         assert fp == {"componentInputParameter": "pipelinechannel--resolve-data_fingerprint"}, step
         assert "mlflow_run_id" not in inner["dag"]["tasks"][step]["inputs"]["parameters"], step
+    # every step after resolve reads the effective config it wrote (config_yaml < typed fields < overrides)
+    for step in ("data-prep", "calibrate", "train", "evaluate", "register"):
+        given = inner["dag"]["tasks"][step]["inputs"]["parameters"]
+        assert given["config_yaml"] == {"componentInputParameter": "pipelinechannel--resolve-run_config"}, step
+        assert given["overrides"]["runtimeValue"]["constant"] == "", step
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 2
     # artifacts flow between steps as typed KFP artifacts
     train_inputs = tasks["train"]["inputs"]["artifacts"]
@@ -171,8 +178,17 @@ def test_resolve_and_data_prep_components_python_func(tmp_path, model_dir):
 
     cfg = _tiny_config(tmp_path, model_dir)
     decision = Markdown(name="decision", uri=str(tmp_path / "decision.md"), metadata={})
-    r = resolve.python_func(config_yaml=yaml.safe_dump(cfg), overrides="data.max_train=16", pipeline_run="unit",
-                            scheduled=True, decision=decision)
+    # the form as KFP hands it over (every value as text); rank changed, the rest at the compiled defaults
+    defaults = form_defaults(load_run_config(DEFAULT_CONFIG_PATH), RUN_FORM)  # compiled from configs/cluster.yaml
+    assert defaults["max_steps"] == 60 and defaults["rank"] == 32
+    form = {**defaults, "max_steps": "60.0", "rank": "8.0"}  # rank changed; max_steps as KFP's text of 60
+    r = resolve.python_func(config_yaml=yaml.safe_dump(cfg), overrides="data.max_train=16", form_defaults=defaults,
+                            form_name="run", pipeline_run="unit", scheduled=True, decision=decision, **form)
+    effective = json.loads(r.run_config)
+    assert effective["fora"]["rank"] == 8  # changed in the form
+    assert effective["train"]["max_steps"] == 4 and effective["eval"]["tasks"] == ["arc_easy", "boolq"]  # untouched
+    assert effective["data"]["max_train"] == 16  # the override
+    assert "`fora.rank` = `8`" in (tmp_path / "decision.md").read_text()
     import hashlib
 
     records = Path(cfg["data"]["source"]).read_bytes()
@@ -183,7 +199,7 @@ def test_resolve_and_data_prep_components_python_func(tmp_path, model_dir):
 
     data = Dataset(name="data", uri=str(tmp_path / "data"), metadata={})
     card = Markdown(name="card", uri=str(tmp_path / "card.md"), metadata={})
-    content_hash = data_prep.python_func(config_yaml=yaml.safe_dump(cfg), overrides="data.max_train=16",
+    content_hash = data_prep.python_func(config_yaml=r.run_config, overrides="",
                                          data_fingerprint=r.data_fingerprint, data=data, data_card=card)
     assert len((tmp_path / "data" / "train.jsonl").read_text().splitlines()) == 16
     assert data.metadata["train"] == 16 and content_hash == data.metadata["content_hash"]
@@ -213,6 +229,9 @@ def _step_dirs(outputs_root: Path) -> dict[str, Path]:
     return found
 
 
+FORM = {"lr": 3e-3, "register_metric": "heldout/loss"}  # the nightly run's typed parameters
+
+
 def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient, object, object]:
     """The whole DAG once, as a scheduled run with no champion yet: every artifact, the one MLflow run, the
     registration. Returns (config, its YAML, the registry client, version 1, its MLflow run)."""
@@ -222,10 +241,10 @@ def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient
     # the nightly decision is on the user's own held-out data: per-item response loss (continuous, so the
     # automatic choice is the paired bootstrap), lower is better
     cfg["data"].update(max_train=28, max_validation=12)  # 40 records: 12 held out each night
-    cfg["train"]["lr"] = 3e-3
-    cfg["register"].update(metric="heldout/loss", promotion_test="auto", alpha=0.05)
+    cfg["register"].update(promotion_test="auto", alpha=0.05)
     text = yaml.safe_dump(cfg)
-    result = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True)
+    # the learning rate and the registry's metric are set as a UI user sets them: typed form parameters
+    result = run_on_kfp_local(text, overrides="train.eval_every=4", scheduled=True, params=FORM)
     steps = _step_dirs(Path(result["outputs_root"]))
     expect = {"resolve": ["decision"], "data-prep": ["data/train.jsonl", "data/data_card.json", "data_card"],
               "calibrate": ["calibration/fisher_report.json", "calibration/fisher_profile.png", "fisher_profile"],
@@ -258,6 +277,8 @@ def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4
     assert run.data.params["selected_layers"] == json.dumps(layers)
     assert run.data.params["train.eval_every"] == "4"  # the override reached the steps
+    assert float(run.data.params["train.lr"]) == 3e-3 and run.data.params["register.metric"] == "heldout/loss"
+    assert "`train.lr` = `0.003`" in (steps["resolve"] / "decision").read_text()
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"data", "calibration", "eval", "adapter"}
     assert run.data.tags["data_fingerprint"] == v1.tags["data_fingerprint"] != ""
     return cfg, text, client, v1, run
@@ -279,7 +300,7 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     write_records(Path(cfg["data"]["source"]), 40, times=3)  # tonight's export: the same file, other rows
     # nights 2 and 3 skip the base model's scores (the champion is the comparison that decides)
     nightly = "train.eval_every=4,eval.compare_base=false"
-    result2 = run_on_kfp_local(text, overrides=nightly, scheduled=True)
+    result2 = run_on_kfp_local(text, overrides=nightly, scheduled=True, params=FORM)
     steps2 = _step_dirs(Path(result2["outputs_root"]))
     assert "register" in steps2
     v2 = client.get_model_version("tiny-kfp", "2")
@@ -310,7 +331,7 @@ def test_whole_dag_and_scheduled_retraining_on_the_local_kfp_runner(tmp_path, mo
     assert f"**{decision['action']}**" in registration and "bootstrap 95% lower bound" in registration
 
     # night 3: nothing changed since night 2: the resolve step says so and nothing else runs
-    result3 = run_on_kfp_local(text, overrides=nightly, scheduled=True)
+    result3 = run_on_kfp_local(text, overrides=nightly, scheduled=True, params=FORM)
     steps3 = _step_dirs(Path(result3["outputs_root"]))
     assert set(steps3) == {"resolve"}, sorted(steps3)
     said = (steps3["resolve"] / "decision").read_text()

@@ -1,12 +1,25 @@
 """The FoRA pipeline as a KFP v2 DAG: data prep -> Fisher calibration -> Ray Train FoRA -> lm-eval ->
-merge/register. Compiled to ``pipelines/kubeflow/fora_pipeline.yaml`` by ``fora compile --output-dir pipelines/kubeflow`` (checked in; a test fails
-if it is stale). Upload that file in the Kubeflow UI, or ``fora submit --host URL CONFIG``.
+merge/register. Compiled to ``pipelines/kubeflow/fora_pipeline.yaml`` by ``fora compile --output-dir
+pipelines/kubeflow`` (checked in; a test fails if it is stale). Upload that file in the Kubeflow UI, or ``fora submit
+--host URL CONFIG``.
 
-Parameters: ``config_yaml`` (a whole run config; the default is ``configs/cluster.yaml``),
-``overrides`` (``section.field=value`` items: one per line, or separated by commas before each new
-``key=``, or a JSON list as ``fora submit`` sends them), so a scheduled run or a UI user can change a field
-without editing YAML, and ``scheduled`` (true for a recurring run: ``fora submit --schedule`` sets it; in
-the UI, tick it when creating a recurring run), which lets an unchanged run skip training. Each step's pod gets the resources of the compiling config's ``resources`` section
+Parameters (the *Create run* form shows each with its help):
+
+* typed fields for what users change most (``model``, ``data_source``, ``data_format``, ``method``,
+  ``layer_budget``, ``rank``, ``max_steps``, ``lr``, ``stiefel_lr``, ``eval_tasks``, ``heldout_metrics``,
+  ``register_metric``, ``approval``, ``registered_model_name``: ``pipelines/config/form.py``), their defaults
+  the compiling config's values;
+* ``config_yaml`` (a whole run config; the default is ``configs/cluster.yaml``) for everything else;
+* ``overrides`` (``section.field=value`` items: one per line, or separated by commas before each new ``key=``,
+  or a JSON list as ``fora submit`` sends them);
+* ``scheduled`` (true for a recurring run: ``fora submit --schedule`` sets it; in the UI, tick it when creating a
+  recurring run), which lets an unchanged run skip training.
+
+Precedence: ``config_yaml`` < the typed fields changed from their defaults < ``overrides``. The first step
+(``resolve``) applies them, validates the result (one line naming the parameter and field on a bad value) and
+hands the effective config (its ``run_config`` output) to every later step.
+
+Each step's pod gets the resources of the compiling config's ``resources`` section
 (``pipelines/config/resources.py``), runs as UID 1000 (non-root), and reads its credentials from Secrets:
 ``fora-s3-credentials`` (every step), ``fora-mlflow-credentials`` (the steps that talk to MLflow: not data prep
 or calibration) and ``fora-ray-token`` (train and sweep, optional: only with a Ray cluster; KubeRay's key
@@ -37,9 +50,11 @@ from components.register.component import register
 from components.resolve.component import resolve
 from components.train.component import train
 
+from ..config.form import RUN_FORM, FormField, form_defaults
 from ..config.overrides import ConfigLoader
 from ..config.resources import StepResources, apply_to_task
 from ..config.run_config import RunConfig, load_run_config
+from .typed_form import form_values, typed_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
@@ -92,46 +107,57 @@ def default_run() -> RunConfig:
     return load_run_config(DEFAULT_CONFIG_PATH)
 
 
-def resolve_run(run: RunConfig, config_yaml: str, overrides: str, scheduled) -> dsl.PipelineTask:
-    """Step 0, never cached: the MLflow run, the data fingerprint, and whether to train at all."""
-    res = resolve(config_yaml=config_yaml, overrides=overrides, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                  scheduled=scheduled)
+def resolve_run(run: RunConfig, config_yaml: str, overrides: str, scheduled, form: dict,
+                fields: tuple[FormField, ...], form_name: str) -> dsl.PipelineTask:
+    """Step 0, never cached: the effective config (``config_yaml`` < changed typed fields < ``overrides``), the
+    MLflow run, the data fingerprint, and whether to train at all."""
+    res = resolve(config_yaml=config_yaml, overrides=overrides, form_defaults=form_defaults(run, fields),
+                  form_name=form_name, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, scheduled=scheduled, **form)
     configure_task(res, run.resources.data_prep, mlflow=True).set_display_name("fingerprint data, open MLflow run")
     res.set_caching_options(False)
     return res
 
 
-def prepare_and_calibrate(run: RunConfig, config_yaml: str, overrides: str, res: dsl.PipelineTask,
-                          calibrate_name: str):
-    """The head both DAGs share after ``resolve_run``: data prep and the Fisher pass, both cached on the data
-    source's fingerprint (a cache hit means the same data). Returns (prep task, calibrate task, the
-    arguments every later step takes)."""
+def prepare_and_calibrate(run: RunConfig, res: dsl.PipelineTask, calibrate_name: str):
+    """The head both DAGs share after ``resolve_run``: data prep and the Fisher pass on the effective config,
+    both cached on the data source's fingerprint (a cache hit means the same data). Returns (prep task,
+    calibrate task, the arguments every later step takes)."""
     fingerprint = res.outputs["data_fingerprint"]
-    prep = data_prep(config_yaml=config_yaml, overrides=overrides, data_fingerprint=fingerprint)
+    config = {"config_yaml": res.outputs["run_config"], "overrides": ""}
+    prep = data_prep(data_fingerprint=fingerprint, **config)
     configure_task(prep, run.resources.data_prep, mlflow=False).set_display_name("data prep")
-    calib = calibrate(data=prep.outputs["data"], config_yaml=config_yaml, overrides=overrides,
-                      data_fingerprint=fingerprint)
+    calib = calibrate(data=prep.outputs["data"], data_fingerprint=fingerprint, **config)
     configure_task(calib, run.resources.calibrate, mlflow=False).set_display_name(calibrate_name)
-    common = {"config_yaml": config_yaml, "overrides": overrides, "mlflow_run_id": res.outputs["mlflow_run_id"]}
-    return prep, calib, common
+    return prep, calib, {**config, "mlflow_run_id": res.outputs["mlflow_run_id"]}
+
+
+FIXED_PARAMETERS = [
+    ("config_yaml", str, DEFAULT_CONFIG, "The whole run config as YAML or JSON (default: configs/cluster.yaml); "
+     "the typed fields changed from their defaults, then overrides, win over it."),
+    ("overrides", str, "", "section.field=value items for any other config field, one per line (e.g. "
+     "train.batch_size=16); they win over everything else."),
+]
 
 
 def make_pipeline(run: RunConfig | None = None):
-    """The pipeline function, its pods sized by ``run.resources`` (default: ``configs/cluster.yaml``)."""
+    """The pipeline function, its typed defaults and pods from ``run`` (default: ``configs/cluster.yaml``)."""
     run = run or default_run()
 
-    @dsl.pipeline(name="fora-pipeline", description="FoRA fine-tuning: Fisher layer selection + Stiefel LoRA")
-    def fora_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = "", scheduled: bool = False):
-        res = resolve_run(run, config_yaml, overrides, scheduled)
+    def body(p: dict) -> None:
+        res = resolve_run(run, p["config_yaml"], p["overrides"], p["scheduled"], form_values(p, RUN_FORM),
+                          RUN_FORM, "run")
         with dsl.If(res.outputs["Output"] == True, name="data-or-settings-changed"):  # noqa: E712 (a KFP condition)
-            _train_and_register(run, config_yaml, overrides, res)
+            _train_and_register(run, res)
 
-    return fora_pipeline
+    scheduled = ("scheduled", bool, False, "True for a recurring run: an unchanged run (same data fingerprint and "
+                 "recipe as the champion) skips training.")
+    return typed_pipeline("fora-pipeline", "FoRA fine-tuning: Fisher layer selection + Stiefel LoRA",
+                          [*FIXED_PARAMETERS, scheduled], RUN_FORM, form_defaults(run, RUN_FORM), body)
 
 
-def _train_and_register(run: RunConfig, config_yaml: str, overrides: str, res: dsl.PipelineTask) -> None:
+def _train_and_register(run: RunConfig, res: dsl.PipelineTask) -> None:
     """Data prep, calibration, train, evaluate, register: what runs when the resolve step says train."""
-    prep, calib, common = prepare_and_calibrate(run, config_yaml, overrides, res, "Fisher calibration")
+    prep, calib, common = prepare_and_calibrate(run, res, "Fisher calibration")
 
     fit = train(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                 pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)

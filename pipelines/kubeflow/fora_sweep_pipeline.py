@@ -2,8 +2,10 @@
 best trial -> merge/register (tagged with the sweep and the trial). Compiled to
 ``pipelines/kubeflow/fora_sweep_pipeline.yaml`` by ``fora compile --output-dir pipelines/kubeflow`` (checked in; a test fails if it is stale).
 
-The search space is the config's ``sweep`` section; ``overrides`` changes it from the UI, e.g.
-``sweep.layer_budgets=[0.25, 0.5, 1.0], sweep.lr=[1e-4, 3e-4]``. With ``storage.uri`` set, Tune's state
+The search space is the config's ``sweep`` section; the form shows its grid as typed parameters
+(``sweep_methods``, ``sweep_layer_budgets``, ``sweep_lr``, ``sweep_stiefel_lr``, ``num_samples``, ``max_trials``: JSON
+lists such as ``[0.25, 0.5, 1.0]``) beside the model, data, steps and registry fields
+(``pipelines/config/form.py``); ``config_yaml`` < changed typed fields < ``overrides``, as in the main pipeline. With ``storage.uri`` set, Tune's state
 lives there (per pipeline run), so a retried sweep pod resumes; with a Ray cluster configured, the trials
 run there as one Ray job.
 """
@@ -16,8 +18,10 @@ from components.evaluate.component import evaluate
 from components.register.component import register
 from components.sweep.component import sweep
 
+from ..config.form import SWEEP_FORM, form_defaults
 from ..config.run_config import RunConfig
-from .fora_pipeline import DEFAULT_CONFIG, configure_task, default_run, prepare_and_calibrate, resolve_run
+from .fora_pipeline import FIXED_PARAMETERS, configure_task, default_run, prepare_and_calibrate, resolve_run
+from .typed_form import form_values, typed_pipeline
 
 SWEEP_PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
 
@@ -26,12 +30,10 @@ def make_sweep_pipeline(run: RunConfig | None = None):
     """The sweep pipeline function, its pods sized by ``run.resources``."""
     run = run or default_run()
 
-    @dsl.pipeline(name="fora-sweep-pipeline",
-                  description="FoRA sweep: Ray Tune over the layer budget K, learning rates and method")
-    def fora_sweep_pipeline(config_yaml: str = DEFAULT_CONFIG, overrides: str = ""):
-        res = resolve_run(run, config_yaml, overrides, False)
-        prep, calib, common = prepare_and_calibrate(run, config_yaml, overrides, res,
-                                                    "Fisher calibration (once for all trials)")
+    def body(p: dict) -> None:
+        res = resolve_run(run, p["config_yaml"], p["overrides"], False, form_values(p, SWEEP_FORM), SWEEP_FORM,
+                          "sweep")
+        prep, calib, common = prepare_and_calibrate(run, res, "Fisher calibration (once for all trials)")
 
         trials = sweep(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                        pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **common)
@@ -48,7 +50,9 @@ def make_sweep_pipeline(run: RunConfig | None = None):
         configure_task(reg, run.resources.register, mlflow=True).set_display_name("merge and register the best trial")
         reg.set_caching_options(False)
 
-    return fora_sweep_pipeline
+    return typed_pipeline("fora-sweep-pipeline",
+                          "FoRA sweep: Ray Tune over the layer budget K, learning rates and method",
+                          FIXED_PARAMETERS, SWEEP_FORM, form_defaults(run, SWEEP_FORM), body)
 
 
 fora_sweep_pipeline = make_sweep_pipeline()

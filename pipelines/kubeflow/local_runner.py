@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+from ..config.form import RUN_FORM, form_defaults, resolve_form
 from ..config.overrides import split_overrides
 from ..config.run_config import RunConfig, parse_run_config
 
@@ -17,18 +19,23 @@ log = logging.getLogger("fora")
 
 
 def run_on_kfp_local(config_text: str, overrides: str = "", pipeline_root: str | Path | None = None,
-                     scheduled: bool = False) -> dict:
-    """Run the KFP components locally; returns {"run": RunConfig, "task", "outputs_root"}. ``scheduled``: as a
-    recurring run would (an unchanged run may skip training)."""
+                     scheduled: bool = False, params: dict[str, Any] | None = None) -> dict:
+    """Run the KFP components locally; returns {"run": RunConfig (the effective one), "task", "outputs_root"}.
+    ``scheduled``: as a recurring run would (an unchanged run may skip training). ``params``: typed form
+    parameters (``pipelines/config/form.py``), as a user sets them in the UI; the pipeline is compiled from
+    ``config_text`` (as ``fora submit`` does), so its typed defaults are that config's values."""
     from kfp import local
 
-    from .fora_pipeline import fora_pipeline
+    from .fora_pipeline import make_pipeline
 
-    run: RunConfig = parse_run_config(config_text, split_overrides(overrides))  # fail fast on a bad config
+    compiled = parse_run_config(config_text)  # fail fast on a bad config
+    run: RunConfig = resolve_form(config_text, split_overrides(overrides), params or {},
+                                  form_defaults(compiled, RUN_FORM), RUN_FORM)[0]
     root = Path(pipeline_root or run.out.resolve() / "kfp")
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
-    task = fora_pipeline(config_yaml=config_text, overrides=overrides, scheduled=scheduled)
+    task = make_pipeline(compiled)(config_yaml=config_text, overrides=overrides, scheduled=scheduled,
+                                   **(params or {}))
     runs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("fora-pipeline-"))
     return {"run": run, "task": task, "outputs_root": str(runs[-1]) if runs else str(root)}
