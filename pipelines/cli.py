@@ -9,6 +9,7 @@
     fora validate CONFIG [--schema-only]                      check a config (and its model and data) and print it
     fora ui CONFIG                                            the MLflow UI command for this run
     fora registry list|history|show|promote|rollback CONFIG [VERSION]  the registry: versions, decisions, hand moves
+    fora serve-manifest CONFIG [--version N | --alias A] [--apply]    the KServe InferenceService of a version
 
 ``fora run`` chains the five steps in this process by default (one MLflow run, Ray Train for training);
 ``--kfp`` runs them as the KFP components on the local KFP runner instead. A user mistake (bad config
@@ -276,6 +277,13 @@ def _cmd_registry(args) -> int:
     return 0
 
 
+def _cmd_serve_manifest(args) -> int:
+    from .serving.commands import serve_manifest_command
+
+    return serve_manifest_command(_config(args), str(args.version) if args.version else args.alias,
+                                  output=args.output, upload_base=args.upload_base, apply=args.apply)
+
+
 def _cmd_ui(args) -> int:
     print(f"mlflow ui --backend-store-uri {_config(args).tracking_uri} --port 5000")
     return 0
@@ -338,6 +346,14 @@ def _parser() -> argparse.ArgumentParser:
     with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
     with_config("ablate", _cmd_ablate, "the four-way ablation with tuned learning rates and seeds, and its report"
                 ).add_argument("--plan", action="store_true", help="check the config and print the trial counts only")
+    p = with_config("serve-manifest", _cmd_serve_manifest,
+                    "the KServe InferenceService of a registered version (YAML on stdout: | kubectl apply -f -)")
+    p.add_argument("--version", type=int, default=None, help="a version number (default: the --alias)")
+    p.add_argument("--alias", default="champion", help="the alias to serve when no --version (default champion)")
+    p.add_argument("--output", default=None, help="write the YAML here instead of stdout")
+    p.add_argument("--upload-base", action="store_true",
+                   help="adapter form with a built-in or local base: copy the base under storage.uri for the server")
+    p.add_argument("--apply", action="store_true", help="also create or replace it through kubeconfig's cluster")
     p = sub.add_parser("registry", help="list versions, show the promotion history, promote or roll back by hand")
     p.add_argument("action", choices=("list", "history", "show", "promote", "rollback"))
     p.add_argument("config")

@@ -3,6 +3,7 @@ as the kubelet would run it (its command and arguments, $(VAR) expanded, its mou
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import secrets
@@ -121,3 +122,32 @@ def mlflow_from_render(docs: list[dict], tmp_path: Path, env_in_pod: dict[str, s
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
+
+
+def strict_schema(schema: dict) -> dict:
+    """A CRD schema as `kubectl apply --validate=strict` reads it: unknown fields refused."""
+    schema = dict(schema)
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        schema["additionalProperties"] = False
+    if "properties" in schema:
+        schema["properties"] = {k: strict_schema(v) for k, v in schema["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            schema[key] = strict_schema(schema[key])
+    return schema
+
+
+def defaulted(instance, schema: dict):
+    """The instance after the API server's structural defaulting (a field with a schema `default` is filled in
+    before validation, so `required` holds for it)."""
+    if isinstance(instance, dict) and "properties" in schema:
+        out = dict(instance)
+        for name, sub in schema["properties"].items():
+            if name not in out and "default" in sub:
+                out[name] = copy.deepcopy(sub["default"])
+            if name in out:
+                out[name] = defaulted(out[name], sub)
+        return out
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [defaulted(v, schema["items"]) for v in instance]
+    return instance

@@ -18,10 +18,20 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from k8s_render import build, expand, mlflow_from_render, overlay, render_with_any, renderers
+from k8s_render import (
+    build,
+    defaulted,
+    expand,
+    mlflow_from_render,
+    overlay,
+    render_with_any,
+    renderers,
+    strict_schema,
+)
 
 from pipelines.kubeflow.fora_pipeline import (
     HF_TOKEN_SECRET,
+    KUBE_API_LABEL,
     MLFLOW_SECRET,
     POD_LABELS,
     RAY_TOKEN_KEY,
@@ -84,7 +94,7 @@ def _namespace_cases(tmp_path: Path) -> list[tuple[Path, str]]:
     unseen = f"team-{uuid.uuid4().hex[:8]}"  # appears nowhere in the repository
     assert unseen not in "".join(p.read_text(errors="ignore") for p in K8S.rglob("*.yaml"))
     return [(K8S / "overlays" / o, ns) for o, ns in OVERLAYS.items()] + [
-        (overlay(tmp_path, unseen, ["raycluster", "pull-secret"]), unseen)]
+        (overlay(tmp_path, unseen, ["raycluster", "pull-secret", "serving"]), unseen)]
 
 
 def test_every_overlay_puts_every_object_selector_and_address_in_its_one_namespace(render, tmp_path):
@@ -155,7 +165,7 @@ def test_images_are_set_in_one_place(render, tmp_path):
 
 
 def test_every_rendered_object_matches_the_kubernetes_schema(render, tmp_path):
-    docs = render(overlay(tmp_path, "schema-check", ["raycluster", "pull-secret"])) + render(K8S / "rayjob")
+    docs = render(overlay(tmp_path, "schema-check", ["raycluster", "pull-secret", "serving"])) + render(K8S / "rayjob")
     checked = 0
     for d in docs:
         if d["kind"] not in CRDS:
@@ -172,35 +182,6 @@ def test_every_rendered_object_matches_the_kubernetes_schema(render, tmp_path):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
-def _strict(schema: dict) -> dict:
-    """A CRD schema as `kubectl apply --validate=strict` reads it: unknown fields refused."""
-    schema = dict(schema)
-    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        schema["additionalProperties"] = False
-    if "properties" in schema:
-        schema["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
-    for key in ("items", "additionalProperties"):
-        if isinstance(schema.get(key), dict):
-            schema[key] = _strict(schema[key])
-    return schema
-
-
-def _defaulted(instance, schema: dict):
-    """The instance after the API server's structural defaulting (a field with a schema `default` is filled in
-    before validation, so `required` holds for it)."""
-    if isinstance(instance, dict) and "properties" in schema:
-        out = dict(instance)
-        for name, sub in schema["properties"].items():
-            if name not in out and "default" in sub:
-                out[name] = copy.deepcopy(sub["default"])
-            if name in out:
-                out[name] = _defaulted(out[name], sub)
-        return out
-    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        return [_defaulted(v, schema["items"]) for v in instance]
-    return instance
-
-
 @pytest.mark.parametrize("version", ["v1.6.0", "v1.7.0"])
 def test_the_ray_objects_match_the_kuberay_crds(render, tmp_path, version):
     docs = render(overlay(tmp_path, "ray-check", ["raycluster"])) + render(K8S / "rayjob")
@@ -208,8 +189,8 @@ def test_the_ray_objects_match_the_kuberay_crds(render, tmp_path, version):
     assert {d["kind"] for d in ray} == CRDS
     for d in ray:
         crd = json.loads((FIXTURES / "kuberay" / f"{d['kind'].lower()}s-{version}.json").read_text())
-        schema = _strict(crd["schema"])
-        jsonschema.validate(_defaulted(d, crd["schema"]), schema)
+        schema = strict_schema(crd["schema"])
+        jsonschema.validate(defaulted(d, crd["schema"]), schema)
         cluster = d["spec"].get("rayClusterSpec", d["spec"])
         assert cluster["authOptions"] == {"mode": "token", "secretName": RAY_TOKEN_SECRET}
         assert "enableInTreeAutoscaling" not in cluster  # autoscaling is off, and no min/max pretends otherwise
@@ -222,7 +203,7 @@ def test_the_ray_objects_match_the_kuberay_crds(render, tmp_path, version):
         cluster = typo["spec"].get("rayClusterSpec", typo["spec"])
         cluster["authOptions"]["secretNmae"] = "x"
         with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate(_defaulted(typo, crd["schema"]), schema)
+            jsonschema.validate(defaulted(typo, crd["schema"]), schema)
 
 
 def _rules(role: dict) -> list[dict]:
@@ -258,7 +239,8 @@ def test_each_step_gets_only_the_secrets_it_uses_and_the_labels_the_policies_sel
     executors = _step_platform(ROOT / "pipelines" / "kubeflow" / spec)
     wanted = {"data-prep": {S3_SECRET}, "calibrate": {S3_SECRET}, "resolve": {S3_SECRET, MLFLOW_SECRET},
               "train": {S3_SECRET, MLFLOW_SECRET, RAY_TOKEN_SECRET}, "sweep": {S3_SECRET, MLFLOW_SECRET, RAY_TOKEN_SECRET},
-              "evaluate": {S3_SECRET, MLFLOW_SECRET}, "register": {S3_SECRET, MLFLOW_SECRET}}
+              "evaluate": {S3_SECRET, MLFLOW_SECRET}, "register": {S3_SECRET, MLFLOW_SECRET},
+              "deploy": {S3_SECRET, MLFLOW_SECRET}}
     wanted = {step: secrets | {HF_TOKEN_SECRET} for step, secrets in wanted.items()}  # optional, everywhere
     seen = set()
     for name, ex in executors.items():
@@ -266,13 +248,14 @@ def test_each_step_gets_only_the_secrets_it_uses_and_the_labels_the_policies_sel
         secrets = {s["secretName"] for s in ex.get("secretAsEnv", [])}
         assert secrets == wanted[step], (spec, step, secrets)
         seen.add(step)
-        assert ex["podMetadata"]["labels"] == POD_LABELS
+        # the deploy step alone may reach the Kubernetes API (k8s/components/serving selects this label)
+        assert ex["podMetadata"]["labels"] == POD_LABELS | (dict([KUBE_API_LABEL]) if step == "deploy" else {})
         for s in ex["secretAsEnv"]:
             if s["secretName"] == HF_TOKEN_SECRET:
                 assert s["optional"] is True and s["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
             if s["secretName"] == RAY_TOKEN_SECRET:
                 assert s["optional"] is True and s["keyToEnv"] == [{"envVar": "RAY_AUTH_TOKEN", "secretKey": RAY_TOKEN_KEY}]
-    assert {"data-prep", "calibrate", "resolve", "evaluate", "register"} <= seen
+    assert {"data-prep", "calibrate", "resolve", "evaluate", "register", "deploy"} <= seen
 
 
 def test_the_network_policies_deny_by_default_and_admit_only_this_namespace(render):
@@ -347,7 +330,7 @@ def test_every_secret_the_manifests_and_the_pipeline_read_has_an_example_with_it
                 for d in yaml.safe_load_all(p.read_text())}
     for d in examples.values():
         assert "namespace" not in d["metadata"]  # applied with -n into the overlay's namespace
-    docs = render(overlay(tmp_path, "secrets", ["raycluster"])) + render(K8S / "rayjob")
+    docs = render(overlay(tmp_path, "secrets", ["raycluster", "serving"])) + render(K8S / "rayjob")
     used = {ref["name"] for d in docs for text in [json.dumps(d)]
             for ref in [json.loads(m) for m in re.findall(r'\{"name": "fora-[a-z0-9-]+"[^{}]*\}', text)]
             if ref["name"] != SERVICES_CONFIG_MAP}
@@ -382,7 +365,7 @@ def test_the_gpu_config_compiles_its_gpu_steps_with_the_cuda_image(tmp_path):
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", run=run).read_text()))
     images = {name.removeprefix("exec-"): ex["container"]["image"]
               for name, ex in spec["deploymentSpec"]["executors"].items()}
-    section = {"resolve": "data_prep"}  # the resolve step is sized like data prep (fora_pipeline.resolve_run)
+    section = {"resolve": "data_prep", "deploy": "data_prep"}  # sized like data prep (fora_pipeline.py)
     gpu_steps = {step for step in images
                  if getattr(run.resources, section.get(step, step.replace("-", "_"))).gpus}
     assert gpu_steps >= {"train"} and "data-prep" not in gpu_steps

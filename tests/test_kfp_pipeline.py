@@ -17,7 +17,7 @@ from pipelines.config.run_config import load_run_config
 from pipelines.kubeflow.fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-STEPS = ["resolve", "data-prep", "calibrate", "train", "evaluate", "register"]
+STEPS = ["resolve", "data-prep", "calibrate", "train", "evaluate", "register", "deploy"]
 
 
 def _spec(path: Path) -> dict:
@@ -55,7 +55,7 @@ def test_checked_in_sweep_pipeline_is_fresh_and_wired(tmp_path):
     fresh = compile_sweep_pipeline(tmp_path / "sweep.yaml").read_text()
     assert SWEEP_PIPELINE_YAML.read_text() == fresh, "pipelines/kubeflow/fora_sweep_pipeline.yaml is stale: `fora compile --output-dir pipelines/kubeflow`"
     tasks = _tasks(_spec(SWEEP_PIPELINE_YAML))
-    assert sorted(tasks) == ["calibrate", "data-prep", "evaluate", "register", "resolve", "sweep"]
+    assert sorted(tasks) == ["calibrate", "data-prep", "deploy", "evaluate", "register", "resolve", "sweep"]
     # the Fisher pass runs once, before the trials; the best trial flows into evaluate and register
     assert set(tasks["sweep"]["dependentTasks"]) == {"data-prep", "calibrate", "resolve"}
     reg = tasks["register"]["inputs"]
@@ -80,9 +80,12 @@ def test_dag_wiring_resources_caching_and_image():
     assert deps["train"] == {"data-prep", "calibrate"}
     assert deps["evaluate"] == {"data-prep", "train"}
     assert deps["register"] == {"data-prep", "calibrate", "train", "evaluate"}
+    assert deps["deploy"] == {"register"}  # the serving handoff of the version register made
+    assert tasks["deploy"]["inputs"]["parameters"]["version"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output", "producerTask": "register"}
     caching = {name: t.get("cachingOptions", {}).get("enableCache", False) for name, t in tasks.items()}
     assert caching == {"resolve": False, "data-prep": True, "calibrate": True, "train": False, "evaluate": False,
-                       "register": False}
+                       "register": False, "deploy": False}
     # data prep and calibration are cached on the source's fingerprint, so a cache hit means the same data
     inner = next(c for n, c in spec["components"].items() if n.startswith("comp-condition-"))
     for step in ("data-prep", "calibrate"):
@@ -90,7 +93,7 @@ def test_dag_wiring_resources_caching_and_image():
         assert fp == {"componentInputParameter": "pipelinechannel--resolve-data_fingerprint"}, step
         assert "mlflow_run_id" not in inner["dag"]["tasks"][step]["inputs"]["parameters"], step
     # every step after resolve reads the effective config it wrote (config_yaml < typed fields < overrides)
-    for step in ("data-prep", "calibrate", "train", "evaluate", "register"):
+    for step in ("data-prep", "calibrate", "train", "evaluate", "register", "deploy"):
         given = inner["dag"]["tasks"][step]["inputs"]["parameters"]
         assert given["config_yaml"] == {"componentInputParameter": "pipelinechannel--resolve-run_config"}, step
         assert given["overrides"]["runtimeValue"]["constant"] == "", step
@@ -250,11 +253,15 @@ def _night_one(tmp_path: Path, model_dir: Path) -> tuple[dict, str, MlflowClient
               "calibrate": ["calibration/fisher_report.json", "calibration/fisher_profile.png", "fisher_profile"],
               "train": ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "loss_curve"],
               "evaluate": ["evaluation/eval_results.json", "evaluation/item_scores.json", "table"],
-              "register": ["merged/config.json", "registration"]}
+              "register": ["merged/config.json", "registration"], "deploy": ["inference_service", "deployment"]}
     for step, files in expect.items():
         for rel in files:
             assert (steps[step] / rel).exists(), f"{step}/{rel}"
     assert "data:image/png;base64," in (steps["calibrate"] / "fisher_profile").read_text()
+    # the serving handoff: the registered version's InferenceService, written (serve.deploy is false)
+    isvc = yaml.safe_load((steps["deploy"] / "inference_service").read_text())
+    assert isvc["kind"] == "InferenceService" and isvc["metadata"]["annotations"]["fora-pipelines/version"] == "1"
+    assert "serve.deploy is false" in (steps["deploy"] / "deployment").read_text()
     assert "data:image/png;base64," in (steps["train"] / "loss_curve").read_text()
     layers = json.loads((steps["calibrate"] / "calibration/fisher_report.json").read_text())["selected_layers"]
     assert len(layers) == 2  # half of the tiny model's 4 layers

@@ -9,6 +9,7 @@ the bottom up (each package's ``__init__.py`` says what belongs there):
     pipelines.data       training data sources and formats, the built-in commonsense mix, fingerprints
     pipelines.evaluation lm-eval suites, general text and drift, adapter reports, paired statistics
     pipelines.registry   the MLflow registry: champion, paired test, promotion, the pyfunc loader
+    pipelines.serving    a registered version behind an endpoint: KServe InferenceService, vLLM adapter check
     pipelines.steps      the five steps, the preflight checks and the chain that runs them
     pipelines.sweep      the Ray Tune sweep: trials, the Tune runner, the report
     pipelines.ablation   the ablation: search plan, splits, runner, scoring, claims and report
@@ -28,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOMS = ["fora_core", "pipelines.config", "pipelines.runtime", "pipelines.data", "pipelines.evaluation",
-         "pipelines.registry", "pipelines.steps", "pipelines.sweep", "pipelines.ablation", "components",
+         "pipelines.registry", "pipelines.serving", "pipelines.steps", "pipelines.sweep", "pipelines.ablation", "components",
          "pipelines.kubeflow", "pipelines"]
 PACKAGES = ("fora_core", "pipelines", "components")
 

@@ -29,8 +29,8 @@ from .errors import RunConfigError
 STEPS = ("data_prep", "calibrate", "train", "evaluate", "register", "sweep")
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
-_MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+MEMORY_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 
 @dataclass
@@ -59,9 +59,9 @@ class StepResources:
     def check(self, prefix: str) -> None:
         if isinstance(self.cpu, (int, float)) and not isinstance(self.cpu, bool):
             self.cpu = str(self.cpu)
-        if not isinstance(self.cpu, str) or not _CPU.match(self.cpu) or float(self.cpu.rstrip("m") or 0) <= 0:
+        if not isinstance(self.cpu, str) or not CPU_QUANTITY.match(self.cpu) or float(self.cpu.rstrip("m") or 0) <= 0:
             fail(f"{prefix}.cpu", self.cpu, "a positive number of cores such as 4, 0.5 or '500m'")
-        if not isinstance(self.memory, str) or not _MEMORY.match(self.memory):
+        if not isinstance(self.memory, str) or not MEMORY_QUANTITY.match(self.memory):
             fail(f"{prefix}.memory", self.memory, "a Kubernetes quantity such as 16G, 16Gi or 512Mi")
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
             fail(f"{prefix}.gpus", self.gpus, "an integer >= 0")
@@ -81,7 +81,7 @@ class StepResources:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 fail(f"{prefix}.{name}", value, "an integer >= 0")
-        if not isinstance(self.shm, str) or (self.shm and not _MEMORY.match(self.shm)):
+        if not isinstance(self.shm, str) or (self.shm and not MEMORY_QUANTITY.match(self.shm)):
             fail(f"{prefix}.shm", self.shm, "'' or a Kubernetes quantity such as 8Gi")
 
 

@@ -27,6 +27,7 @@ from .evaluation import BUILTIN_TASKS, EvalConfig, metric_unavailable
 from .overrides import ConfigLoader, apply_overrides
 from .register import NAME, RegisterConfig
 from .resources import ResourcesConfig
+from .serve import ServeConfig
 from .sweep import SweepConfig
 
 EVAL_TASKS = BUILTIN_TASKS
@@ -176,7 +177,7 @@ def _fora_section(value: dict[str, Any]) -> ForaConfig:
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "register": RegisterConfig,
             "fora": ForaConfig, "sweep": SweepConfig, "storage": StorageConfig, "ray": RayConfig,
-            "resources": ResourcesConfig, "ablation": AblationConfig}
+            "resources": ResourcesConfig, "ablation": AblationConfig, "serve": ServeConfig}
 
 
 @dataclass
@@ -197,6 +198,8 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """Kubernetes resources of each step's pod, baked into the compiled pipeline."""
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    """The KServe InferenceService of a registered version (``fora serve-manifest``, the deploy step)."""
     ablation: AblationConfig = field(default_factory=AblationConfig)
     """Used by ``fora ablate`` only."""
 

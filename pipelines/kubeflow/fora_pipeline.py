@@ -45,6 +45,7 @@ from kfp import compiler, dsl, kubernetes
 from components import CUDA_IMAGE
 from components.calibrate.component import calibrate
 from components.data_prep.component import data_prep
+from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.register.component import register
 from components.resolve.component import resolve
@@ -73,6 +74,7 @@ SERVICES_CONFIG_MAP = "fora-services"
 POD_UID = 1000  # the image's non-root user
 # the labels k8s/base/networkpolicy.yaml selects the step pods by (default deny, then the egress they need)
 POD_LABELS = {"app.kubernetes.io/part-of": "fora-pipelines", "app.kubernetes.io/component": "pipeline-step"}
+KUBE_API_LABEL = ("fora-pipelines/kube-api", "true")  # the deploy step: egress to the Kubernetes API (k8s/components/serving)
 
 
 def configure_task(task: dsl.PipelineTask, res: StepResources, *, mlflow: bool, ray: bool = False
@@ -171,6 +173,16 @@ def _train_and_register(run: RunConfig, res: dsl.PipelineTask) -> None:
     reg = register(data=prep.outputs["data"], calibration=calib.outputs["calibration"],
                    adapter=fit.outputs["adapter"], evaluation=scored.outputs["evaluation"], **common)
     configure_task(reg, run.resources.register, mlflow=True).set_display_name("merge and register").set_caching_options(False)
+    deploy_after(run, reg, common)
+
+
+def deploy_after(run: RunConfig, reg: dsl.PipelineTask, common: dict) -> dsl.PipelineTask:
+    """The serving handoff after register: the version's InferenceService as an artifact, applied when
+    ``serve.deploy`` is true and the version is the champion (``pipelines/serving/deploy.py``)."""
+    dep = deploy(config_yaml=common["config_yaml"], overrides=common["overrides"], version=reg.outputs["Output"])
+    configure_task(dep, run.resources.data_prep, mlflow=True).set_display_name("serving: InferenceService")  # light: no GPU
+    kubernetes.add_pod_label(dep, *KUBE_API_LABEL)
+    return dep.set_caching_options(False)
 
 
 fora_pipeline = make_pipeline()

@@ -20,7 +20,14 @@ from components.sweep.component import sweep
 
 from ..config.form import SWEEP_FORM, form_defaults
 from ..config.run_config import RunConfig
-from .fora_pipeline import FIXED_PARAMETERS, configure_task, default_run, prepare_and_calibrate, resolve_run
+from .fora_pipeline import (
+    FIXED_PARAMETERS,
+    configure_task,
+    default_run,
+    deploy_after,
+    prepare_and_calibrate,
+    resolve_run,
+)
 from .typed_form import form_values, typed_pipeline
 
 SWEEP_PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
@@ -49,6 +56,7 @@ def make_sweep_pipeline(run: RunConfig | None = None):
                        registry_tags=trials.outputs["registry_tags"], **best)
         configure_task(reg, run.resources.register, mlflow=True).set_display_name("merge and register the best trial")
         reg.set_caching_options(False)
+        deploy_after(run, reg, best)
 
     return typed_pipeline("fora-sweep-pipeline",
                           "FoRA sweep: Ray Tune over the layer budget K, learning rates and method",

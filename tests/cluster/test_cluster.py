@@ -90,7 +90,8 @@ def config(topo: Topology, workdir: Path, name: str, **train) -> dict:
             "eval": {"tasks": ["arc_easy"], "limit": 4, "batch_size": 4},
             "register": {"model_name": f"{name}-model", "tracking_uri": topo.mlflow_uri},
             "storage": {"uri": f"s3://{BUCKET}/pipeline"},
-            "ray": {"placement_timeout_s": 60, "job_poll_s": 1.0}}
+            "ray": {"placement_timeout_s": 60, "job_poll_s": 1.0},
+            "serve": {"artifacts_destination": "s3://fora-mlflow/artifacts"}}  # topology.py's --artifacts-destination
 
 
 def write_config(workdir: Path, cfg: dict) -> Path:
@@ -201,6 +202,14 @@ def test_whole_dag_hands_everything_over_through_s3_and_trains_on_the_cluster(to
     assert run.data.params["eval.tasks"] == "['arc_easy', 'boolq']"  # the override arrived as typed
     version = client.get_model_version_by_alias("cluster-dag-model", "champion")
     assert version.version == "1" and version.run_id == run.info.run_id
+
+    # the deploy step's InferenceService reads the champion's transformers folder from the bucket behind the
+    # MLflow server: its storageUri is a real S3 prefix holding the merged model
+    isvc = yaml.safe_load((root / "deploy" / "inference_service").read_text())
+    uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+    assert uri.startswith("s3://fora-mlflow/artifacts/"), uri
+    served = set(keys(topo, "fora-mlflow", uri.removeprefix("s3://fora-mlflow/").rstrip("/") + "/"))
+    assert {k.rsplit("/", 1)[-1] for k in served} >= {"config.json", "model.safetensors"}, served
 
 
 def test_no_credential_in_logs_params_tags_or_compiled_yaml(topo, dag, capfd, tmp_path):
