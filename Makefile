@@ -18,7 +18,7 @@ WHEELS ?=
 CLUSTER_PIP := $(CLUSTER_VENV)/bin/pip
 CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup run test test-integration test-all lint bench clean cluster-setup cluster-test bench-cluster image image-smoke ablate ablate-methods ablation-docs
+.PHONY: setup run test test-integration test-all lint bench clean cluster-setup cluster-test bench-cluster image image-smoke ablate ablate-methods ablation-docs ablation-methods-docs
 
 setup: $(STAMP)
 
@@ -55,6 +55,9 @@ ablate-methods: setup
 
 ablation-docs: setup   # the finished ablation's report into docs/ablation/ and its table and reading into the README
 	$(VENV)/bin/python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation README.md
+
+ablation-methods-docs: setup   # the methods ablation's report into docs/ablation/methods/ (docs/methods.md quotes it)
+	$(VENV)/bin/python -m pipelines.ablation.publish runs/ablation-methods/ablation docs/ablation/methods -
 
 lint: setup
 	$(VENV)/bin/ruff check .

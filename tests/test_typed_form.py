@@ -138,3 +138,13 @@ def test_the_resolve_step_takes_every_form_field_as_its_own_typed_input():
         assert f.name in params, f"components/resolve: add the input {f.name}: {f.annotation.__name__} = None"
         assert params[f.name].annotation is f.annotation, f.name
         assert params[f.name].default == (0 if f.annotation is int else None), f.name  # never read: see its doc
+
+
+def test_fora_run_takes_the_same_typed_parameters(capsys):
+    from pipelines import cli
+
+    assert cli.main(["run", "configs/smoke.yaml", "--param", "method=vera"]) == 2  # checked before any work
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid value for 'fora.method': 'vera'" in err[0]
+    assert cli.main(["run", "configs/smoke.yaml", "--kfp", "--param", "max_steps=2.5"]) == 2
+    assert "pipeline parameter 'max_steps' (train.max_steps): '2.5' is not a whole number" in capsys.readouterr().err

@@ -3,6 +3,10 @@ put the report's per-method table and its reading into the README between two ma
 the README can claim nothing the report's intervals do not.
 
     python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation README.md   # make ablation-docs
+    python -m pipelines.ablation.publish runs/ablation-methods/ablation docs/ablation/methods -   # no README block
+
+A run without K curves has no ``k_sensitivity.png``: only the files the run wrote are copied (the report
+and its table are always there).
 """
 
 from __future__ import annotations
@@ -48,14 +52,16 @@ def splice(readme: str, block: str) -> str:
     return head + block + rest.split(END, 1)[1]
 
 
-def publish(report_dir: Path, docs: Path, readme: Path) -> None:
+def publish(report_dir: Path, docs: Path, readme: Path | None) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        shutil.copyfile(report_dir / name, docs / name)
-    readme.write_text(splice(readme.read_text(), readme_block((docs / "report.md").read_text())))
+        if name in ("report.md", "report.json") or (report_dir / name).exists():
+            shutil.copyfile(report_dir / name, docs / name)
+    if readme is not None:
+        readme.write_text(splice(readme.read_text(), readme_block((docs / "report.md").read_text())))
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
         sys.exit("usage: python -m pipelines.ablation.publish REPORT_DIR DOCS_DIR README")
-    publish(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    publish(Path(sys.argv[1]), Path(sys.argv[2]), None if sys.argv[3] == "-" else Path(sys.argv[3]))
