@@ -130,3 +130,15 @@ def test_the_readme_quotes_the_committed_report_word_for_word():
     assert reading_lines == json.loads((root / "docs" / "ablation" / "report.json").read_text())["reading"]
     assert len(reading_lines) >= 5 and "selection rows" in report
     assert splice(f"a\n{START}\nold\n{END}\nb", "NEW") == "a\nNEW\nb"
+
+
+def test_one_seed_shows_a_value_and_no_interval_or_verdict():
+    """A one-seed run (the methods ablation) must not print [x, x] as if it were an interval, nor a verdict."""
+    from pipelines.ablation.claims import describe
+    from pipelines.ablation.report import _ci
+
+    one = {"metric": "report_loss", "mean": 0.1858, "low": 0.1858, "high": 0.1858, "n": 1,
+           "verdict": "one seed: no interval"}
+    assert describe(one) == "+0.1858 (one seed: no interval)"
+    assert _ci((3.0948, 3.0948, 3.0948), "{:.4f}", seeds=1) == "3.0948"
+    assert _ci((3.0948, 3.0, 3.2), "{:.4f}", seeds=3) == "3.0948 [3.0000, 3.2000]"

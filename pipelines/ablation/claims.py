@@ -117,6 +117,8 @@ def _fmt(key: str, v: float, signed: bool = False) -> str:
 
 
 def describe(c: dict) -> str:
+    if c["n"] < 2:  # one seed: the value, and no interval pretending to be one
+        return f"{_fmt(c['metric'], c['mean'], True)} ({c['verdict']})"
     return (f"{_fmt(c['metric'], c['mean'], True)} [{_fmt(c['metric'], c['low'], True)}, "
             f"{_fmt(c['metric'], c['high'], True)}]: {c['verdict']}")
 
@@ -130,8 +132,8 @@ def additivity(summary: dict, key: str = "report_loss") -> dict[str, Any] | None
         return None
     inter = {s: parts["fora"][s] - parts["fg-lora"][s] - parts["stiefel-lora"][s] + parts["lora"][s] for s in seeds}
     mean, low, high, n = paired_seed_difference(inter, {s: 0.0 for s in seeds})
-    words = "a tie with additive (the interval includes 0)" if low <= 0 <= high else \
-        ("super-additive" if high < 0 else "sub-additive")
+    words = "one seed: no verdict" if n < 2 else "a tie with additive (the interval includes 0)" \
+        if low <= 0 <= high else ("super-additive" if high < 0 else "sub-additive")
     return {"mean": mean, "low": low, "high": high, "n": n, "verdict": words}
 
 
@@ -174,9 +176,9 @@ def reading(summary: dict, acc_fora_vs_lora: tuple[float, float, float] | None =
     out += mechanism(summary)
     add = additivity(summary)
     if add:
+        interval = f" [{add['low']:+.4f}, {add['high']:+.4f}]" if add["n"] >= 2 else ""
         out.append(f"Additivity of the two parts on the report-split loss (fora - fg-lora - stiefel-lora + lora): "
-                   f"{add['mean']:+.4f} [{add['low']:+.4f}, {add['high']:+.4f}]: {add['verdict']} (paper: "
-                   "super-additive).")
+                   f"{add['mean']:+.4f}{interval}: {add['verdict']} (paper: super-additive).")
     else:
         out.append("Additivity of selection and manifold (the paper: super-additive) is not measured here: it needs "
                    "stiefel-lora in ablation.methods.")

@@ -48,10 +48,12 @@ def method_table(summary: dict) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _ci(v, fmt: str = "{:.3f}", signed: bool = False) -> str:
+def _ci(v, fmt: str = "{:.3f}", signed: bool = False, seeds: int = 2) -> str:
     if v is None:
         return "n/a"
     f = fmt.replace("{:", "{:+") if signed else fmt
+    if seeds < 2:  # a mean over one seed: no interval to show
+        return f.format(v[0])
     return f"{f.format(v[0])} [{fmt.format(v[1])}, {fmt.format(v[2])}]"
 
 
@@ -84,7 +86,9 @@ def paper_rows(summary: dict, table: dict) -> list[str]:
         c = compare(summary, "fora", "lora", key)
         if c is None:
             return "not measured"
-        if c["verdict"].startswith("a tie") or c["n"] < 2:
+        if c["n"] < 2:
+            return "one seed: no verdict"
+        if c["verdict"].startswith("a tie"):
             return f"not reproduced: {c['verdict']}"
         return "reproduces" if c["verdict"].startswith(want) else f"not reproduced: the opposite ({c['verdict']})"
 
@@ -109,8 +113,10 @@ def paper_rows(summary: dict, table: dict) -> list[str]:
                          "comparable: this CPU, one thread per trial |")
     add = additivity(summary)
     lines.append("| the two parts super-additive (selection x manifold) | yes | "
-                 + (f"interaction {add['mean']:+.4f} [{add['low']:+.4f}, {add['high']:+.4f}] | "
-                    + ("reproduces" if add["verdict"] == "super-additive" else f"not reproduced: {add['verdict']}")
+                 + (f"interaction {add['mean']:+.4f}"
+                    + (f" [{add['low']:+.4f}, {add['high']:+.4f}]" if add["n"] >= 2 else "") + " | "
+                    + ("reproduces" if add["verdict"] == "super-additive" else add["verdict"] if add["n"] < 2
+                       else f"not reproduced: {add['verdict']}")
                     + " |" if add else "not measured | needs stiefel-lora |"))
     for m in ("fora", "fg-lora"):
         ks = k_comparisons(summary, m)
@@ -163,13 +169,13 @@ def markdown(summary: dict, table: dict[str, dict], statements: list[str]) -> st
         "|---|---|---|---|---|---|" + ("---|---|" if with_acc else "") + "---|---|---|---|",
     ]
     for m, r in table.items():
-        stiefel = f"{r['stiefel_lr']:.3g}" if m in STIEFEL else "-"
+        stiefel, n = (f"{r['stiefel_lr']:.3g}" if m in STIEFEL else "-"), r["seeds"]
         acc = f"{_ci(r.get('acc'))} | {_ci(r.get('acc_vs_base'), signed=True)} | " if with_acc else ""
         lines.append(
             f"| {m} | {r['trainable_parameters'] or 0:,} | {r['lr']:.3g} | {stiefel} | {r['search_trials']} | "
-            f"{_ci(r['report_loss'], '{:.4f}')} | {acc}"
-            f"{_ci(r['general_perplexity'], '{:.2f}')} | {_ci(r['kl_drift'], '{:.4f}')} | "
-            f"{_ci(r['effective_rank_ratio'], '{:.3f}')} | {_pm(r['tokens_per_s'])} |")
+            f"{_ci(r['report_loss'], '{:.4f}', seeds=n)} | {acc}"
+            f"{_ci(r['general_perplexity'], '{:.2f}', seeds=n)} | {_ci(r['kl_drift'], '{:.4f}', seeds=n)} | "
+            f"{_ci(r['effective_rank_ratio'], '{:.3f}', seeds=n)} | {_pm(r['tokens_per_s'])} |")
     base, base_gp = summary["base"], plots.base_general_perplexity(summary)
     base_loss = math.log(base["perplexity"]) if base.get("perplexity") else float("nan")
     lines += ["", "Base model: " + (f"accuracy {base.get('acc_avg', float('nan')):.3f}, " if with_acc else "")
