@@ -64,16 +64,17 @@ def apply_inference_service(manifest: dict[str, Any], api=None) -> str:
 
 def deploy(run: RunConfig, version: int, api=None) -> tuple[dict[str, Any] | None, str]:
     """(the manifest of ``version``, or None when it cannot be rendered, and what happened, in one line)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     champion = version_by_alias(MlflowClient(run.tracking_uri), run.register.model_name, CHAMPION)
     is_champion = champion is not None and int(champion.version) == int(version)
     try:
         manifest, notes = manifest_for(run, str(version), upload_base=bool(run.storage.uri))
-    except RunConfigError as err:
+    except (RunConfigError, MlflowException, OSError) as err:  # never fails a run that did not ask to deploy
         if run.serve.deploy and is_champion:
             raise
-        return None, f"no manifest: {err}"
+        return None, f"no manifest: {str(err).strip().splitlines()[0]}"
     if not run.serve.deploy:
         return manifest, f"manifest written (serve.deploy is false); {'; '.join(notes)}"
     if not is_champion:

@@ -35,15 +35,15 @@ def current_namespace() -> str:
     return POD_NAMESPACE_FILE.read_text().strip() if POD_NAMESPACE_FILE.is_file() else ""
 
 
-def _download(uri: str, dest: Path) -> Path:
+def _download(uri: str, dest: Path, tracking_uri: str) -> Path:
     import mlflow
 
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest), tracking_uri=tracking_uri))
 
 
-def _architecture(model_uri: str) -> str | None:
+def _architecture(model_uri: str, tracking_uri: str) -> str | None:
     with tempfile.TemporaryDirectory() as tmp:
-        config = json.loads(_download(f"{model_uri}/config.json", Path(tmp)).read_text())
+        config = json.loads(_download(f"{model_uri}/config.json", Path(tmp), tracking_uri).read_text())
     return (config.get("architectures") or [None])[0]
 
 
@@ -89,7 +89,7 @@ def manifest_for(run: RunConfig, ref: str, upload_base: bool = False) -> tuple[d
               "model_name": files.model_name, "version": files.version}
     notes = [f"'{files.model_name}' version {files.version} ({files.artifact}) as the {form} form"]
     if form == "merged":
-        architecture = _architecture(files.model_uri)
+        architecture = _architecture(files.model_uri, run.tracking_uri)
         backend = choose_backend(serve, architecture)
         uris = [storage_uri(files.model_uri, serve.artifacts_destination)]
         manifest = render(**common, backend=backend, merged_uri=uris[0])
@@ -100,7 +100,7 @@ def manifest_for(run: RunConfig, ref: str, upload_base: bool = False) -> tuple[d
             raise RunConfigError("the adapter form is served by vLLM's LoRA support: serve.backend must be auto or "
                                  "vllm, with serve.gpus >= 1")
         with tempfile.TemporaryDirectory() as tmp:
-            adapter = check_vllm_adapter(_download(files.adapter_uri, Path(tmp)))
+            adapter = check_vllm_adapter(_download(files.adapter_uri, Path(tmp), run.tracking_uri))
         uris = [base_uri(run, files, upload_base), storage_uri(files.adapter_uri, serve.artifacts_destination)]
         manifest = render(**common, backend=backend, base_uri=uris[0], adapter_uri=uris[1], adapter=adapter)
         notes.append(f"adapter r={adapter.rank} (vLLM --max-lora-rank {adapter.max_lora_rank}, scale "

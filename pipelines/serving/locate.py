@@ -72,12 +72,13 @@ def locate(client: MlflowClient, model_name: str, ref: str) -> RegisteredFiles:
     import mlflow
 
     mv = resolve_version(client, model_name, ref)
+    tracking = client.tracking_uri  # a proxied mlflow-artifacts:/ URI is read through this server
     # the logged model behind the version (a SQLite store keeps only its source, models:/<model id>)
     model_id = mv.model_id or (mv.source.removeprefix("models:/") if mv.source.startswith("models:/m-") else None)
     location = client.get_logged_model(model_id).artifact_location if model_id else mv.source
     with tempfile.TemporaryDirectory() as tmp:
         mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{location.rstrip('/')}/MLmodel", dst_path=tmp)).read_text())
+            artifact_uri=f"{location.rstrip('/')}/MLmodel", dst_path=tmp, tracking_uri=tracking)).read_text())
     data = mlmodel["flavors"]["python_function"].get("data", "")
     run = client.get_run(mv.run_id)
     params = run.data.params
@@ -87,7 +88,7 @@ def locate(client: MlflowClient, model_name: str, ref: str) -> RegisteredFiles:
     if artifact == "adapter":
         with tempfile.TemporaryDirectory() as tmp:
             base = json.loads(Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{model_uri}/{BASE_FILE}", dst_path=tmp)).read_text())
+                artifact_uri=f"{model_uri}/{BASE_FILE}", dst_path=tmp, tracking_uri=tracking)).read_text())
     return RegisteredFiles(model_name=model_name, version=int(mv.version), artifact=artifact, model_uri=model_uri,
                            adapter_uri=f"{run.info.artifact_uri.rstrip('/')}/adapter", base_model=base["model"],
                            dtype=base.get("dtype", "float32"))
