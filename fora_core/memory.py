@@ -58,3 +58,33 @@ class PeakMemory:
             if self._thread is not None:
                 self._thread.join()
             self.peak_bytes = max(self.peak_bytes, current_rss_bytes())
+
+
+class SavedActivations:
+    """Context manager counting the bytes autograd keeps for the backward pass while it is open: every tensor
+    saved by an operation (``torch.autograd.graph.saved_tensors_hooks``), each storage once, parameters and
+    buffers of ``model`` excluded (they are held anyway). ``bytes`` after the block. A second route to what
+    the memory plan's activation formula predicts."""
+
+    def __init__(self, model: torch.nn.Module | None = None) -> None:
+        held = list(model.parameters()) + list(model.buffers()) if model is not None else []
+        self._held = {t.untyped_storage().data_ptr() for t in held}
+        self._seen: dict[int, int] = {}
+        self.bytes = 0
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        if t.device.type != "meta":
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in self._held and ptr not in self._seen:
+                self._seen[ptr] = storage.nbytes()
+        return t
+
+    def __enter__(self) -> SavedActivations:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+        self.bytes = sum(self._seen.values())

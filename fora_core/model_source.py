@@ -120,6 +120,25 @@ def convert_builtin(name: str, cache: Path | None = None) -> Path:
     return target
 
 
+QUANTIZATIONS = ("nf4", "fp4", "int8")
+
+
+def quantization_config(kind: str, compute_dtype: torch.dtype):
+    """The ``transformers.BitsAndBytesConfig`` of a quantized base (QLoRA's settings for the 4-bit kinds)."""
+    if kind not in QUANTIZATIONS:
+        raise ForaConfigError(f"invalid value for 'quantization': {kind!r} (allowed: none, {', '.join(QUANTIZATIONS)})")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(f"quantization '{kind}' needs bitsandbytes (pip install 'bitsandbytes>=0.50')") from None
+    from transformers import BitsAndBytesConfig
+
+    if kind == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=kind, bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 @dataclass
 class ModelSource:
     """Where a model comes from. ``spec``: a built-in name, a local folder or a hub id."""
@@ -150,14 +169,25 @@ class ModelSource:
             return str(path)
         return self.spec
 
-    def load(self, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, object]:
-        """Load (model, tokenizer). Raises ModelLoadError with a one-line reason on failure."""
+    def load(self, device: str | torch.device = "cpu", quantization: str = "none") -> tuple[torch.nn.Module, object]:
+        """Load (model, tokenizer). Raises ModelLoadError with a one-line reason on failure.
+
+        ``quantization`` (nf4, fp4, int8; QLoRA's base): the decoder's linear weights are stored by bitsandbytes
+        (4-bit blocks of 64 with a float32 absmax each, double-quantized; or LLM.int8()), computed in ``dtype``;
+        embeddings, norms and the LM head keep ``dtype``."""
         from transformers import AutoModelForCausalLM
 
         tokenizer = self.load_tokenizer()
+        dtype = getattr(torch, self.dtype)
+        if quantization == "none":
+            with self._one_line_errors():
+                model = AutoModelForCausalLM.from_pretrained(self.resolve(), dtype=dtype)
+            return model.to(device), tokenizer
         with self._one_line_errors():
-            model = AutoModelForCausalLM.from_pretrained(self.resolve(), dtype=getattr(torch, self.dtype))
-        return model.to(device), tokenizer
+            model = AutoModelForCausalLM.from_pretrained(
+                self.resolve(), dtype=dtype, quantization_config=quantization_config(quantization, dtype),
+                device_map={"": str(torch.device(device))})
+        return model, tokenizer
 
     def load_config(self):
         """The model's ``transformers`` config alone (no weights); the same one-line errors as :meth:`load`."""

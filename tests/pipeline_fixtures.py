@@ -11,13 +11,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 from fora_core.model_source import convert_builtin
 
 
-def tiny_model_dir(root: Path, layers: int = 4) -> Path:
-    target = root / "tiny-llama"
+def tiny_model_dir(root: Path, layers: int = 4, intermediate: int = 96) -> Path:
+    target = root / ("tiny-llama" if intermediate == 96 else f"tiny-llama-{intermediate}")
     if (target / "config.json").exists():
         return target
     tok = AutoTokenizer.from_pretrained(convert_builtin("smollm2-135m"))
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=intermediate, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(target)

@@ -35,6 +35,7 @@ LAUNCH_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", "")
 """MLFLOW_TRACKING_URI when this module was first imported: before any MLflow call of this process."""
 DATA_FORMATS = ("auto", "builtin", "llm-adapters", "alpaca", "jsonl", "hf", "chat")
 TEMPLATES = ("answer-text", "index")
+QUANTIZATIONS = ("none", "nf4", "fp4", "int8")
 
 
 @dataclass
@@ -58,6 +59,10 @@ class DataConfig:
     per_task_limit: int = 0
     """builtin source: at most this many examples per task before mixing (0 = no limit)."""
     seed: int = 0
+    packing: bool = False
+    """Training only: pack several examples into each sequence of up to ``max_length`` tokens (best-fit
+    decreasing), each with its own position ids and no attention across examples; ``train.batch_size`` then
+    counts packed sequences. Validation and scoring stay unpacked."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
@@ -73,6 +78,7 @@ class DataConfig:
         check_int("data.max_validation", self.max_validation, 1)
         check_int("data.calibration_size", self.calibration_size, 1)
         check_int("data.per_task_limit", self.per_task_limit, 0)
+        check_bool("data.packing", self.packing)
 
 
 @dataclass
@@ -100,6 +106,10 @@ class TrainConfig:
     bf16: str = "auto"
     max_failures: int = 2
     use_ray: bool = True
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them (non-reentrant
+    torch.utils.checkpoint): the same gradients for about one more forward pass per step, activation memory
+    from all layers' to about one layer's (``fora validate`` prints both)."""
 
     LENIENT = ("bf16",)
     """Fields checked by ``__post_init__`` alone: ``bf16: true``/``false`` read as on/off."""
@@ -114,6 +124,7 @@ class TrainConfig:
         check_number("train.lr", self.lr)
         check_number("train.stiefel_lr", self.stiefel_lr)
         check_number("train.weight_decay", self.weight_decay, allow_zero=True)
+        check_bool("train.gradient_checkpointing", self.gradient_checkpointing)
         if self.backend not in ("auto", "gloo", "nccl"):
             fail("train.backend", self.backend, "auto, gloo, nccl")
         if isinstance(self.bf16, bool):  # 'bf16: true' means on
@@ -185,6 +196,11 @@ class RunConfig:
     name: str = "fora-run"
     model: str = "smollm2-135m"
     dtype: str = "float32"
+    quantization: str = "none"
+    """QFoRA: train on a bitsandbytes-quantized base: nf4 or fp4 (4-bit, QLoRA's storage), int8 (LLM.int8()),
+    none. The adapters stay in full precision, the Stiefel constraint unchanged. Training only: calibration
+    scores the ``dtype`` base (a quantized weight has no gradient), and evaluate/register merge the adapter into
+    the ``dtype`` base, as a QLoRA adapter is merged."""
     output_dir: str = "runs/default"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -209,6 +225,12 @@ class RunConfig:
                                      "or digit (it names folders, checkpoints and MLflow runs)")
         if self.dtype not in ("float32", "bfloat16"):
             fail("dtype", self.dtype, "float32, bfloat16")
+        if self.quantization not in QUANTIZATIONS:
+            fail("quantization", self.quantization, ", ".join(QUANTIZATIONS))
+        if self.quantization != "none" and self.fora.spec.residual:
+            fail("quantization", self.quantization,
+                 f"none with fora.method '{self.fora.method}': it rewrites the base weights W0 - scale*B0 A0, "
+                 "which a quantized base cannot hold")
         check_int("seed", self.seed, 0)
         if not isinstance(self.model, str) or not self.model.strip():
             fail("model", self.model, "a model name (smollm2-135m), a folder, an HF id or an s3:// URI")

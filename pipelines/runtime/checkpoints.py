@@ -33,9 +33,11 @@ log = logging.getLogger("fora")
 
 META_FILE = "fora_checkpoint.json"
 LOCAL_RUN_KEY = "local"
-# train fields that change what training produces (the rest: where and how often to save, retries, threads)
-RESULT_TRAIN_FIELDS = ("max_steps", "batch_size", "grad_accum", "lr", "stiefel_lr", "weight_decay",
-                       "warmup_steps", "num_workers", "use_gpu", "bf16")
+# train fields that change what training produces (the rest: where and how often to save, retries, threads,
+# activation checkpointing). The batch counts as one number, the global batch batch_size x grad_accum x
+# num_workers: how it is split between workers and micro-batches does not change the gradient
+# (train_batches.py), so a run resumes on another worker count that keeps the global batch.
+RESULT_TRAIN_FIELDS = ("max_steps", "lr", "stiefel_lr", "weight_decay", "warmup_steps", "use_gpu", "bf16")
 
 
 def safe_key(run_key: str | None) -> str:
@@ -49,6 +51,8 @@ def fingerprint(run: RunConfig, data_hash: str, layers: list[int]) -> str:
     d = run.to_dict()
     key = {"model": d["model"], "dtype": d["dtype"], "seed": d["seed"], "data_seed": d["data"]["seed"],
            "fora": d["fora"], "train": {k: d["train"][k] for k in RESULT_TRAIN_FIELDS},
+           "global_batch": run.train.batch_size * run.train.grad_accum * run.train.num_workers,
+           "packing": d["data"]["packing"], "quantization": d["quantization"],
            "data_hash": data_hash, "layers": sorted(int(x) for x in layers)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 

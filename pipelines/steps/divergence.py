@@ -43,6 +43,18 @@ def parameter_problem(params: Iterable[torch.nn.Parameter]) -> str | None:
     return None if math.isfinite(norm) else f"adapter parameters' norm {norm} after the update"
 
 
+REPLICA_TOLERANCE = 1e-5
+
+
+def replica_problem(spread: float) -> str | None:
+    """A message when the workers' adapters differ by more than REPLICA_TOLERANCE (DDP applies the same
+    all-reduced gradient on every worker, and Cayley-Adam's step is deterministic, so they should not)."""
+    if spread > REPLICA_TOLERANCE:
+        return (f"the workers' adapters differ by up to {spread:.3g} (tolerance {REPLICA_TOLERANCE:g}): "
+                "the data-parallel replicas drifted apart")
+    return None
+
+
 def explain(run_dict: dict, step: int, problem: str, last_checkpoint: int | None, where: str = "") -> str:
     """The one line a user reads: the step, what was non-finite, the likely cause and what was kept."""
     fora, train = run_dict["fora"], run_dict["train"]

@@ -15,13 +15,11 @@ run starts fresh.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import os
 import pickle
-import random
 import shutil
 import tempfile
 import time
@@ -45,7 +43,8 @@ from ..runtime import checkpoints, interruption, rng_state, storage
 from ..runtime.models import model_source
 from ..runtime.ray_runtime import check_placement, init_ray
 from . import divergence
-from .calibrate import collate, mean_response_loss
+from .calibrate import mean_response_loss
+from .train_batches import batch_indices, make_batch, real_tokens, target_tokens, training_rows, worker_share
 from .train_contexts import LocalContext, RayContext, TuneContext, metric_logger
 from .train_outputs import ADAPTER_DIR, write_outputs
 
@@ -62,22 +61,6 @@ def lr_lambda(warmup: int, total: int):
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return f
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(n_rows: int, seed: int) -> tuple[int, ...]:
-    perm = list(range(n_rows))
-    random.Random(seed).shuffle(perm)
-    return tuple(perm)
-
-
-def batch_indices(step: int, global_batch: int, n_rows: int, seed: int) -> list[int]:
-    """Row indices of the global batch at ``step``: epoch e uses permutation Random(seed + e)."""
-    out = []
-    for pos in range(step * global_batch, (step + 1) * global_batch):
-        epoch, offset = divmod(pos, n_rows)
-        out.append(_epoch_permutation(n_rows, seed + epoch)[offset])
-    return out
 
 
 def load_trainer_state(resume: str | Path, expected_fingerprint: str | None) -> dict | None:
@@ -138,7 +121,10 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
         device = torch.device("cuda" if use_gpu else "cpu")
     bf16 = tcfg.bf16 == "on" or (tcfg.bf16 == "auto" and use_gpu)
 
-    model, tokenizer = model_source(run).load(device)
+    model, tokenizer = model_source(run).load(device, quantization=run.quantization)
+    if tcfg.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     fora: ForaConfig = run.fora
     energies = None
     if fora.spec.init == "filet":  # FILet's per-module energies, from the same calibration pass
@@ -173,7 +159,7 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
         resume = None
 
     data_dir = storage.localize(config["data_dir"], scratch / "data")
-    rows = read_jsonl(data_dir / "train.jsonl")
+    rows = training_rows(read_jsonl(data_dir / "train.jsonl"), run.data.packing, run.data.max_length)
     val_rows = read_jsonl(data_dir / "validation.jsonl")
     pad_id = tokenizer.pad_token_id
     per_worker = tcfg.batch_size
@@ -211,18 +197,22 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
                 raise RuntimeError(f"injected failure at step {step}")
             t0 = time.perf_counter()
             idx = batch_indices(step, global_batch, len(rows), run.data.seed)
-            mine = idx[ctx.rank :: ctx.world]
+            mine = worker_share(idx, ctx.rank, ctx.world)
+            # sum of token losses / the global batch's target tokens, x W for DDP's mean (train_batches.py)
+            n_targets = torch.tensor(max(1, sum(target_tokens(rows[i]) for i in idx)), device=device)
             loss_sum, tokens = 0.0, 0
             for micro in range(tcfg.grad_accum):
                 chunk = [rows[i] for i in mine[micro * per_worker : (micro + 1) * per_worker]]
-                batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+                batch = {k: v.to(device) for k, v in make_batch(chunk, pad_id).items()}
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = model(**batch).loss / tcfg.grad_accum
+                    # use_cache=False: no KV cache in training (and with one, transformers ignores packing)
+                    loss = model(**batch, num_items_in_batch=n_targets, use_cache=False).loss
                 if config.get("nan_at_step") == step:  # tests: a non-finite loss at this step
                     loss = loss * float("nan")
-                loss.backward()
+                (loss * ctx.world).backward()
                 loss_sum += loss.item()
-                tokens += int(batch["attention_mask"].sum())
+                tokens += real_tokens(chunk)
+            loss_sum = ctx.sum_over_workers(loss_sum)
             problem = divergence.gradient_problem(loss_sum, trainable)
             if problem is None:
                 optimizer.step()
@@ -246,6 +236,11 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
                 metrics["stiefel_lr"] = optimizer.param_groups[-1]["lr"]
                 metrics["orthogonality_error"] = max_orthogonality_error(inner, fora.stiefel.factor)
             if done % tcfg.eval_every == 0 or done == tcfg.max_steps:
+                if ctx.world > 1:  # DDP keeps replicas equal; a spread means a broken collective or kernel
+                    metrics["replica_spread"] = ctx.replica_spread(trainable)
+                    problem = divergence.replica_problem(metrics["replica_spread"])
+                    if problem is not None:
+                        raise RuntimeError(f"step {done}: {problem}")
                 t_val = time.perf_counter()
                 metrics["val_loss"] = validation_loss(model, val_rows, pad_id, device)
                 val_seconds += time.perf_counter() - t_val

@@ -16,7 +16,19 @@ from ..runtime import checkpoints, storage
 from ..runtime.metric_buffer import BufferedMetricLogger, mlflow_sender
 
 
-class LocalContext:
+class SingleWorker:
+    """Collectives of a world of one: nothing to combine."""
+
+    @staticmethod
+    def sum_over_workers(value: float) -> float:
+        return value
+
+    @staticmethod
+    def replica_spread(params: list) -> float:
+        return 0.0
+
+
+class LocalContext(SingleWorker):
     """Stands in for Ray Train's context when the loop runs in-process (no Ray): checkpoints go to the
     namespace folder (or S3 prefix) as ``checkpoint_step_<n>``, each written whole or not at all."""
 
@@ -52,6 +64,31 @@ class RayContext:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.local_world = ctx.get_local_world_size()
 
+    def sum_over_workers(self, value: float) -> float:
+        """``value`` summed over the worker group (a gloo/NCCL all-reduce; every worker gets the total)."""
+        if self.world == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+        dist.all_reduce(t)
+        return float(t.item())
+
+    def replica_spread(self, params: list) -> float:
+        """max |p_w - p_v| over every trainable element and every pair of workers w, v (0.0: every worker
+        holds bit-identical parameters), from an all-reduce MAX and MIN of the flattened parameters."""
+        if self.world == 1:
+            return 0.0
+        import torch
+        import torch.distributed as dist
+
+        flat = torch.cat([p.detach().reshape(-1).float() for p in params]).to(_collective_device())
+        hi, lo = flat.clone(), flat.clone()
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        return float((hi - lo).max().item())
+
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         ckpt = self._train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         self._train.report(metrics, checkpoint=ckpt)  # [ray]
@@ -64,7 +101,7 @@ class RayContext:
         return str(storage.localize(self.resume_from, scratch / "resume")) if self.resume_from else None
 
 
-class TuneContext:
+class TuneContext(SingleWorker):
     """A single-worker sweep trial runs the loop in the Tune trial's own process (no Ray Train worker group,
     see ``sweep/trials.py``'s ``trial_driver``): reports and checkpoints go straight to Tune, which restores the trial's
     last checkpoint after a failure or a resumed sweep."""
@@ -85,6 +122,16 @@ class TuneContext:
     def latest_checkpoint(self, scratch: Path) -> str | None:
         ckpt = self._tune.get_checkpoint()  # [ray]
         return ckpt.to_directory(str(scratch / "resume")) if ckpt is not None else None
+
+
+def _collective_device():
+    """Where a collective's tensor must live: the GPU under NCCL, the CPU under gloo."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def metric_logger(config: dict, rank: int) -> BufferedMetricLogger | None:
