@@ -11,6 +11,7 @@ Other methods behind ``ForaConfig.method`` (``methods.py``): FILet init (``filet
 This package imports only torch, transformers and peft (never kfp, ray or mlflow).
 """
 
+from . import quiet_logs  # noqa: F401, I001  (first: before peft imports bitsandbytes)
 from .adapters import apply_fora, count_trainable, lora_factors
 from .architecture import find_decoder_layers, resolve_target_modules
 from .batching import make_batches

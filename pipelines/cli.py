@@ -164,6 +164,7 @@ def _cmd_step(args) -> int:
 def _cmd_compile(args) -> int:
     from .kubeflow.fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
     from .kubeflow.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
+    from .steps.preflight import plan_report
 
     overrides = list(args.set)
     if args.train_gpus is not None:  # the older shortcut for --set resources.train.gpus=N (checked the same way)
@@ -173,6 +174,8 @@ def _cmd_compile(args) -> int:
         raise RunConfigError(f"--output-dir {args.output_dir!r}: give a folder (default {COMPILE_DIR}; the checked-in "
                              f"files are refreshed only when their folder is named: --output-dir {PIPELINE_YAML.parent})")
     folder = _writable(Path(args.output_dir), "--output-dir")
+    if run is not None:
+        print(plan_report(run), file=sys.stderr)
     for fn, default in ((compile_pipeline, PIPELINE_YAML), (compile_sweep_pipeline, SWEEP_PIPELINE_YAML)):
         path = fn(folder / default.name, run=run)
         print(f"wrote {path}")
@@ -263,9 +266,12 @@ def _cmd_validate(args) -> int:
     if args.schema_only:
         print("fora: config valid (schema only: the model and the data source were not checked)", file=sys.stderr)
         return 0
+    from .steps.memory_check import describe as describe_memory
     from .steps.preflight import describe, preflight
 
-    print(f"fora: config valid; {describe(run, preflight(run))}", file=sys.stderr)
+    checked = preflight(run)
+    print(f"fora: config valid; {describe(run, checked)}", file=sys.stderr)
+    print(describe_memory(checked["memory"]), file=sys.stderr)
     return 0
 
 

@@ -55,6 +55,9 @@ class StepResources:
     """KFP retries of the step (train and sweep resume from their checkpoints)."""
     shm: str = ""
     """A memory-backed /dev/shm of this size (Ray's object store), e.g. '8Gi'; '' for none."""
+    gpu_memory: str = ""
+    """Memory of one of its GPUs, e.g. '80Gi', for the memory plan; '' = from the node_selector's GPU product
+    label (nvidia.com/gpu.product, cloud.google.com/gke-accelerator, ...; ``config/accelerators.py``)."""
 
     def check(self, prefix: str) -> None:
         if isinstance(self.cpu, (int, float)) and not isinstance(self.cpu, bool):
@@ -83,6 +86,8 @@ class StepResources:
                 fail(f"{prefix}.{name}", value, "an integer >= 0")
         if not isinstance(self.shm, str) or (self.shm and not MEMORY_QUANTITY.match(self.shm)):
             fail(f"{prefix}.shm", self.shm, "'' or a Kubernetes quantity such as 8Gi")
+        if not isinstance(self.gpu_memory, str) or (self.gpu_memory and not MEMORY_QUANTITY.match(self.gpu_memory)):
+            fail(f"{prefix}.gpu_memory", self.gpu_memory, "'' (from the GPU product label) or a quantity such as 80Gi")
 
 
 def _check_toleration(where: str, tol: dict) -> None:

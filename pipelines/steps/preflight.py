@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fora_core import ForaConfigError, ModelSource
+from fora_core import ForaConfigError, ModelLoadError, ModelSource
 from fora_core.architecture import find_decoder_layers, resolve_target_modules
 from fora_core.config import resolve_layer_budget
 
@@ -35,7 +35,16 @@ def model_config(spec: str, dtype: str = "float32"):
         with tempfile.TemporaryDirectory(prefix="fora-preflight-") as tmp:
             Path(tmp, "config.json").write_text(storage.read_text(storage.join(spec, "config.json")))
             return AutoConfig.from_pretrained(tmp)
-    return ModelSource(spec, dtype=dtype).load_config()
+    try:
+        return ModelSource(spec, dtype=dtype).load_config()
+    except ModelLoadError:
+        from fora_core.known_models import known_config
+
+        known = known_config(spec)  # a gated hub id on a machine without the hub: its published shapes
+        if known is None:
+            raise
+        known.fora_from_table = True
+        return known
 
 
 def model_skeleton(config):
@@ -56,7 +65,7 @@ def _max_positions(config) -> int | None:
     return None
 
 
-def check_model(run: RunConfig) -> dict[str, Any]:
+def check_model(run: RunConfig, enforce_pod_memory: bool = True) -> dict[str, Any]:
     """Target modules, K (and the sweep's integer Ks) and ``data.max_length`` against the model's architecture.
     Returns {"architecture", "layers", "K", "targets", "max_positions"}."""
     config = model_config(run.model, run.dtype)
@@ -90,8 +99,11 @@ def check_model(run: RunConfig) -> dict[str, Any]:
     if positions is not None and run.data.max_length > positions:
         raise RunConfigError(f"invalid value for 'data.max_length': {run.data.max_length} (allowed: at most "
                              f"{positions}, the positions of {run.model!r})")
+    from .memory_check import check_memory
+
     summary = {"architecture": type(skeleton).__name__, "layers": num_layers, "K": k, "targets": targets,
-               "max_positions": positions}
+               "max_positions": positions, "from_table": getattr(config, "fora_from_table", False),
+               "memory": check_memory(run, config, enforce_pod_memory)}
     if needs_filet(run):  # FILet's K-FAC factors: (d_in^2 + d_out^2) float32 per target module, every layer
         per_block = sum(m.in_features ** 2 + m.out_features ** 2 for name, m in block.named_modules()
                         if name in targets and hasattr(m, "in_features"))
@@ -132,10 +144,12 @@ def check_eval_inputs(run: RunConfig, remote: bool = True) -> None:
             raise RunConfigError(f"invalid value for '{field}': {location!r} (file not found)")
 
 
-def preflight(run: RunConfig, remote: bool = True) -> dict[str, Any]:
+def preflight(run: RunConfig, remote: bool = True, enforce_pod_memory: bool = True) -> dict[str, Any]:
     """Every check that needs more than the schema; raises a one-line user error (RunConfigError, DataError,
-    ModelLoadError, StorageError) at the first problem. Returns what was checked (printed by ``fora validate``)."""
-    summary = check_model(run)
+    ModelLoadError, StorageError) at the first problem. Returns what was checked (printed by ``fora validate``).
+    ``enforce_pod_memory``: refuse a CPU run whose memory plan exceeds ``resources.train.memory`` (a pipeline
+    pod; not a laptop's ``fora run``)."""
+    summary = check_model(run, enforce_pod_memory)
     summary["data"] = check_data(run, remote)
     check_eval_inputs(run, remote)
     return summary
@@ -144,6 +158,8 @@ def preflight(run: RunConfig, remote: bool = True) -> dict[str, Any]:
 def describe(run: RunConfig, summary: dict[str, Any]) -> str:
     """One line for a person: what the config was checked against."""
     return (f"checked against {run.model} ({summary['architecture']}, {summary['layers']} layers"
+            + (", shapes from fora's table of known models: the hub was not reachable" if summary.get("from_table")
+               else "")
             + (f", {summary['max_positions']} positions" if summary["max_positions"] else "")
             + f"): {run.fora.method} at K={summary['K']}, targets {', '.join(summary['targets'])}; data source: "
             f"{summary['data']}"
@@ -151,4 +167,18 @@ def describe(run: RunConfig, summary: dict[str, Any]) -> str:
                if "kfac_bytes" in summary else ""))
 
 
-__all__ = ["check_data", "check_eval_inputs", "check_model", "describe", "model_config", "model_skeleton", "preflight"]
+def plan_report(run: RunConfig) -> str:
+    """The memory plan of a config being compiled (refusing one that cannot fit its GPU or pod); a model whose
+    config cannot be read here gets a line saying so, not an error (the pipeline's first step checks it again)."""
+    from .memory_check import check_memory
+    from .memory_check import describe as describe_memory
+
+    try:
+        model_cfg = model_config(run.model, run.dtype)
+    except ModelLoadError as err:
+        return f"memory plan: not made ({err})"
+    return describe_memory(check_memory(run, model_cfg))
+
+
+__all__ = ["check_data", "check_eval_inputs", "check_model", "describe", "model_config", "model_skeleton", "plan_report",
+           "preflight"]

@@ -118,9 +118,13 @@ def resolve(run: RunConfig, run_name: str | None = None, scheduled: bool = False
     from ..data.fingerprint import recipe_fingerprint, source_fingerprint
     from ..registry.retrain import skip_decision
     from ..runtime.reachability import check_services
+    from .memory_check import describe as describe_memory
     from .preflight import describe, preflight
 
-    log.info("%s", describe(run, preflight(run, remote=False)))  # the fingerprint asks S3 for the object
+    # the fingerprint asks S3 for the object; the pod memory limit binds inside a Kubernetes pod only
+    checked = preflight(run, remote=False, enforce_pod_memory="KUBERNETES_SERVICE_HOST" in os.environ)
+    log.info("%s", describe(run, checked))
+    log.info("%s", describe_memory(checked["memory"]))
     log.info("services: %s", ", ".join(f"{k} {v}" for k, v in check_services(run).items()))
     source = source_fingerprint(run.data)
     recipe = recipe_fingerprint(run, source)
