@@ -106,6 +106,9 @@ class TrainConfig:
     bf16: str = "auto"
     max_failures: int = 2
     use_ray: bool = True
+    placement_strategy: str = "PACK"
+    """How Ray places the workers (Ray's placement-group strategies): PACK (as few nodes as fit), SPREAD (as many
+    as it can), STRICT_SPREAD (one worker per node, or fail in one line)."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them (non-reentrant
     torch.utils.checkpoint): the same gradients for about one more forward pass per step, activation memory
@@ -125,6 +128,8 @@ class TrainConfig:
         check_number("train.stiefel_lr", self.stiefel_lr)
         check_number("train.weight_decay", self.weight_decay, allow_zero=True)
         check_bool("train.gradient_checkpointing", self.gradient_checkpointing)
+        if self.placement_strategy not in ("PACK", "SPREAD", "STRICT_SPREAD"):
+            fail("train.placement_strategy", self.placement_strategy, "PACK, SPREAD, STRICT_SPREAD")
         if self.backend not in ("auto", "gloo", "nccl"):
             fail("train.backend", self.backend, "auto, gloo, nccl")
         if isinstance(self.bf16, bool):  # 'bf16: true' means on

@@ -105,7 +105,7 @@ def check_placement(run: RunConfig, where: str, bundles: int | None = None) -> N
         "lower train.num_workers or train.cpus_per_worker, or add nodes"
     if where == "local" and any(total.get(k, 0) < v * n for k, v in bundle.items()):
         raise RayClusterError(f"this machine's Ray cannot place {want} (it has {have}): {hint}")
-    pg = placement_group([bundle] * n, strategy="PACK")
+    pg = placement_group([bundle] * n, strategy=run.train.placement_strategy)
     try:
         ready = pg.wait(timeout_seconds=run.ray.placement_timeout_s)
     finally:

@@ -174,7 +174,8 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
     if config.get("use_ray"):
         import ray  # [ray]
 
-        say(f"training worker {ctx.rank}/{ctx.world} on Ray node {ray.get_runtime_context().get_node_id()}")
+        # every worker says where it runs (the data-parallel layout, in the job's log)
+        _say(f"training worker {ctx.rank}/{ctx.world} on Ray node {ray.get_runtime_context().get_node_id()}")
     if start_step:
         say(f"resumed at step {start_step} of {tcfg.max_steps} from {resume}")
     every = max(1, tcfg.max_steps // 10)
@@ -358,7 +359,8 @@ def _fit_with_ray(run: RunConfig, loop_config: dict, ns, scratch: Path) -> Path 
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
-                                     resources_per_worker={"CPU": tcfg.cpus_per_worker}),
+                                     resources_per_worker={"CPU": tcfg.cpus_per_worker},
+                                     placement_strategy=tcfg.placement_strategy),
         torch_config=TorchConfig(backend=backend),
         run_config=RayRunConfig(name=ns.name, storage_path=storage_path, storage_filesystem=filesystem,
                                 failure_config=FailureConfig(max_failures=tcfg.max_failures),

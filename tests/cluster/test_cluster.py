@@ -256,6 +256,43 @@ def _prepared(topo, env, name: str, sweep: dict | None = None, **train) -> tuple
     return workdir, path
 
 
+def test_two_workers_on_two_ray_nodes_equal_one_worker(topo, env, inputs):
+    """Data-parallel across nodes: a second worker node joins, two training workers are placed one per node
+    (STRICT_SPREAD), talk gloo over the network, hold bit-identical adapters after every step, and end where
+    one worker in this process ends at the same global batch (the one-node version: tests/test_data_parallel.py)."""
+    from pipelines.config.run_config import load_run_config
+    from pipelines.steps.calibrate import load_selection
+    from pipelines.steps.train import run_training
+
+    topo.start_ray_worker("ray-worker-ddp")
+    try:
+        wait_for(lambda: sum(not head for head in ray_nodes(topo).values()) >= 2, "a second worker node", 60, 0.5)
+        workdir, path = _prepared(topo, env, "cluster-ddp", max_steps=6, eval_every=1, batch_size=2, num_workers=2,
+                                  placement_strategy="STRICT_SPREAD", warmup_steps=1, lr=5e-3)
+        layers = load_selection(workdir / "out" / "calibration")[1]
+        done = fora("train", str(path))  # a Ray job on the cluster; its log streamed here
+        printed = done.stdout + done.stderr
+        assert done.returncode == 0, printed[-3000:]
+        nodes = set(re.findall(r"training worker \d/2 on Ray node (\w+)", printed))
+        assert len(nodes) == 2, printed[-3000:]
+        assert all(not ray_nodes(topo).get(n, True) for n in nodes)  # worker nodes, not the head
+        history = json.loads((workdir / "out" / "train" / "history.json").read_text())
+        assert [h["replica_spread"] for h in history] == [0.0] * 6
+        one = load_run_config(path, ["train.use_ray=false", "train.num_workers=1", "train.batch_size=4",
+                                     f"train.checkpoint_dir={workdir / 'one-ckpt'}"])
+        ref = run_training(one, workdir / "out" / "data", layers, workdir / "one")
+        ref_history = json.loads((workdir / "one" / "history.json").read_text())
+        for h, r in zip(history, ref_history, strict=True):
+            assert abs(h["loss"] - r["loss"]) <= 1e-5 * max(1.0, abs(r["loss"])), (h, r)
+        a = load_file(str(workdir / "out" / "train" / "adapter" / "adapter_model.safetensors"))
+        b = load_file(str(Path(ref["adapter_dir"]) / "adapter_model.safetensors"))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.allclose(a[k], b[k], rtol=0, atol=2e-5), (k, (a[k] - b[k]).abs().max())
+    finally:
+        topo.services["ray-worker-ddp"].kill()
+
+
 def test_worker_node_lost_and_mlflow_down_mid_training_resume_from_s3(topo, env, inputs):
     from mlflow.tracking import MlflowClient
 
