@@ -153,8 +153,12 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
         scheduler.load_state_dict(state["scheduler"])
         start_step = state["step"]
         history = state.get("history", [])
-        if len(state.get("rng") or []) == ctx.world:  # checkpoints before 2026-12 carry none
-            rng_state.restore(state["rng"][ctx.rank])
+        saved_rng = state.get("rng") or []  # checkpoints before 2026-12 carry none
+        if len(saved_rng) == ctx.world:
+            rng_state.restore(saved_rng[ctx.rank])
+        elif saved_rng and ctx.rank == 0:
+            logger.warning("checkpoint of %d workers resumed on %d: the data order is the same, the dropout masks "
+                           "are drawn afresh", len(saved_rng), ctx.world)
     else:
         resume = None
 
