@@ -18,7 +18,7 @@ WHEELS ?=
 CLUSTER_PIP := $(CLUSTER_VENV)/bin/pip
 CLUSTER_STAMP := $(CLUSTER_VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup run test test-integration test-all lint bench clean cluster-setup cluster-test bench-cluster image image-smoke ablate ablate-methods ablation-docs ablation-methods-docs
+.PHONY: setup run test test-integration test-all lint bench bench-gpu clean cluster-setup cluster-test bench-cluster image image-smoke ablate ablate-methods ablation-docs ablation-methods-docs
 
 setup: $(STAMP)
 
@@ -78,6 +78,11 @@ bench: setup
 	$(PY) benchmarks/bench_ray_overhead.py
 	$(PY) benchmarks/bench_chat_data.py
 	$(PY) benchmarks/bench_heldout_eval.py
+	$(PY) benchmarks/bench_scale.py
+
+# GPU figures for bigger models (random Llama-3.2-1B and 8B in bf16; needs CUDA and bitsandbytes)
+bench-gpu: setup
+	$(PY) benchmarks/gpu_scale.py
 
 # The cluster topology on this machine (tests/cluster/topology.py): a real S3 server (SeaweedFS), an MLflow
 # server and a two-node Ray cluster, the Ray nodes running as the Unix user fora-ray from their own install

@@ -24,7 +24,7 @@ import torch
 from common import load_default
 
 from fora_core import ForaConfig, apply_fora, create_fora_optimizer
-from fora_core.memory import PeakMemory
+from fora_core.memory import PeakMemory, enable_activation_checkpointing
 from pipelines.config.run_config import DataConfig
 from pipelines.data.jsonl import read_jsonl
 from pipelines.data.packing import pack_rows
@@ -35,7 +35,7 @@ from pipelines.steps.train_batches import make_batch, real_tokens
 def trainer(device: str, checkpointing: bool = False):
     model, tok = load_default(device=device)
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     fora = ForaConfig(method="fora", rank=32, dropout=0.05, layer_budget=0.5)
     peft = apply_fora(model, list(range(0, model.config.num_hidden_layers, 2)), fora)
     peft.train()

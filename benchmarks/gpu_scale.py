@@ -17,6 +17,7 @@ Writes everything as JSON to $OUT/gpu_scale.json when OUT is set.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -29,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fora_core import ForaConfig, apply_fora, create_fora_optimizer, max_orthogonality_error  # noqa: E402
 from fora_core.known_models import known_config  # noqa: E402
+from fora_core.memory import enable_activation_checkpointing  # noqa: E402
 from fora_core.memory_plan import plan_memory  # noqa: E402
 
+START = time.perf_counter()
 MODELS = {"1b": "meta-llama/Llama-3.2-1B", "8b": "meta-llama/Llama-3.1-8B"}
 ARMS = {"lora-all": ("lora", "none"), "fora": ("fora", "none"), "qfora": ("fora", "nf4")}
 
@@ -73,8 +76,12 @@ def build(config, arm: str, device: str, checkpointing: bool):
     if quant == "nf4":
         quantize_nf4_(model, device)
         model.to(device)
+        try:
+            model.is_loaded_in_4bit = True  # PEFT then wraps the layers with its bitsandbytes LoRA layer
+        except AttributeError:
+            pass
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     fora = ForaConfig(method=method, rank=32, alpha=64, dropout=0.05, layer_budget=0.5)
     n = config.num_hidden_layers
     layers = list(range(0, n, 2)) if fora.uses_fisher else None  # K = L/2, spread (calibration would pick them)
@@ -121,9 +128,14 @@ def time_arm(config, arm: str, args, device: str) -> dict:
            "peak_gib": peak / 2**30 if peak else None, "plan_gib": plan.total / 2**30,
            "trainable_m": sum(p.numel() for p in peft.parameters() if p.requires_grad) / 1e6}
     del peft, opt
+    release(device)
+    return out
+
+
+def release(device: str) -> None:
+    gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    return out
 
 
 def drift(config, args, device: str) -> dict:
@@ -137,6 +149,9 @@ def drift(config, args, device: str) -> dict:
         gen = torch.Generator().manual_seed(1)
         worst, trace = 0.0, []
         for step in range(args.drift_steps):
+            if time.perf_counter() - START > args.time_budget:
+                trace.append((step, "stopped: --time-budget"))
+                break
             ids = torch.randint(0, config.vocab_size, (1, min(args.length, 256)), generator=gen).to(device)
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 peft(input_ids=ids, labels=ids, use_cache=False).loss.backward()
@@ -148,7 +163,39 @@ def drift(config, args, device: str) -> dict:
                 trace.append((step + 1, err))
         found[f"qr_every_{qr_period}" if qr_period else "no_qr"] = {"max": worst, "trace": trace}
         del peft, opt
+        release(device)
     return found
+
+
+def packing_check(device: str) -> float:
+    """max |packed - alone| per-token loss of a few examples in one packed row (SDPA, float32) on ``device``."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from pipelines.data.packing import collate_packed, pack_rows
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config()).to(device).eval()
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for n in (37, 64, 21, 50):
+        ids = torch.randint(1, 512, (n,), generator=gen).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] + ids[1:]})
+    packed = pack_rows(rows, 256)
+    batch = {k: v.to(device) for k, v in collate_packed(packed, 0).items()}
+    worst = 0.0
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        for b, p in enumerate(packed):
+            start = 0
+            for n in p["doc_lengths"]:
+                doc = torch.tensor([p["input_ids"][start:start + n]], device=device)
+                alone = model(input_ids=doc, use_cache=False).logits[0]
+                got = F.cross_entropy(logits[b, start:start + n - 1], doc[0, 1:], reduction="none")
+                want = F.cross_entropy(alone[:-1], doc[0, 1:], reduction="none")
+                worst = max(worst, float((got - want).abs().max()))
+                start += n
+    return worst
 
 
 def main() -> None:
@@ -158,6 +205,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--drift-steps", type=int, default=1000)
+    ap.add_argument("--time-budget", type=float, default=1e9, help="seconds: the drift loop stops after this")
     ap.add_argument("--smoke", action="store_true", help="a tiny Llama on CPU, few steps: checks the script runs")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
@@ -169,14 +217,17 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; batch {args.batch} x "
           f"{args.length} tokens, checkpointing on, bf16", flush=True)
     results: dict = {"device": device, "batch": args.batch, "length": args.length, "models": {}}
+    results["packing_max_abs_loss_diff"] = packing_check(device)
+    print(f"packing on {device} (SDPA, float32): max |packed - alone| token loss {results['packing_max_abs_loss_diff']:.2e}",
+          flush=True)
     for name, config in configs.items():
         rows = []
         for arm in ARMS:
             try:
                 rows.append(time_arm(config, arm, args, device))
-            except torch.OutOfMemoryError as err:
-                rows.append({"arm": arm, "error": f"out of memory: {str(err).splitlines()[0][:120]}"})
-                torch.cuda.empty_cache()
+            except Exception as err:  # noqa: BLE001 - one arm's failure (OOM, a kernel) must not lose the others
+                rows.append({"arm": arm, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"})
+                release(device)
         base = next((r for r in rows if r["arm"] == "lora-all" and "error" not in r), None)
         for r in rows:
             if "error" in r:
@@ -189,7 +240,10 @@ def main() -> None:
                   f"{r['cayley_share']:.1%}  trainable {r['trainable_m']:.1f}M", flush=True)
         results["models"][name] = rows
     small = next(iter(configs.values()))
-    results["drift"] = drift(small, args, device)
+    try:
+        results["drift"] = drift(small, args, device)
+    except Exception as err:  # noqa: BLE001
+        results["drift"] = {"error": {"max": float("nan"), "trace": [str(err).splitlines()[0][:160]]}}
     for key, d in results["drift"].items():
         print(f"bf16 orthogonality drift over {args.drift_steps} steps ({key}): max ||B^T B - I||_F = {d['max']:.2e}",
               flush=True)

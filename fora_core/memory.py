@@ -88,3 +88,10 @@ class SavedActivations:
     def __exit__(self, *exc: object) -> None:
         self._hooks.__exit__(*exc)
         self.bytes = sum(self._seen.values())
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute every decoder layer in the backward pass (non-reentrant ``torch.utils.checkpoint``: it needs no
+    input that requires grad, which a frozen embedding never gives) and drop the KV cache training never reads."""
+    model.config.use_cache = False
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from fora_core import ForaConfig, apply_fora, create_fora_optimizer
-from fora_core.memory import PeakMemory
+from fora_core.memory import PeakMemory, enable_activation_checkpointing
 from fora_core.memory_plan import plan_memory
 
 
@@ -29,7 +29,7 @@ def main(hidden: int, intermediate: int, layers: int, vocab: int, checkpointing:
         start = peak.peak_bytes
         model = AutoModelForCausalLM.from_config(cfg)
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         # the lowest adapted layer is 0: the plan's worst case (every layer carries the graph)
         peft = apply_fora(model, list(range(0, layers, 2)), fora)
         peft.train()

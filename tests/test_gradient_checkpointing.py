@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tiny_models import random_batches, tiny_model
 
 from fora_core import ForaConfig, ModelSource, apply_fora
-from fora_core.memory import SavedActivations
+from fora_core.memory import SavedActivations, enable_activation_checkpointing
 from pipelines.config.run_config import RunConfig
 from pipelines.steps.data_prep import prepare_data
 from pipelines.steps.train import run_training
@@ -21,7 +21,7 @@ from pipelines.steps.train import run_training
 def _fora_model(checkpointing: bool):
     model = tiny_model("llama", layers=4)
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     model = apply_fora(model, [0, 2, 3], ForaConfig(method="fora", rank=4, dropout=0.0, layer_budget=3))
     for name, p in model.named_parameters():
         if p.requires_grad and "lora_A" in name:  # A = 0 at the start: give it a value, so B gets a gradient
@@ -35,7 +35,7 @@ def test_checkpointing_gives_the_same_gradients_and_saves_fewer_activations():
     grads, saved = {}, {}
     for on in (False, True):
         model = _fora_model(on)
-        assert model.base_model.model.is_gradient_checkpointing == on
+        assert model.base_model.model.is_activation_checkpointing == on
         with SavedActivations(model) as acts:
             loss = model(**batch, use_cache=False).loss
         loss.backward()

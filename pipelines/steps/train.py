@@ -36,6 +36,7 @@ from fora_core import (
     restore_training_state,
     save_adapter,
 )
+from fora_core.memory import enable_activation_checkpointing
 
 from ..config.run_config import RunConfig
 from ..data.jsonl import read_jsonl
@@ -123,8 +124,7 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
 
     model, tokenizer = model_source(run).load(device, quantization=run.quantization)
     if tcfg.gradient_checkpointing:
-        model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     fora: ForaConfig = run.fora
     energies = None
     if fora.spec.init == "filet":  # FILet's per-module energies, from the same calibration pass
