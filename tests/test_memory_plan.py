@@ -74,7 +74,7 @@ def test_the_plan_against_the_measured_peak_of_training_steps_on_cpu(size, check
     ratio = got["plan"] / got["measured"]
     print(f"{size} checkpointing={checkpointing}: plan {got['plan'] / 2**20:.0f} MiB, measured "
           f"{got['measured'] / 2**20:.0f} MiB, ratio {ratio:.2f}")
-    assert 0.7 <= ratio <= 1.05, got
+    assert 0.65 <= ratio <= 1.1, got  # seen: 0.77-0.99
 
 
 @pytest.mark.parametrize(("label", "gib"), [("NVIDIA-H100-80GB-HBM3", 80), ("NVIDIA-A100-SXM4-40GB", 40),
