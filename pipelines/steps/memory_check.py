@@ -13,7 +13,7 @@ On a laptop (``fora run``) the pod limit does not apply: a CPU plan over it is s
 
 from __future__ import annotations
 
-from fora_core.memory_plan import GIB, MemoryPlan, count_parameters, plan_memory
+from fora_core.memory_plan import GIB, MemoryPlan, plan_memory
 
 from ..config.accelerators import capacity
 from ..config.errors import RunConfigError
@@ -28,8 +28,7 @@ def plan_for(run: RunConfig, model_cfg) -> MemoryPlan:
     gpu = tcfg.use_gpu and res.gpus > 0
     return plan_memory(model_cfg, run.fora, dtype=run.dtype, quantization=run.quantization,
                        batch_size=tcfg.batch_size, seq_len=run.data.max_length,
-                       checkpointing=tcfg.gradient_checkpointing, workers=tcfg.num_workers, gpu=gpu,
-                       counts=count_parameters(model_cfg, run.fora))
+                       checkpointing=tcfg.gradient_checkpointing, workers=tcfg.num_workers, gpu=gpu)
 
 
 def check_memory(run: RunConfig, model_cfg, enforce_pod_memory: bool = True) -> dict:

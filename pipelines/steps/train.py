@@ -164,6 +164,7 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
 
     data_dir = storage.localize(config["data_dir"], scratch / "data")
     rows = training_rows(read_jsonl(data_dir / "train.jsonl"), run.data.packing, run.data.max_length)
+    targets = [target_tokens(r) for r in rows]  # per row, once: every step sums them over its global batch
     val_rows = read_jsonl(data_dir / "validation.jsonl")
     pad_id = tokenizer.pad_token_id
     per_worker = tcfg.batch_size
@@ -204,7 +205,7 @@ def _train(config: dict[str, Any], scratch: Path) -> dict | None:
             idx = batch_indices(step, global_batch, len(rows), run.data.seed)
             mine = worker_share(idx, ctx.rank, ctx.world)
             # sum of token losses / the global batch's target tokens, x W for DDP's mean (train_batches.py)
-            n_targets = torch.tensor(max(1, sum(target_tokens(rows[i]) for i in idx)), device=device)
+            n_targets = torch.tensor(max(1, sum(targets[i] for i in idx)), device=device)
             loss_sum, tokens = 0.0, 0
             for micro in range(tcfg.grad_accum):
                 chunk = [rows[i] for i in mine[micro * per_worker : (micro + 1) * per_worker]]
