@@ -15,6 +15,8 @@ the bottom up (each package's ``__init__.py`` says what belongs there):
     pipelines.ablation   the ablation: search plan, splits, runner, scoring, claims and report
     components           one thin KFP component per step
     pipelines.kubeflow   the KFP DAGs and their compiled YAML, the local KFP runner, submission
+    pipelines.cluster_model  the deployment model: every pod we cause, what it must reach and may do, and the
+                         evaluators of rendered NetworkPolicies and RBAC against it
     pipelines.cli        the ``fora`` command (and the top-level compatibility module for old registered models)
 
 A room may import its own modules and any room below it, never one above.
@@ -30,7 +32,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ROOMS = ["fora_core", "pipelines.config", "pipelines.runtime", "pipelines.data", "pipelines.evaluation",
          "pipelines.registry", "pipelines.serving", "pipelines.steps", "pipelines.sweep", "pipelines.ablation", "components",
-         "pipelines.kubeflow", "pipelines"]
+         "pipelines.kubeflow", "pipelines.cluster_model", "pipelines"]
 PACKAGES = ("fora_core", "pipelines", "components")
 
 

@@ -23,7 +23,11 @@ from .vllm_lora import VllmAdapter
 
 API_VERSION = "serving.kserve.io/v1beta1"
 MOUNT = "/mnt/models"
-LABELS = {"app.kubernetes.io/part-of": "fora-pipelines", "app.kubernetes.io/component": "serving"}
+# KServe copies the InferenceService's labels onto the predictor pods (kserve/kserve
+# pkg/controller/v1beta1/inferenceservice/components/predictor.go, buildObjectMeta), so these must not be ones our
+# NetworkPolicies select (app.kubernetes.io/part-of=fora-pipelines is fora-default-deny's): the predictor's traffic is
+# KServe's and the mesh's (Knative activator, Istio gateway, storage initializer), not ours to shut.
+LABELS = {"app.kubernetes.io/component": "serving", "app.kubernetes.io/created-by": "fora-pipelines"}
 # decoder architectures in vLLM's model registry (vllm/model_executor/models/registry.py) that our methods adapt
 VLLM_ARCHITECTURES = frozenset({
     "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM",
