@@ -139,7 +139,7 @@ def test_the_compiled_pipelines_addresses_resolve_in_any_overlays_namespace(rend
         assert int(port) in [p["port"] for p in services[host]["spec"]["ports"]]
         config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == SERVICES_CONFIG_MAP)
         assert config["data"]["RAY_ADDRESS"] == ""
-        assert config["data"]["AWS_ENDPOINT_URL"] == "http://seaweedfs.kubeflow.svc.cluster.local:8333"
+        assert config["data"]["AWS_ENDPOINT_URL"] == "http://seaweedfs.kubeflow:8333"  # any cluster domain
         for cluster in (d for d in docs if d["kind"] == "RayCluster"):  # KubeRay names the head <name>-head-svc
             assert f"http://{cluster['metadata']['name']}-head-svc:8265" in \
                 (K8S / "base" / "services-configmap.yaml").read_text()
@@ -372,14 +372,19 @@ def test_the_gpu_config_compiles_its_gpu_steps_with_the_cuda_image(tmp_path):
     assert images == {step: CUDA_IMAGE if step in gpu_steps else BASE_IMAGE for step in images}
 
 
-def test_the_buckets_job_creates_the_buckets_the_config_and_mlflow_use(render):
+def test_the_buckets_job_checks_the_stores_the_config_and_mlflow_use(render):
     docs = render(K8S / "overlays" / "standalone")
     job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "fora-buckets")
     made = {c["args"][0]: c["envFrom"][0]["secretRef"]["name"] for c in job["spec"]["template"]["spec"]["containers"]}
     cluster = yaml.safe_load((ROOT / "configs" / "cluster.yaml").read_text())
     mlflow = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     artifacts = next(a for a in mlflow["args"] if a.startswith("--artifacts-destination=")).split("=", 1)[1]
-    assert made == {cluster["storage"]["uri"]: S3_SECRET, artifacts: "fora-mlflow-s3-credentials"}
+    in_pod = {"POD_NAMESPACE": "team-a"}  # the kubelet's expansion, and the config's {namespace} in that pod
+    made = {expand(uri, in_pod): secret for uri, secret in made.items()}
+    assert made == {cluster["storage"]["uri"].replace("{namespace}", "team-a"): S3_SECRET,
+                    expand(artifacts, in_pod): "fora-mlflow-s3-credentials"}
+    assert cluster["serve"]["artifacts_destination"].replace("{namespace}", "team-a") == expand(artifacts, in_pod)
+    assert all(uri.startswith("s3://mlpipeline/private/team-a/") for uri in made)  # a profile's keys may use it
 
 
 def test_mlflow_on_postgres_reads_both_database_uris_from_a_secret_and_runs_more_workers(render, tmp_path):

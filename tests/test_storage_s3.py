@@ -193,16 +193,21 @@ def test_checkpoints_copied_in_from_another_run_are_never_resumed(s3, tiny, tmp_
 
 
 def test_the_buckets_jobs_command_creates_its_bucket_and_is_idempotent(s3):
-    """k8s/base/buckets-job.yaml's exact command, run against the real S3 server twice (a re-created Job)."""
+    """k8s/base/buckets-job.yaml's exact command, run against the real S3 server twice (a re-created Job), on a
+    bucket that does not exist yet (tests/test_storage_tenancy.py runs it with a Kubeflow profile's own keys)."""
     import subprocess
 
     import yaml
+    from k8s_render import expand
 
     job = yaml.safe_load((Path(__file__).parents[1] / "k8s" / "base" / "buckets-job.yaml").read_text())
     for c in job["spec"]["template"]["spec"]["containers"]:
-        bucket = c["args"][0].removeprefix("s3://").split("/")[0] + "-jobtest"
+        arg = expand(c["args"][0], {"POD_NAMESPACE": "team-a"})
+        bucket = arg.removeprefix("s3://").split("/")[0] + "-jobtest"
+        uri = f"s3://{bucket}/{arg.removeprefix('s3://').split('/', 1)[1]}"
         command = [sys.executable if c["command"][0] == "python" else c["command"][0], *c["command"][1:]]
         for _ in range(2):
-            out = subprocess.run([*command, f"s3://{bucket}/x"], env=os.environ, capture_output=True, text=True)
-            assert out.returncode == 0 and f"bucket ready: s3://{bucket}/x" in out.stdout, out.stderr
+            out = subprocess.run([*command, uri], env=os.environ, capture_output=True, text=True)
+            assert out.returncode == 0 and f"store ready: {uri}" in out.stdout, out.stderr
         assert bucket in {b["Name"] for b in s3.s3().list_buckets()["Buckets"]}
+        assert storage.list_objects(uri) == []  # the write check's marker is gone

@@ -24,6 +24,7 @@ from .addresses import check_environment, check_ray_address
 from .checks import build_section, check_bool, check_int, check_number, fail, reject_unknown
 from .errors import RunConfigError
 from .evaluation import BUILTIN_TASKS, EvalConfig, metric_unavailable
+from .namespace import expand as expand_namespace
 from .overrides import ConfigLoader, apply_overrides
 from .register import NAME, RegisterConfig
 from .resources import ResourcesConfig
@@ -144,13 +145,17 @@ class StorageConfig:
 
     uri: str = ""
     """An s3:// prefix. Steps stage what a Ray job needs under <uri>/<name>/<run>/, checkpoints default to
-    <uri>/checkpoints. '' keeps everything on local disk (a laptop, or a single pod)."""
+    <uri>/checkpoints, the score cache is <uri>/eval-cache, uploaded serving bases <uri>/serving-bases. '' keeps
+    everything on local disk (a laptop, or a single pod). ``{namespace}`` is the pod's Kubernetes namespace
+    (``pipelines/config/namespace.py``): ``s3://mlpipeline/private/{namespace}/fora-pipelines`` is the prefix a
+    Kubeflow profile's own object-store keys may use."""
     create_bucket: bool = True
     """Create the bucket when it does not exist (else a one-line error names it)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.uri, str) or (self.uri and not self.uri.startswith("s3://")):
             fail("storage.uri", self.uri, "'' or an s3://bucket/prefix URI")
+        self.uri = expand_namespace(self.uri)
         if self.uri and not self.uri[len("s3://"):].split("/")[0]:
             fail("storage.uri", self.uri, "an s3://bucket/prefix URI with a bucket")
         check_bool("storage.create_bucket", self.create_bucket)

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from .checks import check_bool, check_int, fail
+from .namespace import expand as expand_namespace
 from .resources import CPU_QUANTITY, MEMORY_QUANTITY
 
 FORMS = ("auto", "merged", "adapter")
@@ -41,7 +42,8 @@ class ServeConfig:
     artifacts_destination: str = ""
     """The MLflow server's ``--artifacts-destination`` when it proxies artifacts (``mlflow-artifacts:/`` URIs):
     the model server reads the version's files from that bucket path (k8s/base/mlflow.yaml:
-    s3://fora-mlflow/artifacts). '' = the artifact URIs are already storage URIs (s3://)."""
+    s3://mlpipeline/private/{namespace}/fora-pipelines/mlflow-artifacts; ``{namespace}`` as in storage.uri). '' = the
+    artifact URIs are already storage URIs (s3://)."""
     max_model_len: int = 0
     """vLLM's --max-model-len (0: the model's own)."""
     deploy: bool = False
@@ -71,6 +73,7 @@ class ServeConfig:
         if not isinstance(self.artifacts_destination, str) or (
                 self.artifacts_destination and not self.artifacts_destination.startswith(("s3://", "gs://"))):
             fail("serve.artifacts_destination", self.artifacts_destination, "'' or the server's s3:// destination")
+        self.artifacts_destination = expand_namespace(self.artifacts_destination)
         check_int("serve.max_model_len", self.max_model_len, 0)
         check_bool("serve.deploy", self.deploy)
         if self.form == "adapter" and self.gpus == 0:

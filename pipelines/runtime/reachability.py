@@ -73,7 +73,7 @@ def check_services(run: RunConfig) -> dict[str, str]:
     """Every service the run needs, in the order a person would fix them; returns what answered."""
     found = {"ray": check_ray(run)}
     if run.storage.uri:
-        storage.ensure_bucket(run.storage.uri, create=run.storage.create_bucket)
+        storage.ensure_prefix(run.storage.uri, create=run.storage.create_bucket)
         found["storage"] = run.storage.uri
     check_server(run.tracking_uri)
     found["mlflow"] = run.tracking_uri.split("@")[-1] if "://" in run.tracking_uri else run.tracking_uri

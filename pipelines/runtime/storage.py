@@ -30,6 +30,8 @@ from typing import Any
 
 from fora_core import ForaConfigError
 
+from ..config.namespace import PLACEHOLDER, unresolved_message
+
 SCHEME = "s3://"
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
@@ -54,6 +56,8 @@ class S3Uri:
     def parse(cls, uri: str) -> S3Uri:
         if not is_uri(uri):
             raise StorageError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
+        if PLACEHOLDER in uri:
+            raise StorageError(unresolved_message(uri))
         bucket, _, key = uri[len(SCHEME):].partition("/")
         if not bucket:
             raise StorageError(f"invalid S3 URI {uri!r} (expected s3://bucket/key)")
@@ -204,6 +208,21 @@ def ensure_bucket(uri: str, create: bool = True) -> None:
         if str(err.response.get("Error", {}).get("Code", "")) not in ("BucketAlreadyOwnedByYou",
                                                                       "BucketAlreadyExists"):
             raise explain(err, S3Uri(target.bucket), "create") from None
+
+
+def ensure_prefix(uri: str, create: bool = True) -> None:
+    """``ensure_bucket``, then prove that the credential may write and delete under the prefix (a marker object,
+    written and removed): a Kubeflow profile's keys may use only their own prefix of KFP's bucket, so a bucket that
+    answers is not yet a store the pipeline can use."""
+    ensure_bucket(uri, create)
+    target = S3Uri.parse(uri)
+    marker = target.join(".fora-write-check")
+    client = s3_client()
+    try:
+        client.put_object(Bucket=marker.bucket, Key=marker.key, Body=b"fora-pipelines")
+        client.delete_object(Bucket=marker.bucket, Key=marker.key)
+    except Exception as err:
+        raise explain(err, target, "write under") from None
 
 
 def list_objects(uri: str) -> list[tuple[str, str, int]]:

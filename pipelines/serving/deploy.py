@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.errors import RunConfigError
+from ..config.namespace import current_namespace
 from ..config.run_config import RunConfig
 from ..registry.champion import CHAMPION, version_by_alias
-from .handoff import current_namespace, manifest_for
+from .handoff import manifest_for
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
@@ -34,6 +35,17 @@ def _api():
     return client.CustomObjectsApi()
 
 
+def kubeconfig_namespace() -> str:
+    """The namespace of the kubeconfig's current context, as kubectl uses it ('default' when it names none)."""
+    from kubernetes import config
+
+    try:
+        _, active = config.list_kube_config_contexts()
+    except (config.ConfigException, OSError, TypeError):
+        return "default"
+    return (active or {}).get("context", {}).get("namespace") or "default"
+
+
 def apply_inference_service(manifest: dict[str, Any], api=None) -> str:
     """Create the InferenceService, or replace the live one (keeping its resourceVersion); 'created' or
     'replaced'. ``api``: a ``kubernetes.client.CustomObjectsApi`` (default: in-cluster, else kubeconfig)."""
@@ -41,7 +53,7 @@ def apply_inference_service(manifest: dict[str, Any], api=None) -> str:
 
     api = api or _api()
     name = manifest["metadata"]["name"]
-    namespace = manifest["metadata"].get("namespace") or current_namespace() or "default"
+    namespace = manifest["metadata"].get("namespace") or current_namespace() or kubeconfig_namespace()
     where = f"InferenceService {namespace}/{name}"
     try:
         try:

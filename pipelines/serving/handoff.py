@@ -20,6 +20,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from ..config.errors import RunConfigError
+from ..config.namespace import current_namespace
 from ..config.run_config import RunConfig
 from ..runtime import storage
 from .inference_service import choose_backend, render, service_name
@@ -27,14 +28,6 @@ from .locate import RegisteredFiles, locate, storage_uri
 from .vllm_lora import check_vllm_adapter
 
 SERVER_SCHEMES = ("s3://", "gs://", "hf://", "pvc://", "https://")
-POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-def current_namespace() -> str:
-    """The pod's own namespace (in a pipeline step), else '' (kubectl's current namespace applies)."""
-    return POD_NAMESPACE_FILE.read_text().strip() if POD_NAMESPACE_FILE.is_file() else ""
-
-
 def _download(uri: str, dest: Path, tracking_uri: str) -> Path:
     import mlflow
 

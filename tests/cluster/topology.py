@@ -142,7 +142,7 @@ class Topology:
         self.services[name] = service
         return service
 
-    def start_s3(self) -> None:
+    def start_s3(self, *extra: str) -> None:
         data = self.root / "s3"
         data.mkdir(parents=True, exist_ok=True)
         weed = shutil.which("weed") or str(PROJECT_VENV_BIN / "weed")
@@ -151,7 +151,7 @@ class Topology:
                            f"-s3.port={self.s3_port}", f"-master.port={free_port()}",
                            f"-volume.port={free_port()}", f"-filer.port={free_port()}",
                            f"-admin.port={free_port()}", "-admin.ui=false", "-webdav=false",
-                           "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"],
+                           "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", *extra],
                     {**base, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key})
         wait_for(lambda: self.s3().list_buckets() is not None, "the S3 server", 120, service=self.services["s3"])
 
