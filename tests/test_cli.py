@@ -96,6 +96,17 @@ def test_compile_writes_a_loadable_pipeline(tmp_path, capsys):
     assert sweep.name == "fora-sweep-pipeline"
 
 
+def _real_recurring_parameters():
+    import inspect
+
+    import kfp
+
+    return inspect.signature(kfp.Client.create_recurring_run).parameters
+
+
+_REAL_RECURRING = _real_recurring_parameters()
+
+
 class _FakeClient:
     calls: list = []
 
@@ -113,8 +124,9 @@ class _FakeClient:
         return types.SimpleNamespace(experiment_id="e-1")
 
     def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, params,
-                             service_account=None):
-        _FakeClient.calls.append(("recurring", experiment_id, cron_expression, params, service_account))
+                             service_account=None, **options):
+        assert set(options) <= set(_REAL_RECURRING), set(options) - set(_REAL_RECURRING)  # the real client takes them
+        _FakeClient.calls.append(("recurring", experiment_id, cron_expression, params, service_account, options))
         return types.SimpleNamespace(recurring_run_id="rr-9")
 
 
@@ -140,6 +152,8 @@ def test_submit_and_schedule_send_the_compiled_pipeline_and_config(monkeypatch, 
     assert "http://kfp.example/#/runs/details/r-123" in capsys.readouterr().out
     assert cli.main(["submit", str(config), "--host", "http://kfp.example", "--schedule", "0 0 3 * * 1"]) == 0
     assert _FakeClient.calls[1][:3] == ("recurring", "e-1", "0 0 3 * * 1")
+    # a paused or late schedule does not run its backlog (KFP's catch-up is on unless no_catchup), one at a time
+    assert _FakeClient.calls[1][5] == {"no_catchup": True, "max_concurrency": 1}
 
 
 def test_submit_sends_typed_parameters_as_the_ui_form_does(monkeypatch):

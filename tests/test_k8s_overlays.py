@@ -157,11 +157,18 @@ def test_images_are_set_in_one_place(render, tmp_path):
     moved = render(overlay(tmp_path, "a", ["raycluster"], images=mirror))
     assert {c["image"] for _, pod in _pod_specs(moved) for c in pod["spec"]["containers"]} == \
         {"registry.example.com/ml/fora:9.9.9", "registry.example.com/ml/fora-cuda:9.9.9"}
-    pulled = render(overlay(tmp_path, "a", ["raycluster", "pull-secret"]))
-    account = next(d for d in pulled if d["kind"] == "ServiceAccount")
-    assert account["imagePullSecrets"] == [{"name": "fora-pull-secret"}]
-    for where, pod in _pod_specs(pulled):
-        assert pod["spec"]["imagePullSecrets"] == [{"name": "fora-pull-secret"}], where
+    # in either order of the components: the ServiceAccount admission plugin gives each pod its account's
+    # imagePullSecrets when it names none itself (kubernetes plugin/pkg/admission/serviceaccount/admission.go)
+    for order in (["raycluster", "pull-secret"], ["pull-secret", "raycluster"]):
+        pulled = render(overlay(tmp_path, "a", order))
+        accounts = {d["metadata"]["name"]: d for d in pulled if d["kind"] == "ServiceAccount"}
+        assert set(accounts) == {"fora-pipeline", "fora-workloads"}
+        for account in accounts.values():
+            assert account["imagePullSecrets"] == [{"name": "fora-pull-secret"}], order
+        for where, pod in _pod_specs(pulled):
+            assert "imagePullSecrets" not in pod["spec"], where
+            secrets = accounts[pod["spec"]["serviceAccountName"]]["imagePullSecrets"]  # what admission copies in
+            assert secrets == [{"name": "fora-pull-secret"}], (order, where)
 
 
 def test_every_rendered_object_matches_the_kubernetes_schema(render, tmp_path):
@@ -326,7 +333,11 @@ def test_mlflow_requires_credentials_on_one_worker_with_its_own_s3_credential(re
 
 
 def test_every_secret_the_manifests_and_the_pipeline_read_has_an_example_with_its_keys(render, tmp_path):
-    examples = {d["metadata"]["name"]: d for p in (K8S / "examples").glob("*.example.yaml")
+    # `kubectl apply -f k8s/examples/` (not recursive) applies the required ones only: an optional Secret applied with
+    # its example value would be used (an HF_TOKEN of "replace-me" makes every hub request fail, public models too)
+    required = {d["metadata"]["name"] for p in (K8S / "examples").glob("*.example.yaml") for d in yaml.safe_load_all(p.read_text())}
+    assert required == {S3_SECRET, MLFLOW_SECRET, "fora-mlflow-admin", "fora-mlflow-s3-credentials"}
+    examples = {d["metadata"]["name"]: d for p in (K8S / "examples").rglob("*.example.yaml")
                 for d in yaml.safe_load_all(p.read_text())}
     for d in examples.values():
         assert "namespace" not in d["metadata"]  # applied with -n into the overlay's namespace
@@ -406,7 +417,7 @@ def test_mlflow_on_postgres_reads_both_database_uris_from_a_secret_and_runs_more
     volume = next(v for v in pg["spec"]["template"]["spec"]["volumes"] if v["name"] == "auth-config")
     assert volume == {"name": "auth-config", "secret": {"secretName": "fora-mlflow-db",
                                                         "items": [{"key": "basic_auth.ini", "path": "basic_auth.ini"}]}}
-    example = yaml.safe_load((K8S / "examples" / "mlflow-db.example.yaml").read_text())
+    example = yaml.safe_load((K8S / "examples" / "optional" / "mlflow-db.example.yaml").read_text())
     assert example["metadata"]["name"] == "fora-mlflow-db" and {"backend_store_uri", "basic_auth.ini"} <= set(example["stringData"])
     assert "postgresql://" in example["stringData"]["basic_auth.ini"]
     kubernetes_validate.validate(pg, K8S_VERSION, strict=True)

@@ -53,7 +53,7 @@ def test_the_predictor_account_names_the_s3_secret_kserve_reads(docs):
     assert account["secrets"] == [{"name": "fora-serving-s3"}]
     import yaml
 
-    example = yaml.safe_load((ROOT / "k8s" / "examples" / "serving-s3.example.yaml").read_text())
+    example = yaml.safe_load((ROOT / "k8s" / "examples" / "optional" / "serving-s3.example.yaml").read_text())
     assert example["metadata"]["name"] == "fora-serving-s3"
     assert {"serving.kserve.io/s3-endpoint", "serving.kserve.io/s3-usehttps"} <= set(example["metadata"]["annotations"])
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(example["stringData"])

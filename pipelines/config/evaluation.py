@@ -109,6 +109,10 @@ class EvalConfig:
     general_tokens: int = 2048
     """Tokens of ``general_text`` scored (base and tuned on the same windows)."""
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    allow_task_code: bool = True
+    """Whether the user's task YAMLs may run Python (lm-eval's ``!function``, imported from the task folder in the
+    evaluate step's pod, under the pipeline's ServiceAccount and with its S3 and MLflow credentials); false refuses
+    such a task in one line before anything is imported."""
     cache: str = ""
     """Where the base model's scores are kept, keyed by model and eval-suite fingerprints, so the next run
     does not score the base again: '' = <storage.uri>/eval-cache, else $FORA_CACHE/eval-scores; 'off'."""
@@ -126,7 +130,7 @@ class EvalConfig:
         check_int("eval.limit", self.limit, 1)
         check_int("eval.batch_size", self.batch_size, 1)
         check_int("eval.general_tokens", self.general_tokens, 16)
-        for name in ("perplexity", "compare_base", "diagnostics"):
+        for name in ("perplexity", "compare_base", "diagnostics", "allow_task_code"):
             check_bool(f"eval.{name}", getattr(self, name))
         if not isinstance(self.general_text, str):
             fail("eval.general_text", self.general_text, "builtin:wikitext-2, a text file, an s3:// URI, or ''")

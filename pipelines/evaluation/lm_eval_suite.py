@@ -108,7 +108,17 @@ def _local_files(doc_path: Path) -> list[bytes]:
     return parts
 
 
-def _user_tasks(entry: str, folder: Path, suite: Suite) -> None:
+def refuse_task_code(yamls: list[Path]) -> None:
+    """One line naming the first ``!function`` of the user's task YAMLs: lm-eval imports and runs that Python in
+    the evaluate step's pod, with the pipeline's credentials (``eval.allow_task_code: false`` refuses it)."""
+    for y in yamls:
+        for number, line in enumerate(y.read_text(errors="replace").splitlines(), 1):
+            if "!function" in line.split("#", 1)[0]:
+                raise RunConfigError(f"eval.tasks: {y} line {number} runs Python ({line.strip()[:80]!r}) and "
+                                     "eval.allow_task_code is false: drop the !function, or allow task code")
+
+
+def _user_tasks(entry: str, folder: Path, suite: Suite, allow_code: bool = True) -> None:
     """Register the user's task YAML file or folder (local or s3://) in ``suite``."""
     if storage.is_uri(entry):
         local = folder / hashlib.sha256(entry.encode()).hexdigest()[:12]
@@ -122,6 +132,8 @@ def _user_tasks(entry: str, folder: Path, suite: Suite) -> None:
     if not path.exists():
         raise RunConfigError(f"eval.tasks: task YAML {entry!r} not found")
     yamls = [path] if path.is_file() else sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")])
+    if not allow_code:
+        refuse_task_code(yamls)
     names = [n for y in yamls for n in _yaml_task_names(y)]
     if not names:
         raise RunConfigError(f"eval.tasks: {entry!r} holds no lm-eval task YAML (a file with 'task: <name>')")
@@ -132,7 +144,7 @@ def _user_tasks(entry: str, folder: Path, suite: Suite) -> None:
         suite.names[n] = n
 
 
-def prepare_suite(tasks: list[str], limit: int, folder: str | Path) -> Suite:
+def prepare_suite(tasks: list[str], limit: int, folder: str | Path, allow_code: bool = True) -> Suite:
     """Write the built-in tasks' files in ``folder``, fetch the user's task YAMLs, and name everything."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -148,7 +160,7 @@ def prepare_suite(tasks: list[str], limit: int, folder: str | Path) -> Suite:
             suite.names[f"fora_{task}"] = task
             suite.fingerprint_parts.append(task.encode() + data.read_bytes())
         elif is_task_path(task):
-            _user_tasks(task, folder / "user", suite)
+            _user_tasks(task, folder / "user", suite, allow_code)
         else:
             suite.names[task] = task
             suite.needs_registry = True

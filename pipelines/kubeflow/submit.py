@@ -72,7 +72,8 @@ def submit(host: str, config_text: str, overrides: str = "", experiment: str = "
             exp = client.create_experiment(experiment, namespace=namespace)
             job = client.create_recurring_run(exp.experiment_id, job_name=run_name or "fora-retrain",
                                               cron_expression=schedule, pipeline_package_path=str(package),
-                                              params=arguments, service_account=service_account)
+                                              params=arguments, service_account=service_account,
+                                              no_catchup=True, max_concurrency=1)  # no backlog after a pause
             return f"scheduled recurring run {job.recurring_run_id} ({schedule}) in experiment '{experiment}'"
         result = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=run_name,
                                                          experiment_name=experiment, namespace=namespace,

@@ -22,6 +22,9 @@ from ..config.serve import ServeConfig
 from .vllm_lora import VllmAdapter
 
 API_VERSION = "serving.kserve.io/v1beta1"
+# KServe's Hugging Face ClusterServingRuntime (kserve/kserve config/runtimes/kserve-huggingfaceserver.yaml), named so
+# the cluster admin's admission policy (k8s/cluster-admin/serving-policy) can hold the pipeline to it
+RUNTIME = "kserve-huggingfaceserver"
 MOUNT = "/mnt/models"
 # KServe copies the InferenceService's labels onto the predictor pods (kserve/kserve
 # pkg/controller/v1beta1/inferenceservice/components/predictor.go, buildObjectMeta), so these must not be ones our
@@ -61,7 +64,7 @@ def render(*, name: str, namespace: str, serve: ServeConfig, backend: str, model
     args = [f"--model_name={name}", f"--backend={backend}"]
     if serve.max_model_len:
         args.append(f"--max_model_len={serve.max_model_len}")
-    model: dict[str, Any] = {"modelFormat": {"name": "huggingface"}, "resources": _resources(serve)}
+    model: dict[str, Any] = {"modelFormat": {"name": "huggingface"}, "runtime": RUNTIME, "resources": _resources(serve)}
     predictor: dict[str, Any] = {"serviceAccountName": serve.service_account, "minReplicas": 1, "model": model}
     if merged_uri is not None:
         form = "merged"

@@ -64,7 +64,7 @@ def plan_evaluation(cfg: EvalConfig, tokenizer, data_dir: str | Path, out: Path,
     a missing task, dataset or held-out file is an error here, before any work."""
     suite = manager = None
     if cfg.tasks:
-        suite = prepare_suite(cfg.tasks, cfg.limit, out / "tasks")
+        suite = prepare_suite(cfg.tasks, cfg.limit, out / "tasks", cfg.allow_task_code)
         manager = task_manager(suite)
         check_tasks(suite, manager)
     items: list[HeldoutItem] = []

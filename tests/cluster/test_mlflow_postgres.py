@@ -1,7 +1,7 @@
 """MLflow on PostgreSQL as ``k8s/components/mlflow-postgres`` runs it: a real PostgreSQL server (Debian's, as the
 unprivileged user fora-ray, password auth on loopback) with the two databases, and a real ``mlflow server``
 started with the rendered Deployment's exact arguments (4 workers, both database URIs from the Secret's keys as
-``k8s/examples/mlflow-db.example.yaml`` has them). Concurrent writers all land, in PostgreSQL, not SQLite."""
+``k8s/examples/optional/mlflow-db.example.yaml`` has them). Concurrent writers all land, in PostgreSQL, not SQLite."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def postgres():
 def test_mlflow_with_the_postgres_component_takes_concurrent_writers(postgres, tmp_path):
     ns = f"team-{uuid.uuid4().hex[:6]}"
     docs = render_with_any(overlay(tmp_path, ns, ["mlflow-postgres"]))
-    example = yaml.safe_load((K8S / "examples" / "mlflow-db.example.yaml").read_text())["stringData"]
+    example = yaml.safe_load((K8S / "examples" / "optional" / "mlflow-db.example.yaml").read_text())["stringData"]
     real = f"mlflow:{postgres['password']}@127.0.0.1:{postgres['port']}"
     secret = {k: v.replace("mlflow:replace-me@postgres.example.internal:5432", real) for k, v in example.items()}
     assert real in secret["backend_store_uri"] and real in secret["basic_auth.ini"]
