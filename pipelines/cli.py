@@ -164,6 +164,7 @@ def _cmd_step(args) -> int:
 def _cmd_compile(args) -> int:
     from .kubeflow.fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
     from .kubeflow.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
+    from .kubeflow.images import choose, warning
     from .steps.preflight import plan_report
 
     overrides = list(args.set)
@@ -173,12 +174,15 @@ def _cmd_compile(args) -> int:
     if not args.output_dir.strip():
         raise RunConfigError(f"--output-dir {args.output_dir!r}: give a folder (default {COMPILE_DIR}; the checked-in "
                              f"files are refreshed only when their folder is named: --output-dir {PIPELINE_YAML.parent})")
+    images = choose(args.images_from)
     folder = _writable(Path(args.output_dir), "--output-dir")
     if run is not None:
         print(plan_report(run), file=sys.stderr)
     for fn, default in ((compile_pipeline, PIPELINE_YAML), (compile_sweep_pipeline, SWEEP_PIPELINE_YAML)):
-        path = fn(folder / default.name, run=run)
+        path = fn(folder / default.name, run=run, images=images)
         print(f"wrote {path}")
+    if folder.resolve() != PIPELINE_YAML.parent.resolve() and warning(images):
+        print(warning(images), file=sys.stderr)
     return 0
 
 
@@ -248,15 +252,19 @@ def _cmd_ablate(args) -> int:
 
 
 def _cmd_submit(args) -> int:
+    from .kubeflow.images import choose, warning
     from .kubeflow.submit import submit
 
     compiled = load_run_config(args.config, args.set)  # the compiled pipeline's typed defaults: these values
     params = parse_params(args.param, RUN_FORM)
     text = Path(args.config).read_text()
     resolve_form(text, args.set, params, form_defaults(compiled, RUN_FORM), RUN_FORM)  # validate before sending
+    images = choose(args.images_from)
     print(submit(args.host, text, join_overrides(args.set), experiment=args.experiment, run_name=args.run_name,
                  schedule=args.schedule, namespace=args.namespace, service_account=args.service_account,
-                 run=compiled, params=params))
+                 run=compiled, params=params, images=images))
+    if warning(images):  # after the endpoint answered: a failure stays one line
+        print(warning(images), file=sys.stderr)
     return 0
 
 
@@ -348,6 +356,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="create a recurring run instead (6-field cron, e.g. '0 0 3 * * 1' = Mondays 03:00)")
     p.add_argument("--service-account", default=None,
                    help="the pipeline pods' ServiceAccount (k8s/ creates fora-pipeline); default: KFP's")
+    p.add_argument("--images-from", default=None, metavar="OVERLAY",
+                   help="the steps' images from this kustomize overlay's `images:` (as fora compile)")
     with_params(p)
     with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
     with_config("ablate", _cmd_ablate, "the four-way ablation with tuned learning rates and seeds, and its report"
@@ -380,6 +390,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"default: {COMPILE_DIR}; the checked-in pipelines/kubeflow/*.yaml are written only when "
                         "that folder is named")
     p.add_argument("--train-gpus", type=int, default=None, help="shortcut for --set resources.train.gpus=N")
+    p.add_argument("--images-from", default=None, metavar="OVERLAY",
+                   help="take the steps' images from this kustomize overlay's `images:` (the one place the cluster's "
+                        "images are set), e.g. k8s/overlays/standalone; default: FORA_IMAGE / FORA_CUDA_IMAGE")
     p.set_defaults(fn=_cmd_compile)
     return parser
 

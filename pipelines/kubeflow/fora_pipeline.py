@@ -55,6 +55,7 @@ from ..config.form import RUN_FORM, FormField, form_defaults
 from ..config.overrides import ConfigLoader
 from ..config.resources import StepResources, apply_to_task
 from ..config.run_config import RunConfig, load_run_config
+from .images import Images, retag
 from .typed_form import form_values, typed_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,10 @@ SERVICES_CONFIG_MAP = "fora-services"
 POD_UID = 1000  # the image's non-root user
 # the labels k8s/base/networkpolicy.yaml selects the step pods by (default deny, then the egress they need)
 POD_LABELS = {"app.kubernetes.io/part-of": "fora-pipelines", "app.kubernetes.io/component": "pipeline-step"}
+# shown with the pipeline in the Kubeflow UI (README "First apply": the version matrix)
+REQUIREMENTS = ("Needs Kubeflow Pipelines >= 2.15 (older drivers make the optional Secrets fora-hf-token and "
+                "fora-ray-token required: create them once, empty) and k8s/ applied in the run's namespace; run "
+                "it with the ServiceAccount fora-pipeline.")
 KUBE_API_LABEL = ("fora-pipelines/kube-api", "true")  # the deploy step: egress to the Kubernetes API (k8s/components/serving)
 
 
@@ -153,7 +158,8 @@ def make_pipeline(run: RunConfig | None = None):
 
     scheduled = ("scheduled", bool, False, "True for a recurring run: an unchanged run (same data fingerprint and "
                  "recipe as the champion) skips training.")
-    return typed_pipeline("fora-pipeline", "FoRA fine-tuning: Fisher layer selection + Stiefel LoRA",
+    return typed_pipeline("fora-pipeline", "FoRA fine-tuning: Fisher layer selection + Stiefel LoRA. "
+                          f"{REQUIREMENTS}",
                           [*FIXED_PARAMETERS, scheduled], RUN_FORM, form_defaults(run, RUN_FORM), body)
 
 
@@ -188,7 +194,8 @@ def deploy_after(run: RunConfig, reg: dsl.PipelineTask, common: dict) -> dsl.Pip
 fora_pipeline = make_pipeline()
 
 
-def compile_pipeline(path: str | Path = PIPELINE_YAML, run: RunConfig | None = None) -> Path:
-    """Write the pipeline spec YAML with ``run``'s resources; returns its path."""
+def compile_pipeline(path: str | Path = PIPELINE_YAML, run: RunConfig | None = None,
+                     images: Images | None = None) -> Path:
+    """Write the pipeline spec YAML with ``run``'s resources (and ``images``: ``images.py``); returns its path."""
     compiler.Compiler().compile(make_pipeline(run), package_path=str(path))
-    return Path(path)
+    return retag(Path(path), images) if images else Path(path)

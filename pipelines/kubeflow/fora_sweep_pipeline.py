@@ -22,12 +22,14 @@ from ..config.form import SWEEP_FORM, form_defaults
 from ..config.run_config import RunConfig
 from .fora_pipeline import (
     FIXED_PARAMETERS,
+    REQUIREMENTS,
     configure_task,
     default_run,
     deploy_after,
     prepare_and_calibrate,
     resolve_run,
 )
+from .images import Images, retag
 from .typed_form import form_values, typed_pipeline
 
 SWEEP_PIPELINE_YAML = Path(__file__).with_suffix(".yaml")
@@ -59,13 +61,14 @@ def make_sweep_pipeline(run: RunConfig | None = None):
         deploy_after(run, reg, best)
 
     return typed_pipeline("fora-sweep-pipeline",
-                          "FoRA sweep: Ray Tune over the layer budget K, learning rates and method",
+                          f"FoRA sweep: Ray Tune over the layer budget K, learning rates and method. {REQUIREMENTS}",
                           FIXED_PARAMETERS, SWEEP_FORM, form_defaults(run, SWEEP_FORM), body)
 
 
 fora_sweep_pipeline = make_sweep_pipeline()
 
 
-def compile_sweep_pipeline(path: str | Path = SWEEP_PIPELINE_YAML, run: RunConfig | None = None) -> Path:
+def compile_sweep_pipeline(path: str | Path = SWEEP_PIPELINE_YAML, run: RunConfig | None = None,
+                           images: Images | None = None) -> Path:
     compiler.Compiler().compile(make_sweep_pipeline(run), package_path=str(path))
-    return Path(path)
+    return retag(Path(path), images) if images else Path(path)

@@ -54,7 +54,7 @@ def _client(host: str, namespace: str | None):
 def submit(host: str, config_text: str, overrides: str = "", experiment: str = "fora",
            run_name: str | None = None, schedule: str | None = None, namespace: str | None = None,
            service_account: str | None = None, run: RunConfig | None = None,
-           params: dict | None = None) -> str:
+           params: dict | None = None, images=None) -> str:
     """Compile (with ``run``'s per-step resources), then create a run (or a recurring run with a 6-field
     ``schedule`` cron) whose pods use ``service_account``; returns a line to print. ``overrides`` is what
     ``join_overrides`` makes of ``--set`` items: a JSON list, so every item reaches the pods as typed; ``params``
@@ -64,7 +64,7 @@ def submit(host: str, config_text: str, overrides: str = "", experiment: str = "
     check_request(host, schedule)
     client = _client(host, namespace)
     package = Path(tempfile.mkdtemp(prefix="fora-submit-")) / "fora_pipeline.yaml"
-    compile_pipeline(package, run=run)
+    compile_pipeline(package, run=run, images=images)
     arguments = {"config_yaml": config_text, "overrides": overrides, **(params or {})}
     try:
         if schedule:  # a recurring run may skip training when nothing changed (register.skip_unchanged)
