@@ -298,6 +298,14 @@ def _cmd_serve_manifest(args) -> int:
                                   output=args.output, upload_base=args.upload_base, apply=args.apply)
 
 
+def _cmd_cluster_check(args) -> int:
+    from .cluster_model.command import cluster_check
+
+    code, report = cluster_check(args.overlay, args.pipeline, args.layout, args.with_kustomization)
+    print(report)
+    return code
+
+
 def _cmd_ui(args) -> int:
     print(f"mlflow ui --backend-store-uri {_config(args).tracking_uri} --port 5000")
     return 0
@@ -380,6 +388,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="", help="who (default: $USER)")
     p.add_argument("--alias", default="champion", help="the alias to move (promote; default champion)")
     p.add_argument("--to", type=int, default=None, help="rollback: this version (default: the one it replaced)")
+    p = sub.add_parser("cluster-check", help="the deployment model on a kustomize overlay: needed traffic its "
+                       "NetworkPolicies shut, traffic or RBAC grants beyond what the pods need (exit 1 on any)")
+    p.add_argument("overlay", help="the overlay you apply, e.g. k8s/overlays/standalone")
+    p.add_argument("--pipeline", action="append", default=None, metavar="YAML",
+                   help="a compiled pipeline whose step pods to check (default: the checked-in ones)")
+    p.add_argument("--layout", choices=("auto", "standalone", "profile"), default="auto",
+                   help="a Kubeflow profile namespace or KFP's own (auto: the namespace 'kubeflow' is standalone)")
+    p.add_argument("--with-kustomization", action="append", default=[], metavar="FOLDER",
+                   help="another kustomization applied in the same namespace, e.g. k8s/rayjob")
+    p.set_defaults(fn=_cmd_cluster_check)
     p = sub.add_parser("compile", help="compile the KFP pipelines (main and sweep) to YAML")
     p.add_argument("--config", default=None,
                    help="take the steps' resources (CPU, memory, GPUs, node selector, tolerations, timeouts) "

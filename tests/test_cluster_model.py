@@ -231,3 +231,23 @@ def test_caught_a_refused_api_call_and_a_needless_token(full):
     mlflow["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
     _caught(docs, ns, "fora-pipeline: create argoproj.io/workflowtaskresults is refused",
             "Deployment mlflow mounts the API token")
+
+
+def test_fora_cluster_check_on_a_users_overlay(tmp_path, capsys):
+    """A platform engineer's overlay that "tightens" the steps' egress to 443 is caught before it is applied."""
+    import yaml
+
+    from pipelines import cli
+
+    folder = overlay(tmp_path, "team-check", ["raycluster"])
+    assert cli.main(["cluster-check", str(folder)]) == 0
+    assert "no needed edge shut" in capsys.readouterr().out
+    k = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    k["patches"] = [{"target": {"kind": "NetworkPolicy", "name": "fora-pipeline-steps"}, "patch": yaml.safe_dump([
+        {"op": "replace", "path": "/spec/egress/2/ports", "value": [{"protocol": "TCP", "port": 443}]}])}]
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(k))
+    assert cli.main(["cluster-check", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "kube-apiserver (kubeadm, kind, k3s, OpenShift):6443/TCP is shut" in out and "Argo's wait container" in out
+    assert cli.main(["cluster-check", str(tmp_path / "nowhere")]) == 2  # one line, no traceback
+    assert "no kustomization.yaml" in capsys.readouterr().err
