@@ -76,11 +76,11 @@ STEP = [
     *[Edge("step", dst, port, "TCP", "anywhere", "Argo's wait container writes the step's WorkflowTaskResult; KFP's "
            "launcher reads its pod, the kfp-launcher ConfigMap and the artifact Secret", f"{ARGO_WAIT}; {KFP_LAUNCHER}")
       for dst, port in API_SERVERS],
-    Edge("step", "ml-pipeline", 8887, "TCP", "namespace", "KFP's launcher and driver: the API server (gRPC)",
-         "kubeflow/pipelines backend/src/v2/component/launcher_v2.go"),
-    Edge("step", "ml-pipeline", 8888, "TCP", "namespace", "KFP's API server (HTTP)", "kubeflow/pipelines backend"),
+    Edge("step", "ml-pipeline", 8887, "TCP", "namespace", "KFP's launcher and driver call the API server over gRPC "
+         "(nothing of ours uses its HTTP port 8888)", "kubeflow/pipelines backend/src/v2/cmd/launcher-v2/main.go "
+         "(ml_pipeline_server_port 8887), backend/src/v2/config/env.go"),
     Edge("step", "metadata-grpc", 8080, "TCP", "namespace", "KFP's launcher records executions in ML Metadata",
-         "kubeflow/pipelines backend/src/v2/metadata/client.go"),
+         "kubeflow/pipelines backend/src/v2/metadata/env.go (metadataGrpcServicePort 8080)"),
     *_s3("step", "KFP's launcher moves artifacts; storage.uri"),
     *_https("step"),
     Edge("step", "Deployment mlflow", 5000, "TCP", "these", "tracking and the registry", "configs/cluster.yaml"),
