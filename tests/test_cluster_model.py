@@ -251,3 +251,38 @@ def test_fora_cluster_check_on_a_users_overlay(tmp_path, capsys):
     assert "kube-apiserver (kubeadm, kind, k3s, OpenShift):6443/TCP is shut" in out and "Argo's wait container" in out
     assert cli.main(["cluster-check", str(tmp_path / "nowhere")]) == 2  # one line, no traceback
     assert "no kustomization.yaml" in capsys.readouterr().err
+
+
+# -- who applies it: a profile owner (kubeflow-admin) ------------------------------------------------------------------
+
+def _kubeflow_admin_rules() -> list[dict]:
+    import yaml
+
+    from pipelines.cluster_model.applier import aggregated_rules
+
+    roles = [d for p in sorted((ROOT / "tests" / "fixtures" / "kubeflow_roles").glob("*.yaml"))
+             for d in yaml.safe_load_all(p.read_text()) if d and d.get("kind") == "ClusterRole"]
+    return aggregated_rules(roles, "kubeflow-admin")
+
+
+def test_a_profile_owner_can_apply_the_profile_overlay_with_every_component(tmp_path):
+    from pipelines.cluster_model.applier import apply_findings
+
+    rules = _kubeflow_admin_rules()
+    assert rules  # the aggregation found the application roles
+    docs = _render(tmp_path, "team-owner", OPTIONAL)
+    docs += [{**d, "metadata": {**d["metadata"], "namespace": "team-owner"}} for d in render_with_any(K8S / "rayjob")]
+    assert list(apply_findings(docs, rules, "the profile owner")) == []
+
+
+def test_the_applier_check_catches_an_escalating_role_and_a_kind_it_may_not_create(tmp_path):
+    from pipelines.cluster_model.applier import apply_findings
+
+    rules = _kubeflow_admin_rules()
+    docs = copy.deepcopy(_render(tmp_path, "team-owner", []))
+    role = next(d for d in docs if d["kind"] == "Role")
+    role["rules"].append({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]})  # cluster-scoped: not held
+    docs.append({"kind": "ResourceQuota", "metadata": {"name": "q", "namespace": "team-owner"}})
+    found = list(apply_findings(docs, rules, "the profile owner"))
+    assert any("grants get core/nodes" in f and "escalation" in f for f in found), found
+    assert any("ResourceQuota q" in f for f in found), found
