@@ -31,7 +31,6 @@ from k8s_render import (
 
 from pipelines.kubeflow.fora_pipeline import (
     HF_TOKEN_SECRET,
-    KUBE_API_LABEL,
     MLFLOW_SECRET,
     POD_LABELS,
     RAY_TOKEN_KEY,
@@ -255,8 +254,8 @@ def test_each_step_gets_only_the_secrets_it_uses_and_the_labels_the_policies_sel
         secrets = {s["secretName"] for s in ex.get("secretAsEnv", [])}
         assert secrets == wanted[step], (spec, step, secrets)
         seen.add(step)
-        # the deploy step alone may reach the Kubernetes API (k8s/components/serving selects this label)
-        assert ex["podMetadata"]["labels"] == POD_LABELS | (dict([KUBE_API_LABEL]) if step == "deploy" else {})
+        # every step reaches the Kubernetes API (Argo's wait container, KFP's launcher): tests/test_cluster_model.py
+        assert ex["podMetadata"]["labels"] == POD_LABELS
         for s in ex["secretAsEnv"]:
             if s["secretName"] == HF_TOKEN_SECRET:
                 assert s["optional"] is True and s["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from k8s_render import overlay, render_with_any
 
-from pipelines.kubeflow.fora_pipeline import KUBE_API_LABEL
 from pipelines.serving import deploy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,14 +34,6 @@ def test_the_deployer_role_is_exactly_what_the_deploy_step_calls(docs):
                               "verbs": sorted(_called_verbs(), key=["get", "create", "update"].index)}]
     binding = next(d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "fora-serving-deployer")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fora-pipeline", "namespace": "team-serve"}]
-
-
-def test_only_the_deploy_pod_reaches_the_kubernetes_api(docs):
-    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "fora-deploy-kube-api")
-    assert policy["spec"]["podSelector"]["matchLabels"] == dict([KUBE_API_LABEL])
-    assert policy["spec"]["policyTypes"] == ["Egress"]
-    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
-    assert ports == {443, 6443}
 
 
 def test_the_predictor_account_names_the_s3_secret_kserve_reads(docs):

@@ -79,7 +79,6 @@ POD_LABELS = {"app.kubernetes.io/part-of": "fora-pipelines", "app.kubernetes.io/
 REQUIREMENTS = ("Needs Kubeflow Pipelines >= 2.15 (older drivers make the optional Secrets fora-hf-token and "
                 "fora-ray-token required: create them once, empty) and k8s/ applied in the run's namespace; run "
                 "it with the ServiceAccount fora-pipeline.")
-KUBE_API_LABEL = ("fora-pipelines/kube-api", "true")  # the deploy step: egress to the Kubernetes API (k8s/components/serving)
 
 
 def configure_task(task: dsl.PipelineTask, res: StepResources, *, mlflow: bool, ray: bool = False
@@ -187,7 +186,6 @@ def deploy_after(run: RunConfig, reg: dsl.PipelineTask, common: dict) -> dsl.Pip
     ``serve.deploy`` is true and the version is the champion (``pipelines/serving/deploy.py``)."""
     dep = deploy(config_yaml=common["config_yaml"], overrides=common["overrides"], version=reg.outputs["Output"])
     configure_task(dep, run.resources.data_prep, mlflow=True).set_display_name("serving: InferenceService")  # light: no GPU
-    kubernetes.add_pod_label(dep, *KUBE_API_LABEL)
     return dep.set_caching_options(False)
 
 
