@@ -142,9 +142,11 @@ def _findings(docs, ns, profile=True):
 
 @pytest.mark.parametrize("components", [c for n in range(len(OPTIONAL) + 1) for c in itertools.combinations(OPTIONAL, n)],
                          ids=lambda c: "+".join(c) or "base")
-def test_the_model_finds_nothing_in_any_combination_of_components(tmp_path, components):
-    unseen = f"team-{uuid.uuid4().hex[:8]}"  # a profile namespace whose name appears nowhere in the repository
-    assert _findings(_render(tmp_path, unseen, components), unseen) == []
+@pytest.mark.parametrize("layout", ["profile", "standalone"])
+def test_the_model_finds_nothing_in_any_combination_of_components(tmp_path, components, layout):
+    # a profile namespace whose name appears nowhere in the repository, or KFP's own (standalone: KFP's pods share it)
+    ns = f"team-{uuid.uuid4().hex[:8]}" if layout == "profile" else "kubeflow"
+    assert _findings(_render(tmp_path, ns, components), ns, profile=layout == "profile") == []
 
 
 @pytest.mark.parametrize("layout", ["standalone", "profile"])

@@ -284,3 +284,25 @@ def test_serve_manifest_prints_yaml_for_kubectl_and_refuses_an_unknown_alias(reg
     assert cli.main(["serve-manifest", str(config), "--alias", "nightly"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Downloading" not in line]  # bars
     assert len(err) == 1 and "has no version with alias 'nightly'" in err[0]
+
+
+def test_apply_without_a_namespace_uses_the_kubeconfigs_current_one(tmp_path, monkeypatch):
+    """``fora serve-manifest --apply`` outside a pod: the kubeconfig's current context's namespace, as kubectl."""
+    from pipelines.config import namespace
+    from pipelines.serving.deploy import kubeconfig_namespace
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "work",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "work", "context": {"cluster": "c", "user": "u", "namespace": "team-ml"}},
+                     {"name": "other", "context": {"cluster": "c", "user": "u"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setattr(namespace, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
+    assert kubeconfig_namespace() == "team-ml"
+    text = yaml.safe_load(config.read_text())
+    text["current-context"] = "other"
+    config.write_text(yaml.safe_dump(text))
+    assert kubeconfig_namespace() == "default"
