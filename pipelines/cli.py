@@ -311,6 +311,19 @@ def _cmd_ui(args) -> int:
     return 0
 
 
+def _cluster_check_parser(sub) -> None:
+    p = sub.add_parser("cluster-check", help="the deployment model on a kustomize overlay: needed traffic its "
+                       "NetworkPolicies shut, traffic or RBAC grants beyond what the pods need (exit 1 on any)")
+    p.add_argument("overlay", help="the overlay you apply, e.g. k8s/overlays/standalone")
+    p.add_argument("--pipeline", action="append", default=None, metavar="YAML",
+                   help="a compiled pipeline whose step pods to check (default: the checked-in ones)")
+    p.add_argument("--layout", choices=("auto", "standalone", "profile"), default="auto",
+                   help="a Kubeflow profile namespace or KFP's own (auto: the namespace 'kubeflow' is standalone)")
+    p.add_argument("--with-kustomization", action="append", default=[], metavar="FOLDER",
+                   help="another kustomization applied in the same namespace, e.g. k8s/rayjob")
+    p.set_defaults(fn=_cmd_cluster_check)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fora", description="FoRA fine-tuning pipelines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -388,16 +401,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="", help="who (default: $USER)")
     p.add_argument("--alias", default="champion", help="the alias to move (promote; default champion)")
     p.add_argument("--to", type=int, default=None, help="rollback: this version (default: the one it replaced)")
-    p = sub.add_parser("cluster-check", help="the deployment model on a kustomize overlay: needed traffic its "
-                       "NetworkPolicies shut, traffic or RBAC grants beyond what the pods need (exit 1 on any)")
-    p.add_argument("overlay", help="the overlay you apply, e.g. k8s/overlays/standalone")
-    p.add_argument("--pipeline", action="append", default=None, metavar="YAML",
-                   help="a compiled pipeline whose step pods to check (default: the checked-in ones)")
-    p.add_argument("--layout", choices=("auto", "standalone", "profile"), default="auto",
-                   help="a Kubeflow profile namespace or KFP's own (auto: the namespace 'kubeflow' is standalone)")
-    p.add_argument("--with-kustomization", action="append", default=[], metavar="FOLDER",
-                   help="another kustomization applied in the same namespace, e.g. k8s/rayjob")
-    p.set_defaults(fn=_cmd_cluster_check)
+    _cluster_check_parser(sub)
     p = sub.add_parser("compile", help="compile the KFP pipelines (main and sweep) to YAML")
     p.add_argument("--config", default=None,
                    help="take the steps' resources (CPU, memory, GPUs, node selector, tolerations, timeouts) "

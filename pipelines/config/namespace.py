@@ -22,9 +22,8 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 
 def current_namespace() -> str:
     """The namespace of this pod (or the one named by POD_NAMESPACE / FORA_NAMESPACE); '' when none is known."""
-    for var in ("POD_NAMESPACE",):
-        if os.environ.get(var, "").strip():
-            return os.environ[var].strip()
+    if os.environ.get("POD_NAMESPACE", "").strip():
+        return os.environ["POD_NAMESPACE"].strip()
     if SERVICE_ACCOUNT_NAMESPACE.is_file():
         return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
     return os.environ.get("FORA_NAMESPACE", "").strip()
