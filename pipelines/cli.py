@@ -26,12 +26,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from .cluster_model import command as cluster_command
 from .config.errors import RunConfigError
 from .config.form import RUN_FORM, changed_fields, form_defaults, form_items, parse_params, resolve_form
 from .config.overrides import join_overrides
 from .config.run_config import RunConfig, load_run_config
+from .kubeflow import compile_command
 
-COMPILE_DIR = "build/kfp"
 """Where ``fora compile`` writes by default (never over the checked-in YAML unless that folder is named)."""
 STEP_DIRS = {"data": "data", "calibration": "calibration", "train": "train", "eval": "eval", "merged": "merged"}
 
@@ -40,15 +41,6 @@ def _config(args) -> RunConfig:
     from .runtime import storage
 
     return load_run_config(args.config, args.set, read_uri=storage.read_text)
-
-
-def _writable(folder: Path, what: str) -> Path:
-    """``folder`` created (with its parents) now, or one line saying why it cannot be."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RunConfigError(f"{what} {folder}: cannot create it ({err.strerror or err})") from None
-    return folder
 
 
 def _creatable(folder: Path, what: str) -> Path:
@@ -158,31 +150,6 @@ def _cmd_step(args) -> int:
                               args.mlflow_run_id)
         print(f"registered '{run.register.model_name}' version {reg['version']}"
               f"{' as champion' if reg['champion'] else ''}: {reg['action']} ({reg['reason']})")
-    return 0
-
-
-def _cmd_compile(args) -> int:
-    from .kubeflow.fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
-    from .kubeflow.fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
-    from .kubeflow.images import choose, warning
-    from .steps.preflight import plan_report
-
-    overrides = list(args.set)
-    if args.train_gpus is not None:  # the older shortcut for --set resources.train.gpus=N (checked the same way)
-        overrides += [f"resources.train.gpus={args.train_gpus}", f"resources.sweep.gpus={args.train_gpus}"]
-    run = load_run_config(args.config or DEFAULT_CONFIG_PATH, overrides) if (args.config or overrides) else None
-    if not args.output_dir.strip():
-        raise RunConfigError(f"--output-dir {args.output_dir!r}: give a folder (default {COMPILE_DIR}; the checked-in "
-                             f"files are refreshed only when their folder is named: --output-dir {PIPELINE_YAML.parent})")
-    images = choose(args.images_from)
-    folder = _writable(Path(args.output_dir), "--output-dir")
-    if run is not None:
-        print(plan_report(run), file=sys.stderr)
-    for fn, default in ((compile_pipeline, PIPELINE_YAML), (compile_sweep_pipeline, SWEEP_PIPELINE_YAML)):
-        path = fn(folder / default.name, run=run, images=images)
-        print(f"wrote {path}")
-    if folder.resolve() != PIPELINE_YAML.parent.resolve() and warning(images):
-        print(warning(images), file=sys.stderr)
     return 0
 
 
@@ -298,30 +265,9 @@ def _cmd_serve_manifest(args) -> int:
                                   output=args.output, upload_base=args.upload_base, apply=args.apply)
 
 
-def _cmd_cluster_check(args) -> int:
-    from .cluster_model.command import cluster_check
-
-    code, report = cluster_check(args.overlay, args.pipeline, args.layout, args.with_kustomization)
-    print(report)
-    return code
-
-
 def _cmd_ui(args) -> int:
     print(f"mlflow ui --backend-store-uri {_config(args).tracking_uri} --port 5000")
     return 0
-
-
-def _cluster_check_parser(sub) -> None:
-    p = sub.add_parser("cluster-check", help="the deployment model on a kustomize overlay: needed traffic its "
-                       "NetworkPolicies shut, traffic or RBAC grants beyond what the pods need (exit 1 on any)")
-    p.add_argument("overlay", help="the overlay you apply, e.g. k8s/overlays/standalone")
-    p.add_argument("--pipeline", action="append", default=None, metavar="YAML",
-                   help="a compiled pipeline whose step pods to check (default: the checked-in ones)")
-    p.add_argument("--layout", choices=("auto", "standalone", "profile"), default="auto",
-                   help="a Kubeflow profile namespace or KFP's own (auto: the namespace 'kubeflow' is standalone)")
-    p.add_argument("--with-kustomization", action="append", default=[], metavar="FOLDER",
-                   help="another kustomization applied in the same namespace, e.g. k8s/rayjob")
-    p.set_defaults(fn=_cmd_cluster_check)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -401,21 +347,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="", help="who (default: $USER)")
     p.add_argument("--alias", default="champion", help="the alias to move (promote; default champion)")
     p.add_argument("--to", type=int, default=None, help="rollback: this version (default: the one it replaced)")
-    _cluster_check_parser(sub)
-    p = sub.add_parser("compile", help="compile the KFP pipelines (main and sweep) to YAML")
-    p.add_argument("--config", default=None,
-                   help="take the steps' resources (CPU, memory, GPUs, node selector, tolerations, timeouts) "
-                        "from this run config; default: configs/cluster.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of that config, e.g. --set resources.train.gpus=1")
-    p.add_argument("--output-dir", default=COMPILE_DIR,
-                   help=f"default: {COMPILE_DIR}; the checked-in pipelines/kubeflow/*.yaml are written only when "
-                        "that folder is named")
-    p.add_argument("--train-gpus", type=int, default=None, help="shortcut for --set resources.train.gpus=N")
-    p.add_argument("--images-from", default=None, metavar="OVERLAY",
-                   help="take the steps' images from this kustomize overlay's `images:` (the one place the cluster's "
-                        "images are set), e.g. k8s/overlays/standalone; default: FORA_IMAGE / FORA_CUDA_IMAGE")
-    p.set_defaults(fn=_cmd_compile)
+    cluster_command.add_parser(sub)
+    compile_command.add_parser(sub)
     return parser
 
 

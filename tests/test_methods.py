@@ -66,7 +66,9 @@ def test_method_round_trips_through_vanilla_peft_and_merge(method, tmp_path):
     merged = vanilla.merge_and_unload()
     assert type(merged).__name__ == "LlamaForCausalLM"
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    assert torch.allclose(merged(IDS).logits, trained, atol=1e-4)
+    # float32 rounding only: merged and unmerged differ by up to 1.6e-4 for loraplus (its B moves 16x faster) on some
+    # CPUs, each ~8e-5 from a float64 run of the same adapter; a wrong merge is off by the adapter's effect (> 1e-3 above)
+    assert torch.allclose(merged(IDS).logits, trained, atol=5e-4)
 
     # resume: a fresh model of the same method takes the checkpoint back exactly
     fresh, _, _ = build(method)

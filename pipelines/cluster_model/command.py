@@ -58,3 +58,23 @@ def cluster_check(overlay: str, pipelines: list[str] | None = None, layout: str 
     if not findings:
         return 0, head + "no needed edge shut, no edge or grant beyond the table"
     return 1, "\n".join([head + f"{len(findings)} finding(s)", *(f"  {f}" for f in findings)])
+
+
+def add_parser(sub) -> None:
+    """``fora cluster-check``'s arguments."""
+    p = sub.add_parser("cluster-check", help="the deployment model on a kustomize overlay: needed traffic its "
+                       "NetworkPolicies shut, traffic or RBAC grants beyond what the pods need (exit 1 on any)")
+    p.add_argument("overlay", help="the overlay you apply, e.g. k8s/overlays/standalone")
+    p.add_argument("--pipeline", action="append", default=None, metavar="YAML",
+                   help="a compiled pipeline whose step pods to check (default: the checked-in ones)")
+    p.add_argument("--layout", choices=("auto", "standalone", "profile"), default="auto",
+                   help="a Kubeflow profile namespace or KFP's own (auto: the namespace 'kubeflow' is standalone)")
+    p.add_argument("--with-kustomization", action="append", default=[], metavar="FOLDER",
+                   help="another kustomization applied in the same namespace, e.g. k8s/rayjob")
+    p.set_defaults(fn=run)
+
+
+def run(args) -> int:
+    code, report = cluster_check(args.overlay, args.pipeline, args.layout, args.with_kustomization)
+    print(report)
+    return code

@@ -37,10 +37,12 @@ def _api():
 
 def kubeconfig_namespace() -> str:
     """The namespace of the kubeconfig's current context, as kubectl uses it ('default' when it names none)."""
+    import os
+
     from kubernetes import config
 
-    try:
-        _, active = config.list_kube_config_contexts()
+    try:  # KUBECONFIG as it is now (the client reads its default location once, at import)
+        _, active = config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG") or None)
     except (config.ConfigException, OSError, TypeError):
         return "default"
     return (active or {}).get("context", {}).get("namespace") or "default"
