@@ -229,7 +229,7 @@ def _cmd_submit(args) -> int:
     images = choose(args.images_from)
     print(submit(args.host, text, join_overrides(args.set), experiment=args.experiment, run_name=args.run_name,
                  schedule=args.schedule, namespace=args.namespace, service_account=args.service_account,
-                 run=compiled, params=params, images=images))
+                 run=compiled, params=params, images=images, token_file=args.token_file))
     if warning(images):  # after the endpoint answered: a failure stays one line
         print(warning(images), file=sys.stderr)
     return 0
@@ -325,6 +325,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the pipeline pods' ServiceAccount (k8s/ creates fora-pipeline); default: KFP's")
     p.add_argument("--images-from", default=None, metavar="OVERLAY",
                    help="the steps' images from this kustomize overlay's `images:` (as fora compile)")
+    p.add_argument("--token-file", default=None, help="a bearer token for a multi-user KFP, e.g. from `kubectl -n NS "
+                   "create token default-editor --audience pipelines.kubeflow.org`")
     with_params(p)
     with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
     with_config("ablate", _cmd_ablate, "the four-way ablation with tuned learning rates and seeds, and its report"

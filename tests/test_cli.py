@@ -110,8 +110,11 @@ _REAL_RECURRING = _real_recurring_parameters()
 class _FakeClient:
     calls: list = []
 
-    def __init__(self, host, namespace=None):
+    tokens: list = []
+
+    def __init__(self, host, namespace=None, **auth):
         self.host = host
+        _FakeClient.tokens.append(auth.get("existing_token"))
 
     def create_run_from_pipeline_package(self, path, arguments, run_name, experiment_name, namespace,
                                          service_account=None):
@@ -231,3 +234,18 @@ def test_a_step_writing_elsewhere_does_not_need_output_dir(tmp_path):
     assert cli.main(["data-prep", str(config), "--quiet", "--set", "output_dir=/proc/fora-not-here",
                      "--out", str(tmp_path / "elsewhere")]) == 0
     assert (tmp_path / "elsewhere" / "data_card.json").exists()
+
+
+def test_submit_to_a_multi_user_kfp_sends_the_token_from_its_file_and_never_prints_it(monkeypatch, tmp_path, capsys):
+    import kfp
+
+    monkeypatch.setattr(kfp, "Client", _FakeClient)
+    _FakeClient.tokens.clear()
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOi.secret-token-value\n")
+    argv = ["submit", "configs/smoke.yaml", "--host", "https://kubeflow.example.com/pipeline", "--namespace", "team-a"]
+    assert cli.main(argv + ["--token-file", str(token)]) == 0
+    assert _FakeClient.tokens == ["eyJhbGciOi.secret-token-value"]
+    assert "secret-token-value" not in "".join(capsys.readouterr())
+    assert cli.main(argv + ["--token-file", str(tmp_path / "absent")]) == 2
+    assert "--token-file" in capsys.readouterr().err

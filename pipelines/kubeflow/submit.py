@@ -35,7 +35,21 @@ def check_request(host: str, schedule: str | None) -> None:
                           f"day-of-month month day-of-week; {example})")
 
 
-def _client(host: str, namespace: str | None):
+def read_token(path: str | None) -> str | None:
+    """The bearer token in ``path`` (multi-user KFP behind Kubeflow's gateway: e.g. ``kubectl -n NS create token
+    default-editor --audience pipelines.kubeflow.org``), or None; never printed."""
+    if not path:
+        return None
+    try:
+        token = Path(path).expanduser().read_text().strip()
+    except OSError as err:
+        raise SubmitError(f"--token-file {path}: cannot read it ({err.strerror or err})") from None
+    if not token:
+        raise SubmitError(f"--token-file {path}: the file is empty")
+    return token
+
+
+def _client(host: str, namespace: str | None, token: str | None = None):
     import logging
     import warnings
 
@@ -45,7 +59,7 @@ def _client(host: str, namespace: str | None):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="This client only works", category=FutureWarning)
     try:
-        return kfp.Client(host=host, namespace=namespace)
+        return kfp.Client(host=host, namespace=namespace, **({"existing_token": token} if token else {}))
     except Exception as err:  # urllib3/kfp_server_api errors carry multi-line reprs
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise SubmitError(f"cannot reach the KFP endpoint {host} ({first})") from None
@@ -54,7 +68,7 @@ def _client(host: str, namespace: str | None):
 def submit(host: str, config_text: str, overrides: str = "", experiment: str = "fora",
            run_name: str | None = None, schedule: str | None = None, namespace: str | None = None,
            service_account: str | None = None, run: RunConfig | None = None,
-           params: dict | None = None, images=None) -> str:
+           params: dict | None = None, images=None, token_file: str | None = None) -> str:
     """Compile (with ``run``'s per-step resources), then create a run (or a recurring run with a 6-field
     ``schedule`` cron) whose pods use ``service_account``; returns a line to print. ``overrides`` is what
     ``join_overrides`` makes of ``--set`` items: a JSON list, so every item reaches the pods as typed; ``params``
@@ -62,7 +76,7 @@ def submit(host: str, config_text: str, overrides: str = "", experiment: str = "
     from .fora_pipeline import compile_pipeline
 
     check_request(host, schedule)
-    client = _client(host, namespace)
+    client = _client(host, namespace, read_token(token_file))
     package = Path(tempfile.mkdtemp(prefix="fora-submit-")) / "fora_pipeline.yaml"
     compile_pipeline(package, run=run, images=images)
     arguments = {"config_yaml": config_text, "overrides": overrides, **(params or {})}
