@@ -39,12 +39,7 @@ $(STAMP):
 	touch $(STAMP)
 
 run: setup
-	@if $(PY) -c "import pipelines.cli" 2>/dev/null; then \
-		$(VENV)/bin/fora run configs/default.yaml; \
-	else \
-		echo "The pipeline is not built yet (see the pipeline issue). The library demo runs instead:"; \
-		$(PY) examples/quickstart.py; \
-	fi
+	$(VENV)/bin/fora run configs/default.yaml
 
 # the ablation on the SmolLM2 default (about 2 h on 2 cores); report in runs/ablation/ablation/
 ablate: setup

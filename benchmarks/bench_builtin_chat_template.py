@@ -95,10 +95,10 @@ def main() -> None:
         stages.train(run, out / "data", out / "calibration", out / "train")
         results = stages.evaluate(run, out / "data", out / "train" / "adapter", out / "eval", model=model,
                                   tokenizer=tok)
-        items[run.name] = {"raw": {t: v["items"] for t, v in results["tuned"]["tasks"].items()},
+        items[run.name] = {"raw": results["tuned"]["items"]["acc_avg"],
                            "chat": chat_items(model, tok, out / "train" / "adapter", run)}
         if "base" in results:
-            items["base"] = {"raw": {t: v["items"] for t, v in results["base"]["tasks"].items()}}
+            items["base"] = {"raw": results["base"]["items"]["acc_avg"]}
         print(f"{run.name}: {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"\n{args.steps} steps, {args.train} records, 7 tasks x {args.limit} items; acc_avg (macro over tasks)\n")
     print("| scoring | base | plain | chat | chat - plain [95% CI] |\n|---|---|---|---|---|")

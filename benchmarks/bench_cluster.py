@@ -57,7 +57,10 @@ def checkpoint_io(repeat: int) -> dict:
     import pyarrow.fs as pafs
 
     from fora_core import ModelSource, apply_fora, create_fora_optimizer
-    from pipelines.steps.train import ADAPTER_DIR, load_trainer_state, lr_lambda, save_checkpoint
+    from pipelines.training.checkpoint_state import load_trainer_state, save_checkpoint
+    from pipelines.training.loop_config import LoopConfig
+    from pipelines.training.outputs import ADAPTER_DIR
+    from pipelines.training.setup import lr_lambda
 
     run = DEFAULT
     model, tok = ModelSource(run.model).load()
@@ -76,11 +79,11 @@ def checkpoint_io(repeat: int) -> dict:
         opt.zero_grad()
         step_times.append(time.perf_counter() - t0)
     step_s = statistics.median(step_times[1:])
-    config = {"layers": layers, "run": run.to_dict(), "fingerprint": "bench", "run_key": "bench"}
+    loop = LoopConfig(run=run, data_dir="", layers=layers, fingerprint="bench", run_key="bench")
     scratch = Path(tempfile.mkdtemp(prefix="fora-bench-ckpt-"))
     src = scratch / "ckpt"
     src.mkdir()
-    serialize_s = median_s(lambda: save_checkpoint(src, model, run.fora, config, opt, sched, 4, []), repeat)
+    serialize_s = median_s(lambda: save_checkpoint(src, model, loop, opt, sched, 4, []), repeat)
     size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     local_fs = pafs.LocalFileSystem()
     s3_path, s3_fs = storage.ray_storage(f"s3://{BUCKET}/ckpt")

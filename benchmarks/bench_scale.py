@@ -29,7 +29,7 @@ from pipelines.config.run_config import DataConfig
 from pipelines.data.jsonl import read_jsonl
 from pipelines.data.packing import pack_rows
 from pipelines.steps.data_prep import prepare_data
-from pipelines.steps.train_batches import make_batch, real_tokens
+from pipelines.training.batches import make_batch, real_tokens
 
 
 def trainer(device: str, checkpointing: bool = False):

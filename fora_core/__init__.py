@@ -27,7 +27,6 @@ from .config import (
 from .diagnostics import (
     adapter_diagnostics,
     entropy_effective_rank,
-    kl_drift,
     max_orthogonality_error,
     text_drift,
     update_singular_values,
@@ -70,7 +69,6 @@ __all__ = [
     "entropy_effective_rank",
     "find_decoder_layers",
     "fisher_scores",
-    "kl_drift",
     "load_adapter",
     "lora_factors",
     "make_batches",

@@ -101,12 +101,12 @@ class StiefelSettings:
 
 
 FOURIER_INITS = ("kaiming", "xavier")
-FOURIER_SCALES = ("lora-step", "seed")
+FOURIER_SCALES = ("lora-step", "plain-idft")
 
 
 @dataclass
 class FourierSettings:
-    """Fourier-FoRA (seed 003): each of A (r x d_in) and B (d_out x r) is Re(IFFT2(F)) of a spectral matrix F
+    """Fourier-FoRA (the LoRA Unleashed paper): each of A (r x d_in) and B (d_out x r) is Re(IFFT2(F)) of a spectral matrix F
     that is zero except at n fixed random locations, whose n values are the trainable coefficients."""
 
     n_coefficients: int = 4096
@@ -115,7 +115,7 @@ class FourierSettings:
     """Spatial variance A's coefficients are scaled to match: kaiming or xavier (B's start at 0)."""
     scale: str = "lora-step"
     """lora-step: the spectral map is scaled so an Adam step moves A and B as far as LoRA's (train.lr on LoRA's
-    scale, ``fourier.step_matched_gain``); seed: the seed's plain 1/(pq) inverse DFT, about 400x slower."""
+    scale, ``fourier.step_matched_gain``); plain-idft: the paper's plain 1/(pq) inverse DFT, about 400x slower."""
 
     def __post_init__(self) -> None:
         _check_int("fourier.n_coefficients", self.n_coefficients, 1)

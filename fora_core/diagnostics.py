@@ -98,27 +98,6 @@ def stiefel_factor_drift(peft_model: nn.Module, factor: str = "B", seed: int = 0
     return out
 
 
-@torch.no_grad()
-def kl_drift(peft_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> float:
-    """Mean over (unmasked) positions of KL(p_base || p_tuned) of the next-token distributions.
-
-    p_base comes from the same PEFT model with its adapters disabled. input_ids: (B, T).
-    """
-    was_training = peft_model.training
-    peft_model.eval()
-    try:
-        tuned = peft_model(input_ids=input_ids, attention_mask=attention_mask).logits.float().log_softmax(-1)
-        with peft_model.disable_adapter():
-            base = peft_model(input_ids=input_ids, attention_mask=attention_mask).logits.float().log_softmax(-1)
-    finally:
-        peft_model.train(was_training)
-    kl = (base.exp() * (base - tuned)).sum(-1)  # (B, T)
-    if attention_mask is not None:
-        keep = attention_mask.bool()
-        return float(kl[keep].mean())
-    return float(kl.mean())
-
-
 @dataclass
 class TextDrift:
     """Token sums over a text, base model vs tuned model (divide by ``tokens`` for means)."""
@@ -179,7 +158,6 @@ __all__ = [
     "text_drift",
     "adapter_diagnostics",
     "entropy_effective_rank",
-    "kl_drift",
     "max_orthogonality_error",
     "stiefel_factor_drift",
     "update_singular_values",

@@ -1,4 +1,5 @@
-"""FILet: Fisher-guided LoRA initialisation (seed 002, Section 3.3 and Algorithm 1 of its Appendix A.2).
+"""FILet: Fisher-guided LoRA initialisation (the FILet paper, "Learning in the Fisher Subspace: A Guided
+Initialization for LoRA Fine-Tuning", arXiv:2605.01046, Section 3.3 and Algorithm 1 of its Appendix A.2).
 
 At a linear layer Y = W X with W0: (m, n) = (d_out, d_in), K-FAC approximates the weight Fisher as
 S_W ~ S_X kron S_Y with
@@ -21,7 +22,7 @@ candidates I are kept (Eq. 17) and
     A = sqrt(E_I) V_hat[:, I]^T   (r, n),     B = U_hat[:, I] sqrt(E_I)   (m, r)          (Eq. 18)
     W_res = W0 - s B A                                                                     (Eq. 19)
 
-with s the adapter's scale (alpha / r in PEFT; the seed's Eq. 19 writes alpha, its Table 5 defines the scale
+with s the adapter's scale (alpha / r in PEFT; the paper's Eq. 19 writes alpha, its Table 5 defines the scale
 as alpha / r: we use the scale the forward pass applies, so the model is unchanged at step 0).
 
 Choices where the text is open: padding tokens are left out of both moments; energies are computed in

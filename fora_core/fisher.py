@@ -113,6 +113,34 @@ def _unpack(batch: Mapping[str, torch.Tensor] | torch.Tensor) -> tuple[torch.Ten
     return ids, batch.get("attention_mask"), labels
 
 
+def _with_progress(batches: Iterable[Any], num_batches: int | None, progress: bool) -> Iterable[Any]:
+    """``batches``, behind a tqdm bar when ``progress`` (its total: at most ``num_batches``)."""
+    if not progress:
+        return batches
+    from tqdm.auto import tqdm
+
+    total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+    if num_batches is not None:
+        total = min(num_batches, total) if total is not None else num_batches
+    return tqdm(batches, total=total, desc="Fisher calibration", unit="batch")
+
+
+def _accumulate_batch(model: nn.Module, batch: Any, device: torch.device, estimator: str,
+                      generator: torch.Generator | None, on_batch: Callable[[torch.Tensor | None], None] | None) -> int:
+    """One forward and backward of ``batch``'s token-mean loss L_n (the gradient hooks add ||dL_n/dtheta||^2 to
+    F_l); returns the batch's target tokens."""
+    ids, mask, labels = _unpack(batch)
+    ids, labels = ids.to(device), labels.to(device)
+    mask = mask.to(device) if mask is not None else None
+    if on_batch is not None:
+        on_batch(mask)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    if estimator == "true":
+        labels = _sample_labels(logits, labels.cpu(), generator).to(device)
+    token_cross_entropy(logits, labels).backward()
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def fisher_scores(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor] | torch.Tensor],
@@ -166,31 +194,12 @@ def fisher_scores(
         for p in model.parameters():
             p.requires_grad_(id(p) in owner)
         handles = [p.register_post_accumulate_grad_hook(reduce_and_free) for ps in layer_params for p in ps]
-        iterator: Iterable[Any] = batches
-        if progress:
-            from tqdm.auto import tqdm
-
-            total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
-            if num_batches is not None:
-                total = min(num_batches, total) if total is not None else num_batches
-            iterator = tqdm(batches, total=total, desc="Fisher calibration", unit="batch")
         with peak:
-            for batch in iterator:
+            for batch in _with_progress(batches, num_batches, progress):
                 if num_batches is not None and n_used >= num_batches:
                     break
-                ids, mask, labels = _unpack(batch)
-                ids, labels = ids.to(device), labels.to(device)
-                mask = mask.to(device) if mask is not None else None
-                if on_batch is not None:
-                    on_batch(mask)
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                if estimator == "true":
-                    labels = _sample_labels(logits, labels.cpu(), generator).to(device)
-                loss = token_cross_entropy(logits, labels)
-                loss.backward()
+                tokens += _accumulate_batch(model, batch, device, estimator, generator, on_batch)
                 n_used += 1
-                tokens += int((labels[:, 1:] != IGNORE_INDEX).sum())
-                del logits, loss
     finally:
         for h in handles:
             h.remove()

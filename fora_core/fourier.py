@@ -1,4 +1,5 @@
-"""Fourier-FoRA (seed 003, "Fourier-based Flexible Rank Adaptation"; not our FoRA, hence the name).
+"""Fourier-FoRA (the LoRA Unleashed paper, "LoRA Unleashed: Effortlessly Advancing from Low to Arbitrary Rank",
+which names its method "Fourier-based Flexible Rank Adaptation"; not our FoRA, hence the name).
 
 Each adaptation matrix M (A: (r, d_in) or B: (d_out, r)), of shape (p, q), is the real part of the inverse 2-D
 DFT of a sparse spectral matrix F (p, q) that is zero except at n fixed random locations L, whose values are
@@ -9,23 +10,23 @@ the n trainable coefficients c (Eq. 3-4):
 i.e. ``torch.fft.ifft2(F).real`` (the "backward" norm is the 1/(pq) of Eq. 3). The update keeps LoRA's form,
 W = W0 + s B A with s = alpha / r, so A and B can reach any rank up to min(p, q) at n coefficients each.
 
-Parameter budget (the seed's Table 10 accounting): per adapted module, min(n, r d_in) + min(n, d_out r);
+Parameter budget (the paper's Table 10 accounting): per adapted module, min(n, r d_in) + min(n, d_out r);
 n beyond a matrix's size makes every entry of its spectrum trainable.
 
 Locations are drawn once per matrix shape from the method's seed and shared by every matrix of that shape
 ("spectral locations shared among all adaptation matrices"). Init (Section 3.3): B's coefficients are 0
 (so B A = 0 at step 0); A's are Gaussian, scaled so the spatial A has the standard deviation of PEFT's Kaiming
-A (uniform, bound 1/sqrt(d_in): std 1/sqrt(3 d_in)) or of Xavier (sqrt(2/(r + d_in))). The seed scales s by
-Var(A')/Var(A~); a variance match needs the square root of that ratio, which is what we apply. The seed has no
+A (uniform, bound 1/sqrt(d_in): std 1/sqrt(3 d_in)) or of Xavier (sqrt(2/(r + d_in))). The paper scales s by
+Var(A')/Var(A~); a variance match needs the square root of that ratio, which is what we apply. The paper has no
 dynamic variant; its rank is a plain setting (``fora.rank``).
 
 Step size (``fourier.scale``). One Adam step moves every coefficient by about lr, so with F holding the step
 (n entries of size lr), Parseval for the 1/(pq) inverse gives ||Re ifft2(F)||_F ~ lr sqrt(n / (2 p q)),
-where LoRA's Adam step moves each of the p q entries by about lr: lr sqrt(p q). The seed's map is therefore
+where LoRA's Adam step moves each of the p q entries by about lr: lr sqrt(p q). The paper's map is therefore
 slower by a factor g = p q sqrt(2 / n) (407 for SmolLM2's A at r = 32, d_in = 576, n = 4096), and no AdamW lr
 in LoRA's range makes it move. ``scale: lora-step`` (the default) multiplies the map by g, M = g Re(ifft2(F)),
 so a step moves M as far as LoRA's moves A (``step_matched_gain``; measured in ``tests/test_fourier.py`` and
-``benchmarks/fourier_step.py``); ``scale: seed`` keeps the seed's 1/(pq). Adam is invariant to the gradient's
+``benchmarks/fourier_step.py``); ``scale: plain-idft`` keeps the paper's 1/(pq). Adam is invariant to the gradient's
 scale, so g changes the step and nothing else; A's init is scaled to its target std either way.
 
 Saving materialises A and B: the adapter is a plain rank-r PEFT LoRA (``persistence.py``).
@@ -94,8 +95,8 @@ class SpectralLinear(nn.Module):
 def step_matched_gain(shape: tuple[int, int], n: int, scale: str = "lora-step") -> float:
     """g with which an Adam step on the coefficients moves M = g Re(ifft2(F)) (shape (p, q)) by about
     lr sqrt(p q) in Frobenius norm, as LoRA's Adam step moves a dense (p, q) factor: g = p q sqrt(2 / n'),
-    n' = min(n, p q) (module doc). ``scale="seed"``: 1 (the seed's 1/(pq) inverse DFT)."""
-    if scale == "seed":
+    n' = min(n, p q) (module doc). ``scale="plain-idft"``: 1 (the paper's 1/(pq) inverse DFT)."""
+    if scale == "plain-idft":
         return 1.0
     p, q = shape
     return p * q * math.sqrt(2.0 / min(n, p * q))
@@ -106,8 +107,3 @@ def target_std(init: str, rank: int, d_in: int) -> float:
     if init == "xavier":
         return math.sqrt(2.0 / (rank + d_in))
     return 1.0 / math.sqrt(3.0 * d_in)
-
-
-def fourier_parameter_count(rank: int, d_in: int, d_out: int, n: int) -> int:
-    """Trainable coefficients of one adapted (d_out, d_in) module: min(n, r d_in) + min(n, d_out r)."""
-    return min(n, rank * d_in) + min(n, d_out * rank)

@@ -241,8 +241,8 @@ def _cmd_validate(args) -> int:
     if args.schema_only:
         print("fora: config valid (schema only: the model and the data source were not checked)", file=sys.stderr)
         return 0
-    from .steps.memory_check import describe as describe_memory
-    from .steps.preflight import describe, preflight
+    from .preflight.checks import describe, preflight
+    from .preflight.memory import describe as describe_memory
 
     checked = preflight(run)
     print(f"fora: config valid; {describe(run, checked)}", file=sys.stderr)
@@ -268,6 +268,43 @@ def _cmd_serve_manifest(args) -> int:
 def _cmd_ui(args) -> int:
     print(f"mlflow ui --backend-store-uri {_config(args).tracking_uri} --port 5000")
     return 0
+
+
+def _submit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--experiment", default="fora")
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--schedule", default=None, metavar="CRON",
+                   help="create a recurring run instead (6-field cron, e.g. '0 0 3 * * 1' = Mondays 03:00)")
+    p.add_argument("--service-account", default=None,
+                   help="the pipeline pods' ServiceAccount (k8s/ creates fora-pipeline); default: KFP's")
+    p.add_argument("--images-from", default=None, metavar="OVERLAY",
+                   help="the steps' images from this kustomize overlay's `images:` (as fora compile)")
+    p.add_argument("--token-file", default=None, help="a bearer token for a multi-user KFP, e.g. from `kubectl -n NS "
+                   "create token default-editor --audience pipelines.kubeflow.org`")
+
+
+def _serve_manifest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", type=int, default=None, help="a version number (default: the --alias)")
+    p.add_argument("--alias", default="champion", help="the alias to serve when no --version (default champion)")
+    p.add_argument("--output", default=None, help="write the YAML here instead of stdout")
+    p.add_argument("--upload-base", action="store_true",
+                   help="adapter form with a built-in or local base: copy the base under storage.uri for the server")
+    p.add_argument("--apply", action="store_true", help="also create or replace it through kubeconfig's cluster")
+
+
+def _registry_parser(sub) -> None:
+    p = sub.add_parser("registry", help="list versions, show the promotion history, promote or roll back by hand")
+    p.add_argument("action", choices=("list", "history", "show", "promote", "rollback"))
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.set_defaults(fn=_cmd_registry)
+    p.add_argument("version", nargs="?", type=int, default=None, help="the version (show, promote)")
+    p.add_argument("--reason", default="", help="why (required for promote and rollback; recorded)")
+    p.add_argument("--by", default="", help="who (default: $USER)")
+    p.add_argument("--alias", default="champion", help="the alias to move (promote; default champion)")
+    p.add_argument("--to", type=int, default=None, help="rollback: this version (default: the one it replaced)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -315,40 +352,15 @@ def _parser() -> argparse.ArgumentParser:
         help="check types and ranges only (no model config or data source lookup: for a machine without access)")
     with_config("ui", _cmd_ui, "print the MLflow UI command")
     p = with_config("submit", _cmd_submit, "submit the pipeline to a Kubeflow Pipelines endpoint")
-    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
-    p.add_argument("--experiment", default="fora")
-    p.add_argument("--run-name", default=None)
-    p.add_argument("--namespace", default=None)
-    p.add_argument("--schedule", default=None, metavar="CRON",
-                   help="create a recurring run instead (6-field cron, e.g. '0 0 3 * * 1' = Mondays 03:00)")
-    p.add_argument("--service-account", default=None,
-                   help="the pipeline pods' ServiceAccount (k8s/ creates fora-pipeline); default: KFP's")
-    p.add_argument("--images-from", default=None, metavar="OVERLAY",
-                   help="the steps' images from this kustomize overlay's `images:` (as fora compile)")
-    p.add_argument("--token-file", default=None, help="a bearer token for a multi-user KFP, e.g. from `kubectl -n NS "
-                   "create token default-editor --audience pipelines.kubeflow.org`")
+    _submit_arguments(p)
     with_params(p)
     with_locations(with_config("sweep", _cmd_sweep, "Ray Tune sweep of K, learning rates and method (resumable)"))
     with_config("ablate", _cmd_ablate, "the four-way ablation with tuned learning rates and seeds, and its report"
                 ).add_argument("--plan", action="store_true", help="check the config and print the trial counts only")
     p = with_config("serve-manifest", _cmd_serve_manifest,
                     "the KServe InferenceService of a registered version (YAML on stdout: | kubectl apply -f -)")
-    p.add_argument("--version", type=int, default=None, help="a version number (default: the --alias)")
-    p.add_argument("--alias", default="champion", help="the alias to serve when no --version (default champion)")
-    p.add_argument("--output", default=None, help="write the YAML here instead of stdout")
-    p.add_argument("--upload-base", action="store_true",
-                   help="adapter form with a built-in or local base: copy the base under storage.uri for the server")
-    p.add_argument("--apply", action="store_true", help="also create or replace it through kubeconfig's cluster")
-    p = sub.add_parser("registry", help="list versions, show the promotion history, promote or roll back by hand")
-    p.add_argument("action", choices=("list", "history", "show", "promote", "rollback"))
-    p.add_argument("config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.set_defaults(fn=_cmd_registry)
-    p.add_argument("version", nargs="?", type=int, default=None, help="the version (show, promote)")
-    p.add_argument("--reason", default="", help="why (required for promote and rollback; recorded)")
-    p.add_argument("--by", default="", help="who (default: $USER)")
-    p.add_argument("--alias", default="champion", help="the alias to move (promote; default champion)")
-    p.add_argument("--to", type=int, default=None, help="rollback: this version (default: the one it replaced)")
+    _serve_manifest_arguments(p)
+    _registry_parser(sub)
     cluster_command.add_parser(sub)
     compile_command.add_parser(sub)
     return parser

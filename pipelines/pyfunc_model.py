@@ -1,4 +1,4 @@
-"""Where MLflow finds the loader of a version registered before the rooms (``loader_module:
+"""Where MLflow finds the loader of a version registered before the packages were split (``loader_module:
 pipelines.pyfunc_model`` in its ``MLmodel``). New versions name ``pipelines.registry.pyfunc_model``; this
 module keeps the old ones loadable and holds nothing else."""
 

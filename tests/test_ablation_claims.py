@@ -30,14 +30,14 @@ def _summary(k_curve: dict | None = None) -> dict:
         for s, loss in zip(SEEDS, losses, strict=True):
             tid = f"{m}-{s}"
             seeds.append({"method": m, "seed": s, "trial_id": tid, "K": 15 if m != "lora" else 30})
-            scores[tid] = {"tuned": {"perplexity": math.exp(loss), "general_perplexity": 20 + 10 * loss,
-                                     "kl_drift": loss / 10, "effective_rank_ratio": 1.0 - loss / 10}}
+            scores[tid] = {"tuned": {"metrics": {"heldout/perplexity": math.exp(loss), "general/perplexity": 20 + 10 * loss,
+                                                 "kl_drift": loss / 10, "effective_rank_ratio": 1.0 - loss / 10}}}
     k_rows, k_scores = [], {}
     for (m, k), losses in (k_curve or {}).items():
         for s, loss in zip(SEEDS, losses, strict=True):
             tid = f"{m}-K{k}-{s}"
             k_rows.append({"method": m, "seed": s, "trial_id": tid, "K": k})
-            k_scores[tid] = {"tuned": {"perplexity": math.exp(loss)}}
+            k_scores[tid] = {"tuned": {"metrics": {"heldout/perplexity": math.exp(loss)}}}
     return {"seeds": seeds, "seed_scores": scores, "k_curves": k_rows, "k_scores": k_scores,
             "split": {"selection": 100, "report": 400}, "search_budget": 5,
             "config": {"ablation": {"seeds": list(SEEDS), "search_seed": 100}}}

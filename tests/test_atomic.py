@@ -1,4 +1,4 @@
-"""Review R8: writes of merged folders, checkpoint copies and reports are whole or absent."""
+"""Writes of merged folders, checkpoint copies and reports are whole or absent."""
 
 from pathlib import Path
 

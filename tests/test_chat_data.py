@@ -224,7 +224,7 @@ def test_identity_conversations_through_data_prep(smollm, tmp_path):
 
 def test_chat_settings_are_checked_before_any_work(tmp_path):
     from pipelines.config.run_config import RunConfig
-    from pipelines.steps.preflight import check_data
+    from pipelines.preflight.checks import check_data
 
     data = tmp_path / "chat.jsonl"
     data.write_text(json.dumps({"messages": CONVERSATION}) + "\n")

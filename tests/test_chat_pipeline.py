@@ -77,7 +77,7 @@ def test_identity_conversations_are_learned_promoted_on_contains_and_a_failing_g
     assert r2["champion"]["version"] == 1 and r2["champion"]["source"] == "scored on this suite by its own run"
     assert r2["tuned"]["metrics"]["heldout/contains"] >= 0.5, r2["tuned"]["metrics"]
     assert r2["tuned"]["metrics"]["heldout/loss"] < r2["base"]["metrics"]["heldout/loss"]
-    assert r2["tuned"]["general_perplexity"] > r2["base"]["general_perplexity"]  # what the strict guard sees
+    assert r2["tuned"]["metrics"]["general/perplexity"] > r2["base"]["metrics"]["general/perplexity"]  # what the guard sees
     reg2 = second["registration"]
     assert reg2["action"] == "keep" and "kept out by register.guards: guard general/perplexity" in reg2["reason"]
     assert "wins: heldout/contains" in reg2["reason"] and "McNemar p" in reg2["reason"]

@@ -1,4 +1,4 @@
-"""R2: nothing from shared storage is unpickled. A trainer_state.pt that carries code is refused before the
+"""Nothing from shared storage is unpickled. A trainer_state.pt that carries code is refused before the
 code runs; a checkpoint of another run (fingerprint) is not loaded."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipelines.runtime import checkpoints
-from pipelines.steps.train import STATE_FILE, load_trainer_state
+from pipelines.training.checkpoint_state import STATE_FILE, load_trainer_state
 
 
 class _Payload:

@@ -145,7 +145,7 @@ def test_submit_and_schedule_send_the_compiled_pipeline_and_config(monkeypatch, 
     kind, name, arguments, experiment, account, spec = _FakeClient.calls[0]
     assert (kind, name, experiment, account) == ("run", "fora-pipeline", "fora", "fora-pipeline")
     assert arguments["config_yaml"] == config.read_text()
-    # R7: the list override keeps its comma all the way to the pods' parser
+    # the list override keeps its comma all the way to the pods' parser
     assert split_overrides(arguments["overrides"]) == typed
     assert parse_run_config(arguments["config_yaml"], split_overrides(arguments["overrides"])).eval.tasks == \
         ["boolq", "piqa"]

@@ -20,7 +20,8 @@ from fora_core import ForaConfig, ModelSource, apply_fora
 from pipelines.config.run_config import RunConfig
 from pipelines.steps.data_prep import prepare_data
 from pipelines.steps.train import run_training
-from pipelines.steps.train_batches import batch_indices, make_batch, target_tokens, worker_share
+from pipelines.training.batches import batch_indices, make_batch, target_tokens, worker_share
+from pipelines.training.faults import FailAt
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 LAYERS = [1, 3]
@@ -167,7 +168,7 @@ def test_a_two_worker_run_resumes_on_one_worker(tmp_path, model_dir, data_dir, o
     4 x 1: the same checkpoint namespace) continues from step 3 and ends where one worker does."""
     two = RunConfig.from_dict(config(tmp_path, model_dir, batch_size=2, num_workers=2, cpus_per_worker=0.5))
     with pytest.raises(Exception, match="injected failure at step 3"):
-        run_training(two, data_dir, LAYERS, tmp_path / "train", fail_at_step=3)
+        run_training(two, data_dir, LAYERS, tmp_path / "train", hooks=[FailAt(3)])
     one = RunConfig.from_dict(config(tmp_path, model_dir, batch_size=4, use_ray=False))
     got = run_training(one, data_dir, LAYERS, tmp_path / "train")
     assert got["resumed_from_step"] == 2

@@ -88,13 +88,13 @@ def test_unknown_source_is_a_clear_error(tokenizer, tmp_path, monkeypatch):
         prepare_data(DataConfig(source="no/such-dataset"), tokenizer, tmp_path / "out")
 
 
-def test_review_r5_a_missing_data_file_is_a_missing_file_not_a_dataset(tokenizer, tmp_path):
+def test_a_missing_data_file_is_a_missing_file_not_a_dataset(tokenizer, tmp_path):
     for source in (str(tmp_path / "train.json"), "data/not-here.jsonl", "./not-here"):
         with pytest.raises(DataError, match="data file not found"):
             prepare_data(DataConfig(source=source), tokenizer, tmp_path / "out")
 
 
-def test_review_r5_a_non_utf8_data_file(tokenizer, tmp_path):
+def test_a_non_utf8_data_file(tokenizer, tmp_path):
     path = tmp_path / "latin1.json"
     path.write_bytes(b'[{"instruction": "caf\xe9", "output": "ok"}]')  # Latin-1, not UTF-8
     with pytest.raises(DataError, match="latin1.json: not UTF-8 text"):
@@ -107,7 +107,7 @@ def _records(tmp_path, name, records, jsonl=False):
     return path
 
 
-def test_review_r5_data_format_is_honoured(tokenizer, tmp_path):
+def test_data_format_is_honoured(tokenizer, tmp_path):
     pr = [{"prompt": f"q{i}?", "response": f" a{i}"} for i in range(8)]
     # jsonl: one record per line whatever the suffix (auto would read a .txt line file as one JSON document)
     lines = _records(tmp_path, "records.txt", pr, jsonl=True)

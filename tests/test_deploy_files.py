@@ -31,7 +31,7 @@ def test_dockerfile_copies_every_package_and_uses_the_makefile_pins():
 
 
 def test_the_image_pins_its_base_and_bakes_no_auth_bypass():
-    """R3/R9: the base image by digest, no RAY_AUTH_MODE=disabled, a non-root user."""
+    """The base image by digest, no RAY_AUTH_MODE=disabled, a non-root user."""
     docker = (ROOT / "Dockerfile").read_text()
     base = re.search(r"^ARG BASE_IMAGE=(\S+)", docker, re.M).group(1)
     assert re.search(r"@sha256:[0-9a-f]{64}$", base), base

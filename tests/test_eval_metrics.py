@@ -19,7 +19,7 @@ from pipelines.evaluation import score_cache
 from pipelines.evaluation.heldout import build_items, generate_answers, item_losses
 from pipelines.evaluation.metrics import higher_is_better, score_generation
 from pipelines.registry.guards import broken_guards
-from pipelines.registry.paired_test import paired_test
+from pipelines.registry.significance import paired_test
 
 
 def _lcs(a: list[str], b: list[str]) -> int:

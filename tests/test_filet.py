@@ -1,4 +1,4 @@
-"""FILet (seed 002) against independent references: numpy Kronecker products, hand-captured activations and
+"""FILet (its paper, arXiv:2605.01046) against independent references: numpy Kronecker products, hand-captured activations and
 gradients, and a brute-force choice of the lowest-energy directions."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Fourier-FoRA (seed 003) against an explicit inverse DFT, the seed's parameter accounting and autograd."""
+"""Fourier-FoRA (the LoRA Unleashed paper) against an explicit inverse DFT, the paper's parameter accounting and autograd."""
 
 import cmath
 import math
@@ -40,7 +40,7 @@ def test_rank_is_not_capped_by_r_at_n_coefficients():
 
 
 @pytest.mark.parametrize("n", [20, 100000])
-def test_trainable_parameters_follow_the_seeds_budget(n):
+def test_trainable_parameters_follow_the_papers_budget(n):
     config = ForaConfig(method="fourier-fora", rank=4, target_modules=["q", "up"], fourier={"n_coefficients": n})
     model = apply_fora(tiny_model("llama"), None, config)
     want = 0
@@ -91,9 +91,9 @@ def _first_adam_step_norm(param: torch.nn.Parameter, weight, grad_out: torch.Ten
     return float((weight().detach() - before).norm())
 
 
-@pytest.mark.parametrize("scale", ["lora-step", "seed"])
+@pytest.mark.parametrize("scale", ["lora-step", "plain-idft"])
 def test_one_adam_step_moves_a_spectral_factor_as_the_textbook_formula_says(scale):
-    """LoRA's first Adam step moves each of the p q entries by lr: ||dM|| = lr sqrt(p q). The seed's 1/(pq) map
+    """LoRA's first Adam step moves each of the p q entries by lr: ||dM|| = lr sqrt(p q). The paper's 1/(pq) map
     moves it by lr sqrt(n / (2 p q)) (Parseval, real part), i.e. p q sqrt(2 / n) times less (407x for SmolLM2's
     A at r = 32, d_in = 576, n = 4096); scale: lora-step multiplies the map by that factor."""
     from fora_core.fourier import step_matched_gain
@@ -106,7 +106,7 @@ def test_one_adam_step_moves_a_spectral_factor_as_the_textbook_formula_says(scal
     gain = step_matched_gain((p, q), n, scale)
     layer = SpectralLinear(q, p, n, seed=0, gain=gain)
     spectral = _first_adam_step_norm(layer.coefficients, lambda: layer.weight, g, lr)
-    if scale == "seed":
+    if scale == "plain-idft":
         assert gain == 1.0
         # the real part keeps about half of each atom's energy (all of it for the few self-conjugate ones)
         assert spectral == pytest.approx(lr * math.sqrt(n / (2 * p * q)), rel=0.2)
@@ -122,5 +122,5 @@ def test_step_matched_scale_keeps_the_init_std_and_saves_what_it_computes():
         a = layer.lora_A["default"]
         assert a.gain == pytest.approx(8 * a.in_features * math.sqrt(2 / 200))
         assert float(a.weight.std()) == pytest.approx(1 / math.sqrt(3 * a.in_features), rel=1e-3)
-    with pytest.raises(ForaConfigError, match="fourier.scale.*lora-step, seed"):
+    with pytest.raises(ForaConfigError, match="fourier.scale.*lora-step, plain-idft"):
         ForaConfig(method="fourier-fora", fourier={"scale": "fast"})

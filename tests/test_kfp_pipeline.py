@@ -1,13 +1,15 @@
 """The KFP v2 pipeline: the checked-in YAML is fresh, the DAG is wired and sized for a cluster, components
 run through ``.python_func``, and the whole DAG runs on the real local KFP runner (real Ray, MLflow, lm-eval)."""
 
+import inspect
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
-from kfp.dsl import Dataset, Markdown
+from kfp.dsl import Dataset, Markdown, Output
 from mlflow.tracking import MlflowClient
 from pipeline_fixtures import tiny_model_dir, write_records
 
@@ -65,6 +67,36 @@ def test_checked_in_sweep_pipeline_is_fresh_and_wired(tmp_path):
     assert reg["artifacts"]["adapter"]["taskOutputArtifact"]["producerTask"] == "sweep"
 
 
+@pytest.mark.parametrize("name", ["fora_pipeline", "fora_sweep_pipeline"])
+def test_every_component_input_and_output_has_its_docstrings_description(name):
+    """KFP copies a component's ``Args:`` (inputs) and ``Returns:`` (outputs) into the spec; the UI shows them."""
+    spec = _spec(Path(PIPELINE_YAML).with_name(f"{name}.yaml"))
+    missing = [f"{comp}: {key}" for comp, c in spec["components"].items() if not comp.startswith("comp-condition-")
+               for side in ("inputDefinitions", "outputDefinitions") for kind in ("parameters", "artifacts")
+               for key, value in c.get(side, {}).get(kind, {}).items() if not value.get("description")]
+    assert missing == []
+
+
+def test_the_resolve_components_inputs_are_the_forms_fields():
+    """The form (``pipelines/config/form.py``) is the one list: the resolve component's inputs are written from it."""
+    from components.resolve.component import FIXED, component_source, form_fields, resolve
+    from pipelines.config.form import FORMS, FormField
+
+    inputs = resolve.component_spec.inputs
+    every = {f.name: f for fields in FORMS.values() for f in fields}
+    assert list(inputs) == [name for name, _, _ in FIXED] + list(every)
+    kfp_type = {"str": "String", "int": "Integer", "float": "Float", "bool": "Boolean", "list": "List"}
+    for f in every.values():
+        assert inputs[f.name].type == kfp_type[f.annotation.__name__], f.name
+        assert f.help in inputs[f.name].description and f.path in inputs[f.name].description
+    # a field added to a form becomes an input of the generated function, with its type
+    extra = FormField("warmup_steps", "train.warmup_steps", "int", "Linear warm-up steps.")
+    namespace: dict = {}
+    exec(component_source([*form_fields(), extra]), {"NamedTuple": NamedTuple, "Output": Output, "Markdown": Markdown},
+         namespace)
+    assert inspect.signature(namespace["resolve"]).parameters["warmup_steps"].annotation is int
+
+
 def test_dag_wiring_resources_caching_and_image():
     spec = _spec(PIPELINE_YAML)
     tasks = _tasks(spec)
@@ -112,14 +144,14 @@ def test_dag_wiring_resources_caching_and_image():
     platform = _platform(PIPELINE_YAML)
     for name in executors:
         secrets = {s["secretName"]: s for s in platform[name]["secretAsEnv"]}
-        # R9/R3: S3 and MLflow credentials are required where mounted (a missing Secret stops the pod before it
+        # S3 and MLflow credentials are required where mounted (a missing Secret stops the pod before it
         # starts); the Ray token only matters with a Ray cluster. Which step gets which: test_k8s_overlays.py
         assert secrets["fora-s3-credentials"]["optional"] is False
         assert secrets.get("fora-mlflow-credentials", {"optional": False})["optional"] is False
         assert secrets.get("fora-ray-token", {"optional": True})["optional"] is True
         assert platform[name]["securityContext"] == {"runAsUser": "1000", "runAsGroup": "1000",
                                                      "runAsNonRoot": True}
-        assert int(platform[name]["activeDeadlineSeconds"]) > 0  # R6: no step hangs forever
+        assert int(platform[name]["activeDeadlineSeconds"]) > 0  # no step hangs forever
     assert platform["exec-train"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     outputs = spec["components"]["comp-calibrate"]["outputDefinitions"]["artifacts"]
     assert outputs["fisher_profile"]["artifactType"]["schemaTitle"] == "system.HTML"

@@ -1,6 +1,6 @@
-"""The rooms of ``pipelines/`` stay layered: imports only point down, and no module imports itself back.
+"""The packages of ``pipelines/`` stay layered: imports only point down, and no module imports itself back.
 
-Every import counts, also one inside a function (a lazy import is still a dependency). The rooms, from
+Every import counts, also one inside a function (a lazy import is still a dependency). The layers, from
 the bottom up (each package's ``__init__.py`` says what belongs there):
 
     fora_core            the algorithm library (never imports pipelines or components)
@@ -10,7 +10,9 @@ the bottom up (each package's ``__init__.py`` says what belongs there):
     pipelines.evaluation lm-eval suites, general text and drift, adapter reports, paired statistics
     pipelines.registry   the MLflow registry: champion, paired test, promotion, the pyfunc loader
     pipelines.serving    a registered version behind an endpoint: KServe InferenceService, vLLM adapter check
-    pipelines.steps      the five steps, the preflight checks and the chain that runs them
+    pipelines.preflight  a run config checked against its model, data and memory before any work
+    pipelines.training   the training loop (set up, resume, fit, validate) and the one TorchTrainer builder
+    pipelines.steps      the five steps and the chain that runs them
     pipelines.sweep      the Ray Tune sweep: trials, the Tune runner, the report
     pipelines.ablation   the ablation: search plan, splits, runner, scoring, claims and report
     components           one thin KFP component per step
@@ -19,7 +21,7 @@ the bottom up (each package's ``__init__.py`` says what belongs there):
                          evaluators of rendered NetworkPolicies and RBAC against it
     pipelines.cli        the ``fora`` command (and the top-level compatibility module for old registered models)
 
-A room may import its own modules and any room below it, never one above.
+A layer may import its own modules and any layer below it, never one above.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOMS = ["fora_core", "pipelines.config", "pipelines.runtime", "pipelines.data", "pipelines.evaluation",
-         "pipelines.registry", "pipelines.serving", "pipelines.steps", "pipelines.sweep", "pipelines.ablation", "components",
-         "pipelines.kubeflow", "pipelines.cluster_model", "pipelines"]
+LAYERS = ["fora_core", "pipelines.config", "pipelines.runtime", "pipelines.data", "pipelines.evaluation",
+         "pipelines.registry", "pipelines.serving", "pipelines.preflight", "pipelines.training", "pipelines.steps",
+         "pipelines.sweep", "pipelines.ablation", "components", "pipelines.kubeflow", "pipelines.cluster_model",
+         "pipelines"]
 PACKAGES = ("fora_core", "pipelines", "components")
 
 
@@ -67,13 +70,13 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
-def room_of(module: str) -> int:
-    """The index in ROOMS of the most specific room that holds ``module``."""
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the most specific layer that holds ``module``."""
     best = -1
-    for i, room in enumerate(ROOMS):
-        if (module == room or module.startswith(room + ".")) and (best < 0 or len(room) > len(ROOMS[best])):
+    for i, layer in enumerate(LAYERS):
+        if (module == layer or module.startswith(layer + ".")) and (best < 0 or len(layer) > len(LAYERS[best])):
             best = i
-    assert best >= 0, f"{module} is in no room: add it to a package listed in tests/test_layering.py"
+    assert best >= 0, f"{module} is in no layer: add it to a package listed in tests/test_layering.py"
     return best
 
 
@@ -83,8 +86,8 @@ def graph() -> dict[str, set[str]]:
 
 
 def upward_imports(edges: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{a} ({ROOMS[room_of(a)]}) imports {b} ({ROOMS[room_of(b)]})"
-                  for a, targets in edges.items() for b in targets if room_of(b) > room_of(a))
+    return sorted(f"{a} ({LAYERS[layer_of(a)]}) imports {b} ({LAYERS[layer_of(b)]})"
+                  for a, targets in edges.items() for b in targets if layer_of(b) > layer_of(a))
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -122,9 +125,9 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_every_module_is_in_a_room():
+def test_every_module_is_in_a_layer():
     for name in all_modules():
-        room_of(name)
+        layer_of(name)
 
 
 def test_imports_only_point_down():
@@ -139,6 +142,34 @@ def test_no_source_file_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in all_modules().values()
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(paths) -> dict[str, int]:
+    """{path:function: lines} of every function (methods and nested ones too) longer than MAX_FUNCTION_LINES,
+    counted from ``def`` (decorators excluded) to its last line."""
+    found = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(Path(path).read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found[f"{Path(path).name}:{node.name}"] = lines
+    return found
+
+
+def test_no_function_over_80_lines():
+    assert long_functions(all_modules().values()) == {}
+
+
+def test_a_long_function_is_reported(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES - 1))
+    (tmp_path / "ok.py").write_text("def fits():\n" + body)
+    (tmp_path / "long.py").write_text("class A:\n    def too_long(self):\n" + body.replace("    ", "        ")
+                                      + "        return 1\n")
+    assert long_functions([tmp_path / "ok.py", tmp_path / "long.py"]) == {"long.py:too_long": 81}
 
 
 def test_every_package_says_what_belongs_there():
@@ -168,13 +199,13 @@ def test_a_lazy_import_counts(tmp_path):
     assert imports_of("pipelines.runtime.m", path, modules) == {"pipelines.steps.stages", "pipelines.sweep.driver"}
 
 
-@pytest.mark.parametrize("module, room", [("pipelines.cli", "pipelines"), ("pipelines.steps.train", "pipelines.steps"),
+@pytest.mark.parametrize("module, layer", [("pipelines.cli", "pipelines"), ("pipelines.steps.train", "pipelines.steps"),
                                           ("components.train.component", "components")])
-def test_room_of(module, room):
-    assert ROOMS[room_of(module)] == room
+def test_layer_of(module, layer):
+    assert LAYERS[layer_of(module)] == layer
 
 
-def test_versions_registered_before_the_rooms_still_find_their_loader():
+def test_versions_registered_before_the_package_split_still_find_their_loader():
     """Their ``MLmodel`` names ``loader_module: pipelines.pyfunc_model``."""
     import pipelines.pyfunc_model as old
     import pipelines.registry.pyfunc_model as new

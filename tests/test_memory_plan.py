@@ -22,7 +22,7 @@ from pipelines import cli
 from pipelines.config.accelerators import capacity, gpu_memory_bytes
 from pipelines.config.errors import RunConfigError
 from pipelines.config.run_config import RunConfig
-from pipelines.steps.memory_check import check_memory
+from pipelines.preflight.memory import check_memory
 
 SIZES = [(256, 512, 4, 8, 4, 1000), (512, 1024, 6, 8, 2, 2000)]
 
@@ -66,7 +66,7 @@ def test_planned_activations_match_what_autograd_saves(size, dropout, dtype):
 @pytest.mark.parametrize("size", [(512, 1408, 8, 8000), (768, 2048, 6, 12000)], ids=["h512", "h768"])
 def test_the_plan_against_the_measured_peak_of_training_steps_on_cpu(size, checkpointing):
     """The plan counts live bytes; the CPU allocator keeps freed pages, so the resident peak runs higher:
-    measured 1.0-1.3x the plan (the 75% CPU headroom of steps/memory_check.py covers it)."""
+    measured 1.0-1.3x the plan (the 75% CPU headroom of preflight/memory.py covers it)."""
     probe = Path(__file__).with_name("memory_probe.py")
     out = subprocess.run([sys.executable, str(probe), *map(str, size), str(checkpointing)], capture_output=True,
                          text=True, check=True, cwd=Path(__file__).parents[1])

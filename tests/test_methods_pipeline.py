@@ -49,6 +49,7 @@ def test_method_runs_every_step_from_the_shell(method, tmp_path):
 def test_training_of_the_new_methods_resumes_exactly(method, tmp_path):
     from pipelines.steps import stages
     from pipelines.steps.train import run_training
+    from pipelines.training.faults import FailAt
 
     model_dir = tiny_model_dir(tmp_path)
     config = _write_config(tmp_path, model_dir)
@@ -62,7 +63,7 @@ def test_training_of_the_new_methods_resumes_exactly(method, tmp_path):
     ref = run_training(run, out / "data", layers, tmp_path / "a", calib_dir=out / "calibration")
     broken = load_run_config(config, [*overrides, f"output_dir={tmp_path / 'b-out'}"])
     with pytest.raises(RuntimeError, match="injected failure at step 3"):
-        run_training(broken, out / "data", layers, tmp_path / "b", fail_at_step=3, calib_dir=out / "calibration")
+        run_training(broken, out / "data", layers, tmp_path / "b", hooks=[FailAt(3)], calib_dir=out / "calibration")
     got = run_training(broken, out / "data", layers, tmp_path / "b", calib_dir=out / "calibration")
     assert got["resumed_from_step"] == 2
     a = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))

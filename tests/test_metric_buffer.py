@@ -1,4 +1,4 @@
-"""R8: training metrics reach MLflow through a buffer; an outage delays them, never loses them (within the
+"""Training metrics reach MLflow through a buffer; an outage delays them, never loses them (within the
 buffer) and never blocks or fails the training loop."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Review R5: what a config names (the model's architecture, the data source, a step's inputs) is checked
+"""What a config names (the model's architecture, the data source, a step's inputs) is checked
 before any work starts, from the model's config.json alone, and every mistake is one line with exit 2.
-Review R8: a sweep restarted with other data starts a new sweep instead of resuming the old one."""
+A sweep restarted with other data starts a new sweep instead of resuming the old one."""
 
 import json
 import time
@@ -14,7 +14,7 @@ from pipelines import cli
 from pipelines.config import errors
 from pipelines.config.errors import RunConfigError
 from pipelines.config.run_config import RunConfig, parse_run_config
-from pipelines.steps.preflight import check_model, model_skeleton, preflight
+from pipelines.preflight.checks import check_model, model_skeleton, preflight
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_validate_checks_against_the_model_and_says_what(tmp_path, model_dir, ca
     ("eval.heldout.source=missing/heldout.jsonl", "'eval.heldout.source': 'missing/heldout.jsonl' (file not found)"),
     ("eval.tasks=[boolq, my_tasks/quiz.yaml]", "'eval.tasks': 'my_tasks/quiz.yaml' (file not found)"),
 ])
-def test_review_r5_mistakes_only_the_model_or_the_data_can_reveal(tmp_path, model_dir, capsys, override, expected):
+def test_mistakes_only_the_model_or_the_data_can_reveal(tmp_path, model_dir, capsys, override, expected):
     config = _config(tmp_path, model_dir)
     line = _one_line_error(["validate", str(config), "--set", override], capsys)
     assert expected in line, line
@@ -79,7 +79,7 @@ def test_review_r5_mistakes_only_the_model_or_the_data_can_reveal(tmp_path, mode
     assert cli.main(["validate", str(config), "--set", override, "--schema-only"]) == 0
 
 
-def test_review_r5_an_unknown_target_module_stops_fora_run_before_any_work(tmp_path, model_dir, capsys):
+def test_an_unknown_target_module_stops_fora_run_before_any_work(tmp_path, model_dir, capsys):
     """It used to fail inside the Ray workers after data prep and calibration, retried max_failures times."""
     config = _config(tmp_path, model_dir, train={"use_ray": True, "max_steps": 2})
     t0 = time.perf_counter()
@@ -106,13 +106,13 @@ def test_check_model_counts_layers_from_the_config(tmp_path):
     assert check_model(filet)["kfac_bytes"] == 4 * 6 * per_layer
 
 
-def test_review_r5_an_unknown_model_is_one_line(tmp_path, capsys):
+def test_an_unknown_model_is_one_line(tmp_path, capsys):
     config = _config(tmp_path, tmp_path / "no-such-model")
     line = _one_line_error(["validate", str(config)], capsys)
     assert "could not load model" in line and "no-such-model" in line
 
 
-def test_review_r5_fisher_settings_larger_than_the_calibration_split():
+def test_fisher_settings_larger_than_the_calibration_split():
     base = "data: {calibration_size: 64}\n"
     with pytest.raises(RunConfigError, match=r"64 batches of 4 = 256 calibration records, but "
                                              r"data.calibration_size is 64.*num_batches to 16"):
@@ -128,7 +128,7 @@ def test_review_r5_fisher_settings_larger_than_the_calibration_split():
     parse_run_config(base + "fora: {method: lora, fisher: {num_batches: 64, batch_size: 4}}")
 
 
-def test_review_r5_a_missing_step_input_names_the_file_and_its_maker(tmp_path, model_dir, capsys):
+def test_a_missing_step_input_names_the_file_and_its_maker(tmp_path, model_dir, capsys):
     config = _config(tmp_path, model_dir)
     line = _one_line_error(["train", str(config), "--data", str(tmp_path / "nowhere")], capsys)
     assert "train: no data_card.json in" in line and "written by data-prep" in line
@@ -136,7 +136,7 @@ def test_review_r5_a_missing_step_input_names_the_file_and_its_maker(tmp_path, m
     assert "register: no data_card.json" in line  # the first missing input, in the step's order
 
 
-def test_review_r5_an_internal_missing_file_is_not_called_the_users_mistake():
+def test_an_internal_missing_file_is_not_called_the_users_mistake():
     assert not issubclass(FileNotFoundError, errors.USER_ERRORS)
     with pytest.raises(FileNotFoundError), errors.one_line_user_errors():
         Path("/nonexistent/internal/file").read_text()
@@ -149,7 +149,7 @@ def test_preflight_checks_the_data_source_kind(tmp_path, model_dir):
     assert preflight(run)["data"] == "builtin"
 
 
-def test_review_r8_a_sweep_restarted_with_other_data_is_a_new_sweep(tmp_path):
+def test_a_sweep_restarted_with_other_data_is_a_new_sweep(tmp_path):
     from pipelines.sweep.driver import inputs_fingerprint, set_aside_if_inputs_changed
 
     run = RunConfig.from_dict({"output_dir": str(tmp_path), "data": {"max_train": 100}})

@@ -20,8 +20,8 @@ from scipy.stats import binomtest, norm
 from pipelines.registry.champion import CHAMPION, version_by_alias
 from pipelines.registry.history import read_history
 from pipelines.registry.lock import RegistryLockTimeout, lock_name, registry_lock
-from pipelines.registry.paired_test import mcnemar_exact_p, paired_test
 from pipelines.registry.promotion import Challenger, Policy, decide_and_apply, rollback, set_alias_by_hand
+from pipelines.registry.significance import mcnemar_exact_p, paired_test
 
 # ---------------------------------------------------------------- the paired tests
 
@@ -110,7 +110,7 @@ def test_a_server_error_is_never_read_as_no_champion():
     assert version_by_alias(_Failing("RESOURCE_DOES_NOT_EXIST", "Registered Model with name=x not found"), "x") is None
     assert version_by_alias(_Failing("INVALID_PARAMETER_VALUE", "Registered model alias champion not found."),
                             "x") is None
-    with pytest.raises(MlflowException):  # a 5xx from the server: raised, not "no champion" (review R4)
+    with pytest.raises(MlflowException):  # a 5xx from the server: raised, not "no champion"
         version_by_alias(_Failing("INTERNAL_ERROR", "HTTP 503 Service Unavailable"), "x")
     with pytest.raises(MlflowException):
         version_by_alias(_Failing("INVALID_PARAMETER_VALUE", "bad name"), "x")

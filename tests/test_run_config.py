@@ -43,7 +43,7 @@ def test_there_are_shipped_configs():
         ("modle: x", "unknown field 'modle'"),
         ("train: [1, 2]", "'train': \\[1, 2\\] \\(allowed: a mapping \\('train' is a section"),
         ("fora: {layer_budget: 0}", "'fora.layer_budget'"),
-        ("name: ../../etc", "'name'"),                      # R9: the name names folders and S3 prefixes
+        ("name: ../../etc", "'name'"),                      # the name names folders and S3 prefixes
         ("name: a/b", "'name'"),
         ("storage: {uri: /tmp/x}", "'storage.uri'"),
         ("storage: {create_bucket: 'yes'}", "'storage.create_bucket'"),
@@ -137,13 +137,13 @@ def test_exponent_numbers_without_a_dot_are_numbers_in_files_and_overrides():
     ("train: {max_steps: 3}\n", ["train.max_steps.x=1"], "'train.max_steps' is a value, not a section"),
     ("name: x\n", [".x=1"], "'.x' is not a section.field name"),
 ])
-def test_review_r5_config_mistakes_are_one_line_errors(text, overrides, expected):
+def test_config_mistakes_are_one_line_errors(text, overrides, expected):
     with pytest.raises(RunConfigError) as err:
         parse_run_config(text, overrides, where="c.yaml")
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-def test_review_r5_a_folder_or_a_binary_file_as_config(tmp_path):
+def test_a_folder_or_a_binary_file_as_config(tmp_path):
     with pytest.raises(RunConfigError, match="is a folder, not a config file"):
         load_run_config(tmp_path)
     binary = tmp_path / "model.bin"

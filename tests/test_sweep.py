@@ -18,8 +18,8 @@ from pipeline_fixtures import tiny_model_dir, write_records
 from fora_core import select_layers
 from pipelines import cli
 from pipelines.config.run_config import RunConfig
-from pipelines.steps.calibrate import load_selection
 from pipelines.sweep.trials import build_arms, count_trials
+from pipelines.training.calibration_artifacts import load_selection
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -195,3 +195,30 @@ def test_sweep_component_python_func_hands_the_best_trial_on(tmp_path, model_dir
     assert (tmp_path / "kfp" / "best" / "adapter_model.safetensors").exists()
     assert "data:image/png;base64," in (tmp_path / "kfp" / "k").read_text()
     assert outs["best_adapter"].metadata["lr"] == 3e-2
+
+
+def test_a_multi_worker_trial_uses_train_backend(tmp_path, model_dir):
+    """A sweep trial of two workers is built by the train step's builder, so ``train.backend`` holds there too.
+
+    The GPU configuration on this CPU machine: Ray declares two GPUs (``num_gpus=2``), the trial asks for them
+    (``train.use_gpu: true``) and names gloo. A trainer that picked NCCL from ``use_gpu`` (as the sweep once did)
+    cannot start its process group without CUDA; the trial must finish, and its checkpoint records the worker
+    group that trained it: two workers over gloo."""
+    import ray
+
+    from pipelines.sweep.driver import run_sweep
+
+    cfg = _config(tmp_path, model_dir, methods=["fora"], layer_budgets=[1], lr=[3e-2], stiefel_lr=[1e-2],
+                  max_trials=1, register_best=False)
+    cfg["train"].update(num_workers=2, cpus_per_worker=0.4, use_gpu=True, backend="gloo", max_steps=2,
+                        checkpoint_every=2, eval_every=2, max_failures=0)
+    ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        summary = run_sweep(RunConfig.from_dict(cfg))
+    finally:
+        ray.shutdown()
+    assert summary["finished"], summary["results"]
+    assert [r["status"] for r in summary["results"]] == ["completed"]
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("fora_checkpoint.json")]
+    assert metas and {(m["workers"], m["collective_backend"]) for m in metas} == {(2, "gloo")}

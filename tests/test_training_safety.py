@@ -24,6 +24,7 @@ from pipelines.config.errors import TrainingDiverged
 from pipelines.config.run_config import RunConfig
 from pipelines.steps.data_prep import prepare_data
 from pipelines.steps.train import run_training
+from pipelines.training.faults import FailAt, NaNLossAt
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 LAYERS = [1, 3]
@@ -74,7 +75,7 @@ def test_a_diverging_method_stops_and_saves_no_adapter(tmp_path, model_dir, data
 def test_divergence_keeps_the_last_finite_checkpoint_and_nothing_after_it(tmp_path, model_dir, data_dir, use_ray):
     run = RunConfig.from_dict(config(tmp_path, model_dir, use_ray=use_ray))
     with pytest.raises(TrainingDiverged, match=r"diverged at step 5: loss nan.*last finite checkpoint \(step 4\)"):
-        run_training(run, data_dir, LAYERS, tmp_path / "train", nan_at_step=4)
+        run_training(run, data_dir, LAYERS, tmp_path / "train", hooks=[NaNLossAt(4)])
     assert not (tmp_path / "train" / "adapter").exists()
     metas = [json.loads(p.read_text()) for p in Path(run.checkpoint_dir).rglob("fora_checkpoint.json")]
     assert max(m["step"] for m in metas) == 4
@@ -91,10 +92,10 @@ def test_resume_at_the_default_dropout_equals_the_uninterrupted_run(tmp_path, mo
     ref = run_training(straight, data_dir, LAYERS, tmp_path / "a" / "train")
     broken = RunConfig.from_dict(config(tmp_path / "b", model_dir, use_ray=use_ray))
     if use_ray:  # a worker dies after the step-2 checkpoint; FailureConfig restarts it from there
-        got = run_training(broken, data_dir, LAYERS, tmp_path / "b" / "train", fail_at_step=3)
+        got = run_training(broken, data_dir, LAYERS, tmp_path / "b" / "train", hooks=[FailAt(3)])
     else:  # the process dies; the re-run resumes from the checkpoint
         with pytest.raises(RuntimeError, match="injected failure at step 3"):
-            run_training(broken, data_dir, LAYERS, tmp_path / "b" / "train", fail_at_step=3)
+            run_training(broken, data_dir, LAYERS, tmp_path / "b" / "train", hooks=[FailAt(3)])
         got = run_training(broken, data_dir, LAYERS, tmp_path / "b" / "train")
     history = json.loads((tmp_path / "b" / "train" / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]  # no step lost or repeated

@@ -80,7 +80,7 @@ def test_a_user_task_yaml_is_scored_as_computed_by_hand_and_the_base_is_cached(t
     first = run_evaluation(model, tok, None, tmp_path, cfg, tmp_path / "eval1", cache=str(cache))
     hand = _hand_acc(model, tok)
     base = first["base"]
-    assert base["tasks"]["my_quiz"]["items"] == hand
+    assert base["items"]["my_quiz/acc"]["my_quiz"] == hand
     assert base["metrics"]["my_quiz/acc"] == pytest.approx(sum(hand) / len(hand))
     assert base["metrics"]["acc_avg"] == pytest.approx(sum(hand) / len(hand))
     assert not base["from_cache"] and len(list(cache.iterdir())) == 1
@@ -92,7 +92,7 @@ def test_a_user_task_yaml_is_scored_as_computed_by_hand_and_the_base_is_cached(t
     data.write_text("".join(json.dumps(d) + "\n" for d in QUIZ[:-1]))
     third = run_evaluation(model, tok, None, tmp_path, cfg, tmp_path / "eval3", cache=str(cache))
     assert not third["base"]["from_cache"] and third["suite"] != first["suite"]
-    assert third["base"]["tasks"]["my_quiz"]["items"] == hand[:-1]
+    assert third["base"]["items"]["my_quiz/acc"]["my_quiz"] == hand[:-1]
 
 
 def test_tasks_that_cannot_be_had_are_one_line_naming_them(tmp_path):

@@ -9,8 +9,22 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def calibrate(config_yaml: str, overrides: str, data_fingerprint: str, data: Input[Dataset],
               calibration: Output[Artifact], fisher_profile: Output[HTML], metrics: Output[Metrics]) -> str:
-    """Diagonal empirical Fisher per decoder layer; returns the selected layers as JSON. Cached on the data
-    source's fingerprint like data prep; logged to MLflow by the train step."""
+    """The diagonal Fisher score of every decoder layer and the top-K selection. Cached on the data source's
+    fingerprint like data prep; logged to MLflow by the train step.
+
+    Args:
+        config_yaml: the effective run config as YAML (the resolve step's ``run_config``).
+        overrides: section.field=value items applied over it ("" in the pipeline: resolve applied them).
+        data_fingerprint: the data source's fingerprint from resolve: the cache key.
+        data: the prepared splits (this step reads ``calibration.jsonl``).
+
+    Returns:
+        calibration: ``fisher_report.json`` (scores, ranking, selected layers) and the FILet energies when the
+            method uses them.
+        fisher_profile: the per-layer Fisher profile with the selected layers highlighted.
+        metrics: the number of layers selected and the pass's seconds.
+        Output: the selected layers as a JSON list.
+    """
     import json
     from pathlib import Path
 

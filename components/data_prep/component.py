@@ -10,9 +10,20 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def data_prep(config_yaml: str, overrides: str, data_fingerprint: str, data: Output[Dataset],
               data_card: Output[Markdown]) -> str:
-    """Read ``data.source``; write train/validation/calibration JSONL and the data card. Returns the
-    prepared data's content hash. Logs nothing to MLflow (a cached step must not name a run: the train step
-    logs the data card into this pipeline run's MLflow run)."""
+    """Reads ``data.source`` and writes the train, validation and calibration splits and the data card. Logs
+    nothing to MLflow (a cached step must not name a run: the train step logs the data card into this pipeline
+    run's MLflow run).
+
+    Args:
+        config_yaml: the effective run config as YAML (the resolve step's ``run_config``).
+        overrides: section.field=value items applied over it ("" in the pipeline: resolve applied them).
+        data_fingerprint: the data source's fingerprint from resolve: the cache key (a hit means the same data).
+
+    Returns:
+        data: the prepared splits (``train.jsonl``, ``validation.jsonl``, ``calibration.jsonl``) and the card.
+        data_card: the data card as Markdown (source, counts, lengths, template, fingerprint).
+        Output: the prepared data's content hash.
+    """
     import shutil
     from pathlib import Path
 

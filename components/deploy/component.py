@@ -10,7 +10,19 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def deploy(config_yaml: str, overrides: str, version: int, inference_service: Output[Artifact],
            deployment: Output[Markdown]) -> str:
-    """Writes ``inference_service`` (YAML, ready for ``kubectl apply -f``) and returns what happened."""
+    """Serves a registered version: its KServe InferenceService (``serve`` section), applied through the API
+    server when ``serve.deploy`` is true and the version is the champion.
+
+    Args:
+        config_yaml: the effective run config as YAML (the resolve step's ``run_config``).
+        overrides: section.field=value items applied over it ("" in the pipeline: resolve applied them).
+        version: the registered version to serve.
+
+    Returns:
+        inference_service: the InferenceService YAML, ready for ``kubectl apply -f``.
+        deployment: what happened, as Markdown.
+        Output: what happened, one line.
+    """
     import yaml
 
     from pipelines.config.overrides import split_overrides

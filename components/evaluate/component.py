@@ -11,8 +11,22 @@ from components import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[Dataset], adapter: Input[Model],
              evaluation: Output[Artifact], scores: Output[Metrics], table: Output[Markdown]) -> float:
-    """Scores the models on the eval suite (``eval`` section); returns the tuned model's value of
-    ``register.metric``."""
+    """Scores the base model, the tuned model and the registry's champion on the same items (``eval`` section),
+    with the tuned model's diagnostics.
+
+    Args:
+        config_yaml: the effective run config as YAML (the resolve step's ``run_config``).
+        overrides: section.field=value items applied over it ("" in the pipeline: resolve applied them).
+        mlflow_run_id: the pipeline run's MLflow run; every metric and the answers table are logged there.
+        data: the prepared splits (the held-out data comes from ``validation.jsonl`` by default).
+        adapter: the trained adapter.
+
+    Returns:
+        evaluation: ``eval_results.json``, ``item_scores.json``, the table and the adapter report.
+        scores: every metric per model (``<model>_<metric>``), the diagnostics among them.
+        table: the metrics of base, tuned and champion side by side.
+        Output: the tuned model's value of ``register.metric`` (NaN when the evaluation did not produce it).
+    """
     import shutil
     from pathlib import Path
 
@@ -31,9 +45,7 @@ def evaluate(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
         r = results.get(who)
         if r is None:
             continue
-        values = dict(r["metrics"])
-        values.update({key: r[key] for key in ("kl_drift", "effective_rank_ratio", "stiefel_factor_drift") if key in r})
-        for name, value in values.items():
+        for name, value in r["metrics"].items():  # the scores and the diagnostics (DIAGNOSTIC_METRICS)
             if math.isfinite(value):
                 scores.log_metric(f"{who}_{name.replace('/', '_')}", value)
     return float(results["tuned"]["metrics"].get(run.register.metric, float("nan")))

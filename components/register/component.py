@@ -11,8 +11,24 @@ def register(config_yaml: str, overrides: str, mlflow_run_id: str, data: Input[D
              calibration: Input[Artifact], adapter: Input[Model], evaluation: Input[Artifact],
              merged: Output[Model], registration: Output[Markdown], registry_tags: str = "{}") -> int:
     """Registers a model version tagged with method, K, layers, data hash and base model; moves the
-    ``champion`` alias only if a paired test on the evaluation's items says it beats the champion.
-    ``registry_tags``: JSON of extra tags (the sweep pipeline says which trial). Returns the version."""
+    ``champion`` alias only if a paired test on the evaluation's items says it beats the champion and it breaks
+    no ``register.guards``.
+
+    Args:
+        config_yaml: the effective run config as YAML (the resolve step's ``run_config``).
+        overrides: section.field=value items applied over it ("" in the pipeline: resolve applied them).
+        mlflow_run_id: the pipeline run's MLflow run (the version's source run).
+        data: the prepared data (its card and hash become tags).
+        calibration: the Fisher report (the selected layers become a tag).
+        adapter: the adapter to register (merged into the base unless ``register.artifact: adapter``).
+        evaluation: the evaluate step's results and per-item scores (the paired test's input).
+        registry_tags: JSON of extra tags on the version (the sweep pipeline names the trial).
+
+    Returns:
+        merged: the registered model folder.
+        registration: the decision as Markdown (version, promote or keep, the test and why).
+        Output: the registered version's number.
+    """
     import json
 
     from pipelines.config.overrides import split_overrides

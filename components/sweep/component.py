@@ -13,10 +13,27 @@ def sweep(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: st
           calibration: Input[Artifact], results: Output[Artifact], results_table: Output[Markdown],
           k_sensitivity: Output[HTML], learning_curves: Output[HTML],
           best_adapter: Output[Model]) -> NamedTuple("SweepOutputs", best_config_yaml=str, registry_tags=str):
-    """Trials reuse the one Fisher report in ``calibration``. Tune's experiment lives under ``storage.uri``
-    (per pipeline run), so a retried pod restores it; with a Ray cluster configured, the trials run there
-    as one Ray job. Returns the config of the best trial (method, K, learning rates) for evaluate/register,
-    and the registry tags naming the trial."""
+    """A Ray Tune sweep of the method, K and the learning rates; the trials reuse the one Fisher report in
+    ``calibration``. Tune's experiment lives under ``storage.uri`` (per pipeline run), so a retried pod restores
+    it; with a Ray cluster configured, the trials run there as one Ray job.
+
+    Args:
+        config_yaml: the effective run config as YAML (the resolve step's ``run_config``).
+        overrides: section.field=value items applied over it ("" in the pipeline: resolve applied them).
+        mlflow_run_id: the pipeline run's MLflow run (each trial is a child run of it).
+        pipeline_run: the KFP run's name: the key of Tune's experiment under ``storage.uri``.
+        data: the prepared splits.
+        calibration: the Fisher report every trial selects its K layers from.
+
+    Returns:
+        results: ``results.csv``, ``results.md`` and ``sweep_summary.json``.
+        results_table: every trial's method, K, learning rates, status and validation loss.
+        k_sensitivity: the validation loss against K per method.
+        learning_curves: every trial's validation loss per step.
+        best_adapter: the best trial's adapter.
+        best_config_yaml: the best trial's run config (method, K, learning rates), for evaluate and register.
+        registry_tags: JSON of the tags naming the best trial.
+    """
     import json
     import shutil
     from collections import namedtuple

@@ -10,10 +10,24 @@ from components import BASE_IMAGE
 def train(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: str, data: Input[Dataset],
           calibration: Input[Artifact], adapter: Output[Model], loss_curve: Output[HTML],
           metrics: Output[Metrics]):
-    """Ray Train ``TorchTrainer`` at the calibrated layers. With a Ray cluster's Jobs API in ``RAY_ADDRESS``
-    (or ``ray.address``) the training is submitted there as a Ray job, its inputs staged under
-    ``storage.uri``; otherwise a one-node Ray starts inside this pod. Checkpoints go to the pipeline run's
-    own namespace under ``train.checkpoint_dir`` (s3:// on a cluster), so a retried pod resumes."""
+    """FoRA at the calibrated layers with Ray Train. With a Ray cluster's Jobs API in ``RAY_ADDRESS`` (or
+    ``ray.address``) the training is submitted there as a Ray job, its inputs staged under ``storage.uri``;
+    otherwise a one-node Ray starts inside this pod. Checkpoints go to the pipeline run's own namespace under
+    ``train.checkpoint_dir`` (s3:// on a cluster), so a retried pod resumes.
+
+    Args:
+        config_yaml: the effective run config as YAML (the resolve step's ``run_config``).
+        overrides: section.field=value items applied over it ("" in the pipeline: resolve applied them).
+        mlflow_run_id: the pipeline run's MLflow run (resolve opened it); step metrics are logged there.
+        pipeline_run: the KFP run's name: the checkpoint namespace's key (a retry of the same run resumes).
+        data: the prepared splits.
+        calibration: the Fisher report with the selected layers.
+
+    Returns:
+        adapter: the trained PEFT LoRA adapter (metadata: method, base model, layers).
+        loss_curve: training and validation loss per step.
+        metrics: the last step's loss, validation loss and throughput.
+    """
     import shutil
     from pathlib import Path
 

@@ -5,5 +5,5 @@ re-run over seeds and scored, with confidence intervals.
     report.py   report.md, its tables and plots, and the plain-words reading
 
 The ``ablation`` section of the run config is ``config/ablation.py``; the statistics are
-``evaluation/stats.py``. Imports the sweep and every room below it.
+``evaluation/stats.py``. Imports the sweep and every package below it.
 """

@@ -67,10 +67,18 @@ def per_seed(summary: dict, method: str, key: str, phase: str = "seeds") -> dict
     return out
 
 
+METRIC_OF_KEY = {"general_perplexity": "general/perplexity", "kl_drift": "kl_drift",
+                 "effective_rank_ratio": "effective_rank_ratio"}
+"""The report's columns and the evaluate step's metric each is read from (``report_loss``: log of the report
+split's perplexity)."""
+
+
 def metric_of(tuned: dict, key: str) -> float | None:
+    """A report column of one scored model (``steps/evaluate.py``'s block: its ``metrics``)."""
+    metrics = tuned.get("metrics", {})
     if key == "report_loss":
-        return math.log(tuned["perplexity"]) if tuned.get("perplexity") else None
-    v = tuned.get(key)
+        return math.log(metrics["heldout/perplexity"]) if metrics.get("heldout/perplexity") else None
+    v = metrics.get(METRIC_OF_KEY[key])
     return float(v) if v is not None else None
 
 

@@ -5,14 +5,23 @@ seeds), the paper's numbers beside ours with a verdict from the interval, the pl
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from ..config.register import DEFAULT_METRIC
 from ..evaluation.stats import bootstrap_ci, mean_sd, paired_difference_ci, seed_averaged
 from ..runtime import atomic
 from . import plots
-from .claims import PAPER, additivity, compare, k_comparisons, mean_interval, ordered_methods, reading
+from .claims import (
+    PAPER,
+    additivity,
+    compare,
+    k_comparisons,
+    mean_interval,
+    metric_of,
+    ordered_methods,
+    reading,
+)
 
 STIEFEL = ("fora", "stiefel-lora", "fora-filet")
 
@@ -32,13 +41,13 @@ def method_table(summary: dict) -> dict[str, dict[str, Any]]:
         for key in ("report_loss", "general_perplexity", "kl_drift", "effective_rank_ratio"):
             ci = mean_interval(summary, m, key)
             row[key] = ci[:3] if ci else None
-        if all(tu.get("tasks") for tu in tuned):
-            items[m] = seed_averaged([{t: v["items"] for t, v in tu["tasks"].items()} for tu in tuned])
+        if all(tu["items"].get(DEFAULT_METRIC) for tu in tuned):  # {task: 0/1 per item} of every task with acc
+            items[m] = seed_averaged([tu["items"][DEFAULT_METRIC] for tu in tuned])
             row["acc"] = bootstrap_ci(items[m])
         tps = [r["tokens_per_s"] for r in trials if r.get("tokens_per_s")]
         row["tokens_per_s"] = mean_sd(tps) if tps else None
         rows[m] = row
-    base_items = {t: v["items"] for t, v in summary["base"].get("tasks", {}).items()}
+    base_items = summary["base"]["items"].get(DEFAULT_METRIC)
     base_c = seed_averaged([base_items]) if base_items else None
     for m, row in rows.items():
         if m in items and base_c:
@@ -177,8 +186,9 @@ def markdown(summary: dict, table: dict[str, dict], statements: list[str]) -> st
             f"{_ci(r['general_perplexity'], '{:.2f}', seeds=n)} | {_ci(r['kl_drift'], '{:.4f}', seeds=n)} | "
             f"{_ci(r['effective_rank_ratio'], '{:.3f}', seeds=n)} | {_pm(r['tokens_per_s'])} |")
     base, base_gp = summary["base"], plots.base_general_perplexity(summary)
-    base_loss = math.log(base["perplexity"]) if base.get("perplexity") else float("nan")
-    lines += ["", "Base model: " + (f"accuracy {base.get('acc_avg', float('nan')):.3f}, " if with_acc else "")
+    base_loss = metric_of(base, "report_loss") or float("nan")
+    lines += ["", "Base model: " + (f"accuracy {base['metrics'].get(DEFAULT_METRIC, float('nan')):.3f}, "
+                                    if with_acc else "")
               + f"report-split loss {base_loss:.4f}" + (f", general-text perplexity {base_gp:.2f}"
                                                          if base_gp else "") + ".",
               "", "![methods](methods.png)", "", "## Beside the paper", ""] + paper_rows(summary, table)

@@ -203,8 +203,8 @@ def _search(run: RunConfig, root: Path, num_layers: int, data: Path, calib: Path
 
 def run_ablation(run: RunConfig, command: str | None = None) -> dict:
     """The whole ablation; returns its summary (also ``ablation/ablation_summary.json``) and writes the report."""
+    from ..preflight.checks import check_data
     from ..runtime.reachability import check_services
-    from ..steps.preflight import check_data
     from .report import write_report
 
     t_start = time.perf_counter()

@@ -33,7 +33,7 @@ def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks
     """Scores of every trial's adapter ({trial_id: eval results}); cached per trial under root/scores/."""
     from ..steps.evaluate import run_evaluation
 
-    pending = [r for r in rows if not (root / "scores" / r["trial_id"] / "eval_results.json").exists()]
+    pending = [r for r in rows if not _scored(root / "scores" / r["trial_id"] / "eval_results.json")]
     model = tokenizer = None
     if pending:
         model, tokenizer = model_source(run).load()
@@ -51,6 +51,13 @@ def score_trials(run: RunConfig, rows: list[dict], data: Path, root: Path, tasks
                  time.perf_counter() - t0)
     return {r["trial_id"]: json.loads((root / "scores" / r["trial_id"] / "eval_results.json").read_text())
             for r in rows}
+
+
+def _scored(path: Path) -> bool:
+    """Whether ``path`` holds scores of the current schema (an older one is scored again)."""
+    from ..steps.evaluate import RESULTS_FORMAT
+
+    return path.exists() and json.loads(path.read_text()).get("format") == RESULTS_FORMAT
 
 
 def stiefel_drift_of_trials(run: RunConfig, rows: list[dict], root: Path) -> dict[str, float]:
@@ -95,7 +102,7 @@ def score_base(run: RunConfig, data: Path, root: Path) -> dict:
     from ..steps.evaluate import run_evaluation
 
     out = root / "scores" / "base"
-    if not (out / "eval_results.json").exists():
+    if not _scored(out / "eval_results.json"):
         model, tokenizer = model_source(run).load()
         run_evaluation(model, tokenizer, None, data, _ablation_eval(run, True), out, max_length=run.data.max_length,
                        compare_base=True, diagnostics=False)

@@ -9,5 +9,5 @@ a model, a service or the network.
     checks.py       the field checks every section uses (one error format: field, value, allowed values)
     errors.py       the user-error classes and ``one_line_user_errors``
 
-The bottom room: imports fora_core only, never another room of ``pipelines``.
+The bottom package: imports fora_core only, never another package of ``pipelines``.
 """

@@ -6,8 +6,8 @@ component wrap their work in :func:`one_line_user_errors`.
 * a job that failed elsewhere (a Ray job on the cluster): one line naming the job and its own error, exit
   code 1 (its full log was already streamed above it), so KFP retries the step.
 
-The error classes live here, at the bottom of ``pipelines``, so that every room can raise them and this
-module needs none of the rooms that raise them.
+The error classes live here, at the bottom of ``pipelines``, so that every package can raise them and this
+module needs none of the packages that raise them.
 """
 
 from __future__ import annotations

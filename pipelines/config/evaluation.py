@@ -138,10 +138,9 @@ class EvalConfig:
             fail("eval.cache", self.cache, "'' (the default place), a folder, an s3:// URI, or 'off'")
         self.heldout = build_section(HeldoutConfig, self.heldout, "eval.heldout")
 
-    @property
-    def builtin_tasks(self) -> list[str]:
-        return [t for t in self.tasks if t in BUILTIN_TASKS]
 
+TASK_AVERAGES = {"acc_avg": "acc", "acc_norm_avg": "acc_norm"}
+"""The evaluate step's macro averages over the lm-eval tasks, and the per-task metric each averages."""
 
 def metric_unavailable(cfg: EvalConfig, metric: str) -> str:
     """'' when the evaluate step, configured by ``cfg``, produces ``metric``; else why not (one clause).
@@ -152,7 +151,7 @@ def metric_unavailable(cfg: EvalConfig, metric: str) -> str:
     if not isinstance(metric, str) or not metric:
         return "a metric name such as acc_avg, boolq/acc, heldout/loss or heldout/contains"
     external = [t for t in cfg.tasks if t not in BUILTIN_TASKS]
-    if metric in ("acc_avg", "acc_norm_avg"):
+    if metric in TASK_AVERAGES:
         return "" if cfg.tasks else "eval.tasks is empty (acc_avg averages the lm-eval tasks' accuracies)"
     head, _, leaf = metric.partition("/")
     if not leaf:

@@ -1,5 +1,5 @@
 """The ``register`` section of the run config: where models are registered, and how a challenger may
-replace the champion (see ``promotion.py``, ``paired_test.py``).
+replace the champion (see ``promotion.py``, ``significance.py``).
 
     register:
       model_name: fora-smollm2-135m
@@ -28,6 +28,9 @@ NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 
 
 PROMOTION_TESTS = ("auto", "bootstrap", "mcnemar")
+"""``register.promotion_test``; ``registry/significance.py`` runs each."""
+DEFAULT_METRIC = "acc_avg"
+"""``register.metric`` when the config names none: the macro accuracy over the lm-eval tasks."""
 APPROVALS = ("auto", "manual")
 
 
@@ -57,7 +60,7 @@ class Guard:
 @dataclass
 class RegisterConfig:
     model_name: str = "fora-model"
-    metric: str = "acc_avg"
+    metric: str = DEFAULT_METRIC
     """What the champion and the challenger are compared on, item by item: any metric the evaluate step
     produces (acc_avg, acc_norm_avg, <task>/<metric>, heldout/loss, heldout/<scorer>; see
     ``evaluation/metrics.py``), its direction known (lower is better for losses and perplexities)."""

@@ -313,7 +313,7 @@ def _check_fisher_budget(run: RunConfig) -> None:
 def load_run_config(path: str | Path, overrides: list[str] | None = None,
                     read_uri: Callable[[str], str] | None = None) -> RunConfig:
     """Read a YAML run config (a file, or an s3:// URI: how a Ray job gets it); ``overrides`` are dotted
-    ``key=value`` strings (values parsed as YAML). ``read_uri`` reads a URI's text: the config room sits below
+    ``key=value`` strings (values parsed as YAML). ``read_uri`` reads a URI's text: the config package sits below
     storage, so the caller passes it in (the CLI passes ``runtime.storage.read_text``)."""
     if str(path).startswith("s3://"):
         if read_uri is None:

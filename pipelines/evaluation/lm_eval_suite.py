@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from ..config.errors import RunConfigError
-from ..config.evaluation import BUILTIN_TASKS, is_task_path
+from ..config.evaluation import BUILTIN_TASKS, TASK_AVERAGES, is_task_path
 from ..data.commonsense import load_examples
 from ..runtime import storage
 
@@ -224,7 +224,7 @@ def lm_eval_scores(model, tokenizer, suite: Suite, manager, limit: int, batch_si
             values = [s.get(metric) for s in per]
             if values and all(isinstance(v, (int, float, bool)) for v in values):
                 items[name] = {ours: [float(v) for v in values]}
-    for avg, leaf in (("acc_avg", "acc"), ("acc_norm_avg", "acc_norm")):
+    for avg, leaf in TASK_AVERAGES.items():
         having = {t: items[f"{t}/{leaf}"][t] for t in tasks if f"{t}/{leaf}" in items}
         if having:
             metrics[avg] = sum(tasks[t][leaf] for t in having) / len(having)

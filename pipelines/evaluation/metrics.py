@@ -37,6 +37,12 @@ LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "word_perplexity", "byte_perplex
                    "ter", "wer", "cer")
 """Metric names (the part after the last '/', without a ':filter') for which lower is better."""
 
+DIAGNOSTIC_METRICS = ("general/perplexity", "kl_drift", "effective_rank_ratio", "stiefel_factor_drift")
+"""What the evaluate step measures about the tuned model beside its scores, as metrics like any other (in
+``eval_results.json``, MLflow ``tuned/<name>``, the KFP Metrics artifact; usable in ``register.guards``):
+general-text perplexity (base and tuned), KL drift from the base (nats/token), the updates' effective rank / r,
+and how far a Stiefel factor moved from its init (||X - X0|| / ||X0||). No per-item scores."""
+
 
 def metric_leaf(name: str) -> str:
     """'boolq/acc' -> 'acc'; 'gsm8k/exact_match:strict-match' -> 'exact_match'."""
@@ -48,11 +54,6 @@ def higher_is_better(name: str, declared: dict[str, bool] | None = None) -> bool
     if declared and name in declared:
         return bool(declared[name])
     return metric_leaf(name) not in LOWER_IS_BETTER
-
-
-def is_binary(items: dict[str, list[float]]) -> bool:
-    """Whether every per-item score is 0 or 1 (McNemar applies) rather than continuous."""
-    return all(v in (0, 1, 0.0, 1.0, True, False) for values in items.values() for v in values)
 
 
 def _normalise(text: str) -> str:

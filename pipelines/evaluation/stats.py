@@ -28,23 +28,24 @@ def seed_averaged(items_per_seed: list[dict[str, list[int]]]) -> dict[str, np.nd
 
 
 def macro_accuracy(c: dict[str, np.ndarray]) -> float:
+    """(1/T) sum_t mean(c_t): the average over tasks of the per-task mean."""
     return float(np.mean([v.mean() for v in c.values()]))
 
 
-def _resampled_means(c: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> np.ndarray:
-    """(B,) macro accuracies for B bootstrap draws of item indices ``idx[t]`` (B, n_t)."""
-    return np.mean([c[t][idx[t]].mean(axis=1) for t in c], axis=0)
-
-
-def _draws(c: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+def bootstrap_macro_means(c: dict[str, np.ndarray], n_boot: int, seed: int) -> np.ndarray:
+    """(B,) macro averages of B = ``n_boot`` stratified bootstrap draws: for each task t (in order) the item indices
+    (B, n_t) are drawn with replacement from one ``default_rng(seed)``, and draw b's value is
+    (1/T) sum_t mean_i c_t[idx_t[b, i]]. The one bootstrap of the project: the intervals below and the
+    registry's promotion test (``registry/significance.py``) resample with it."""
     rng = np.random.default_rng(seed)
-    return {t: rng.integers(0, len(v), size=(n_boot, len(v))) for t, v in c.items()}
+    idx = {t: rng.integers(0, len(v), size=(n_boot, len(v))) for t, v in c.items()}
+    return np.mean([c[t][idx[t]].mean(axis=1) for t in c], axis=0)
 
 
 def bootstrap_ci(c: dict[str, np.ndarray], n_boot: int = 2000, level: float = 0.95, seed: int = 0
                  ) -> tuple[float, float, float]:
     """(accuracy, low, high): percentile bootstrap, items resampled within each task."""
-    means = _resampled_means(c, _draws(c, n_boot, seed))
+    means = bootstrap_macro_means(c, n_boot, seed)
     alpha = (1 - level) / 2
     return macro_accuracy(c), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
@@ -55,7 +56,7 @@ def paired_difference_ci(a: dict[str, np.ndarray], b: dict[str, np.ndarray], n_b
     if a.keys() != b.keys() or any(len(a[t]) != len(b[t]) for t in a):
         raise ValueError("a paired comparison needs both methods scored on the same items")
     diff = {t: a[t] - b[t] for t in a}
-    means = _resampled_means(diff, _draws(diff, n_boot, seed))
+    means = bootstrap_macro_means(diff, n_boot, seed)
     alpha = (1 - level) / 2
     return macro_accuracy(diff), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 

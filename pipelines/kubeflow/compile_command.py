@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..steps.preflight import plan_report
+    from ..preflight.checks import plan_report
     from .fora_pipeline import DEFAULT_CONFIG_PATH, PIPELINE_YAML, compile_pipeline
     from .fora_sweep_pipeline import SWEEP_PIPELINE_YAML, compile_sweep_pipeline
     from .images import choose, warning

@@ -1,7 +1,8 @@
 """The model registry side of the pipeline: champion vs challenger on the same items, a paired test, a
 promotion that is race-safe and recorded in an append-only history, and the ``fora registry`` commands.
 
-    paired_test.py   McNemar's exact test and the paired bootstrap over items
+    significance.py  is the challenger better? McNemar's exact test, or the paired bootstrap of
+                     evaluation/stats.py, over the items both were scored on
     lock.py          a mutual-exclusion lock made of MLflow's unique registered-model names
     history.py       the append-only promotion history (registered-model tags)
     promotion.py     decide and move the alias, under the lock

@@ -2,7 +2,7 @@
 
 Reading an alias distinguishes "there is none" (the model or the alias does not exist) from any other
 failure (a server error, a timeout): only the first means "no champion"; the second is raised, so a
-transient 5xx can never be read as an empty registry and promote a model unopposed (review R4).
+transient 5xx can never be read as an empty registry and promote a model unopposed.
 """
 
 from __future__ import annotations

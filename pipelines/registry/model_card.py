@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from ..evaluation.stats import bootstrap_ci
-from .paired_test import paired_test
+from .significance import paired_test
 
 
 def _ci(items: dict[str, list[float]]) -> tuple[float, float, float]:
@@ -44,10 +44,6 @@ def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item
     for name, v in sorted(tuned.get("metrics", {}).items()):
         if name != metric:
             lines.append(f"| {name} | {v:.4f} | {base.get(name, float('nan')):.4f} |")
-    for key, label in (("kl_drift", "KL drift from the base (nats/token)"),
-                       ("effective_rank_ratio", "effective rank of the updates / r")):
-        if key in tuned:
-            lines.append(f"| {label} | {tuned[key]:.4f} | - |")
     lines += ["", "## Promotion", ""]
     champ = per_item.get("champion")
     if champ and metric in champ.get("items", {}):

@@ -8,7 +8,7 @@ tasks, same limit, same lm-eval: one *eval suite*, fingerprinted). Here, under t
    the scores that version's own run logged on the same suite (the champion changed while this run
    trained: a concurrent run promoted); without either, the challenger is not promoted (nothing measured
    it against the model it would replace) and the reason says so;
-3. the paired test (``paired_test.py``); promote when it is significant and the gain reaches the margin;
+3. the paired test (``significance.py``); promote when it is significant and the gain reaches the margin;
 4. ``register.approval: manual`` only proposes: the ``challenger`` alias moves, a person promotes;
 5. the decision (numbers, both versions, the suite) is a tag on the new version and an entry in the
    promotion history (``history.py``).
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
+from ..config.register import DEFAULT_METRIC
 from .champion import CHALLENGER, CHAMPION, stored_item_scores, version_by_alias
 from .history import append_entry
 from .lock import registry_lock
-from .paired_test import paired_test
+from .significance import paired_test
 
 log = logging.getLogger("fora")
 
@@ -50,7 +51,7 @@ class Challenger:
     """{group (task): [score per item]} of the new model on ``metric``."""
     suite: str
     """The eval suite's fingerprint."""
-    metric: str = "acc_avg"
+    metric: str = DEFAULT_METRIC
     """``register.metric``: which per-item scores are compared."""
     higher_is_better: bool = True
     measured: dict | None = None

@@ -11,39 +11,18 @@ instead of (d_in^2 + d_out^2) floats per module); ``fisher_report.json`` gets ``
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
-
-import torch
 
 from fora_core import FisherReport, ForaConfig, KfacCollector, fisher_energies, fisher_scores, select_layers
 from fora_core.architecture import module_names_for_layers
 from fora_core.filet import weight_out_in
-from fora_core.fisher import IGNORE_INDEX
 
 from ..data.jsonl import read_jsonl
 from ..data.tokens import collate
+from ..training.calibration_artifacts import FILET_FILE, save_selection
 
 log = logging.getLogger("fora")
-
-
-@torch.no_grad()
-def mean_response_loss(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> float:
-    """Mean token cross-entropy over the unmasked (response) tokens of ``rows``; the caller sets eval mode.
-
-    Rows are batched longest first, so each batch pads to nearly its own length (on instruction rows of mixed
-    length this runs less than half the padded tokens of file order); the mean is over all tokens, so the
-    order does not change it."""
-    device = next(model.parameters()).device
-    rows = sorted(rows, key=lambda r: -len(r["input_ids"]))
-    total, count = 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        b = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad_id).items()}
-        n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
-        total += model(**b).loss.item() * n
-        count += n
-    return total / max(1, count)
 
 
 def plot_fisher_profile(report: FisherReport, selected: list[int], path: str | Path, title: str = "") -> Path:
@@ -63,9 +42,6 @@ def plot_fisher_profile(report: FisherReport, selected: list[int], path: str | P
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
-
-
-FILET_FILE = "filet_energies.safetensors"
 
 
 def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, out_dir: str | Path,
@@ -93,12 +69,7 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
     filet_info = _write_filet_energies(model, kfac, out / FILET_FILE, report.seconds) if kfac is not None else None
     k = fora.num_layers_to_adapt(report.num_layers)
     selected = select_layers(report, k) if fora.uses_fisher else list(range(report.num_layers))
-    report.save(out / "fisher_report.json")
-    data = json.loads((out / "fisher_report.json").read_text())
-    data["selected_layers"] = selected
-    if filet_info is not None:
-        data["filet"] = filet_info
-    (out / "fisher_report.json").write_text(json.dumps(data, indent=2))
+    save_selection(out, report, selected, filet_info)
     plot_fisher_profile(report, selected, out / "fisher_profile.png")
     return {"report": report, "selected_layers": selected, "filet": filet_info}
 
@@ -121,28 +92,3 @@ def _write_filet_energies(model, kfac: KfacCollector, path: Path, pass_seconds: 
              len(energies), seconds, factor_bytes / 2**20)
     return {"modules": len(energies), "energy_seconds": seconds, "pass_seconds_with_hooks": pass_seconds,
             "kfac_factor_bytes": factor_bytes}
-
-
-def load_filet_energies(calib_dir: str | Path) -> dict:
-    """{module name: energies (d_in,)} from a calibration folder (or its s3:// copy), for the train step."""
-    import tempfile
-
-    from safetensors.torch import load_file
-
-    from ..runtime import storage
-
-    location = storage.join(str(calib_dir), FILET_FILE)
-    if not storage.is_uri(location):
-        return load_file(location)
-    with tempfile.TemporaryDirectory(prefix="fora-in-") as tmp:
-        return load_file(str(storage.download_file(location, Path(tmp) / FILET_FILE)))
-
-
-def load_selection(calib_dir: str | Path) -> tuple[FisherReport, list[int]]:
-    """The Fisher report and selected layers from a calibration folder (or its s3:// copy)."""
-    from ..runtime import storage
-
-    data = storage.read_json(storage.join(str(calib_dir), "fisher_report.json"))
-    selected = data.pop("selected_layers")
-    data.pop("filet", None)  # FILet's cost figures ride along in the same file
-    return FisherReport(**data), selected

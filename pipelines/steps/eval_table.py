@@ -3,10 +3,16 @@ model's diagnostics, for a person reading the run (the KFP UI's Markdown view, `
 
 from __future__ import annotations
 
+from ..config.evaluation import TASK_AVERAGES
+from ..config.register import DEFAULT_METRIC
+from ..evaluation.metrics import DIAGNOSTIC_METRICS
+
 
 def _order(name: str) -> tuple[int, str]:
-    if name in ("acc_avg", "acc_norm_avg"):
+    if name in TASK_AVERAGES:
         return (0, name)
+    if name in DIAGNOSTIC_METRICS:
+        return (4, name)
     if name.startswith("heldout/"):
         return (2, name)
     if name.startswith("general/"):
@@ -39,12 +45,8 @@ def results_table(results: dict) -> str:
             b, t = results["base"]["metrics"].get(name), results["tuned"]["metrics"].get(name)
             arrow = "" if directions.get(name, True) else " (lower is better)"
             cells.append("-" if b is None or t is None else f"{t - b:+.3f}{arrow}")
-        label = "**average acc**" if name == "acc_avg" else name
+        label = "**average acc**" if name == DEFAULT_METRIC else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if all("general_perplexity" in results[c] for c in cols if c != "champion") and \
-            not any("general/perplexity" in results[c].get("metrics", {}) for c in cols):
-        lines.append("| general-text perplexity | " + " | ".join(
-            _fmt(results[c].get("general_perplexity"), "perplexity") for c in cols) + (" | |" if delta else " |"))
     diag = results.get("diagnostics")
     if diag:
         extra = []

@@ -13,6 +13,13 @@ The base model's scores are cached by model and suite fingerprint (``evaluation/
 champion's are taken from its own run's ``item_scores.json`` when it was scored on the same suite.
 Outputs: ``eval_results.json``, ``eval_table.md``, ``item_scores.json`` (per-item scores, answers and the
 suite fingerprint, for the register step's paired test and the MLflow generations table).
+
+One schema for a scored model, in both files: ``{"metrics": {name: value}, "items": {metric: {group: [score per
+item]}}, "tasks": {task: {metric: value}}}`` (``item_scores.json`` adds ``generations``). The diagnostics are
+metrics of that block (``evaluation/metrics.DIAGNOSTIC_METRICS``). ``eval_results.json`` carries
+``"format": 3``; the per-model views of format 1-2 (``acc_avg``, ``perplexity``, ``general_perplexity``,
+``kl_drift`` ... beside ``metrics``, items under ``tasks``), written before 2026-12-08, are read by nothing: the
+ablation re-scores a cached trial of an older format.
 """
 
 from __future__ import annotations
@@ -31,11 +38,12 @@ from ..config.evaluation import EvalConfig, HeldoutConfig
 from ..evaluation import score_cache
 from ..evaluation.heldout import HeldoutItem, build_items, heldout_examples, items_fingerprint, score_heldout
 from ..evaluation.lm_eval_suite import Suite, check_tasks, lm_eval_scores, prepare_suite, task_manager
-from ..evaluation.metrics import higher_is_better
+from ..evaluation.metrics import DIAGNOSTIC_METRICS, higher_is_better
 from ..runtime import atomic
 
 log = logging.getLogger("fora")
 ITEM_SCORES_FORMAT = 2
+RESULTS_FORMAT = 3
 
 
 @dataclass
@@ -98,23 +106,24 @@ def score_model(model, tokenizer, plan: EvalPlan) -> dict:
     return scored
 
 
-def _legacy_view(scored: dict) -> dict:
-    """The per-model result as reports read it: ``tasks`` with acc/acc_norm and their items, ``acc_avg``,
-    ``perplexity`` (held-out) and ``heldout_items`` (how many items it is over), plus ``metrics`` (every metric by
-    name)."""
-    view: dict = {"metrics": dict(scored["metrics"]), "tasks": {}}
-    for task, values in scored["tasks"].items():
-        entry = dict(values)
-        for leaf, key in (("acc", "items"), ("acc_norm", "items_norm")):
-            if f"{task}/{leaf}" in scored["items"]:
-                entry[key] = [int(v) for v in scored["items"][f"{task}/{leaf}"][task]]
-        view["tasks"][task] = entry
-    for name, key in (("acc_avg", "acc_avg"), ("acc_norm_avg", "acc_norm_avg"), ("heldout/perplexity", "perplexity")):
-        if name in scored["metrics"]:
-            view[key] = scored["metrics"][name]
-    if "heldout/loss" in scored.get("items", {}):
-        view["heldout_items"] = len(scored["items"]["heldout/loss"]["heldout"])
-    return view
+def model_block(scored: dict) -> dict:
+    """A scored model as ``eval_results.json`` holds it: its metrics, per-item scores and per-task values."""
+    return {key: dict(scored.get(key) or {}) for key in ("metrics", "items", "tasks")}
+
+
+def diagnostic_metrics(diag: dict) -> dict[str, dict[str, float]]:
+    """{"tuned": {...}, "base": {...}}: the values of ``DIAGNOSTIC_METRICS`` in the tuned model's diagnostics
+    (the base model has a general-text perplexity only)."""
+    adapters, general = diag["adapters"], diag.get("general_text")
+    tuned = {"effective_rank_ratio": adapters.get("effective_rank_ratio", 0.0)}
+    if "stiefel_factor_drift" in adapters:
+        tuned["stiefel_factor_drift"] = adapters["stiefel_factor_drift"]
+    base = {}
+    if general is not None:
+        tuned.update({"general/perplexity": general["tuned_perplexity"], "kl_drift": general["kl_drift"]})
+        base["general/perplexity"] = general["base_perplexity"]
+    assert set(tuned) <= set(DIAGNOSTIC_METRICS), tuned
+    return {"tuned": tuned, "base": base}
 
 
 def adapter_diagnostics_of(tuned, adapter_dir: Path, tokenizer, out: Path, general_text: str,
@@ -185,38 +194,31 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
     plan.base_fingerprint = score_cache.model_fingerprint(base_model)
     log.info("evaluate: %s (suite %s)", plan.describe(), plan.fingerprint)
     scored: dict[str, dict] = {}
-    results: dict = {"suite": plan.fingerprint}
+    results: dict = {"format": RESULTS_FORMAT, "suite": plan.fingerprint}
     base_model.eval()
     if compare_base:
         scored["base"] = _base_scores(base_model, tokenizer, plan, cache)
-        results["base"] = {**_legacy_view(scored["base"]), "from_cache": bool(scored["base"].get("cached"))}
+        results["base"] = {**model_block(scored["base"]), "from_cache": bool(scored["base"].get("cached"))}
     if adapter_dir is not None:
         tuned = PeftModel.from_pretrained(base_model, str(adapter_dir))
         tuned.eval()
         scored["tuned"] = score_model(tuned, tokenizer, plan)
-        results["tuned"] = _legacy_view(scored["tuned"])
+        results["tuned"] = model_block(scored["tuned"])
         if diagnostics:
             diag = adapter_diagnostics_of(tuned, Path(adapter_dir), tokenizer, out, cfg.general_text, cfg.general_tokens)
             results["diagnostics"] = diag
-            results["tuned"]["effective_rank_ratio"] = diag["adapters"].get("effective_rank_ratio", 0.0)
-            if "stiefel_factor_drift" in diag["adapters"]:
-                results["tuned"]["stiefel_factor_drift"] = diag["adapters"]["stiefel_factor_drift"]
-            if "general_text" in diag:
-                g = diag["general_text"]
-                results["tuned"].update(general_perplexity=g["tuned_perplexity"], kl_drift=g["kl_drift"])
-                results["tuned"]["metrics"]["general/perplexity"] = g["tuned_perplexity"]
-                if "base" in results:
-                    results["base"]["general_perplexity"] = g["base_perplexity"]
-                    results["base"]["metrics"]["general/perplexity"] = g["base_perplexity"]
+            for who, values in diagnostic_metrics(diag).items():
+                if who in results:
+                    results[who]["metrics"].update(values)
         tuned.unload()
     if champion is not None:
         scored["champion"] = _champion_scores(base_model, tokenizer, plan, champion, plan.base_fingerprint)
         results["champion"] = {"version": int(champion["version"]), "source": scored["champion"]["source"],
-                               **_legacy_view(scored["champion"])}
+                               **model_block(scored["champion"])}
     directions = {}
     for s in scored.values():
         directions.update(s.get("directions", {}))
-    directions["general/perplexity"] = False
+    directions.update({name: higher_is_better(name) for name in DIAGNOSTIC_METRICS})
     results["directions"] = directions
     if "tuned" in scored:
         atomic.write_text(out / "item_scores.json", json.dumps(item_scores_document(plan, scored, champion)))

@@ -9,8 +9,6 @@ import json
 import math
 from pathlib import Path
 
-LEGACY_KEYS = ("perplexity", "general_perplexity", "kl_drift", "effective_rank_ratio", "stiefel_factor_drift")
-
 
 def generations_table(item_scores: dict) -> dict[str, list] | None:
     """{"question", "reference", "base", "champion vN", "tuned"} columns, or None when nothing was generated."""
@@ -35,8 +33,7 @@ def log_evaluation(results: dict, out: Path) -> None:
         r = results.get(who)
         if r is None:
             continue
-        values = {f"{who}/{name}": v for name, v in r.get("metrics", {}).items()}
-        values.update({f"{who}/{key}": r[key] for key in LEGACY_KEYS if key in r})
+        values = {f"{who}/{name}": v for name, v in r.get("metrics", {}).items()}  # the diagnostics among them
         mlflow.log_metrics({k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)})
     if "champion" in results:
         mlflow.log_param("eval_champion_version", results["champion"]["version"])

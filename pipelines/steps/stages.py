@@ -116,10 +116,10 @@ def resolve(run: RunConfig, run_name: str | None = None, scheduled: bool = False
 
     Returns {"run_id", "source_fingerprint", "recipe_fingerprint", "skip", "reason"}."""
     from ..data.fingerprint import recipe_fingerprint, source_fingerprint
+    from ..preflight.checks import describe, preflight
+    from ..preflight.memory import describe as describe_memory
     from ..registry.retrain import skip_decision
     from ..runtime.reachability import check_services
-    from .memory_check import describe as describe_memory
-    from .preflight import describe, preflight
 
     # the fingerprint asks S3 for the object; the pod memory limit binds inside a Kubernetes pod only
     checked = preflight(run, remote=False, enforce_pod_memory="KUBERNETES_SERVICE_HOST" in os.environ)
@@ -181,7 +181,7 @@ def _log_calibration(calib_dir: Path, selected_layers: list[int]) -> None:
 def log_inputs(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_id: str | None) -> None:
     """Log the data card and the Fisher report to ``run_id``: what the cached KFP steps (data prep,
     calibration) cannot do themselves, since a cached output must not name one pipeline run's MLflow run."""
-    from .calibrate import load_selection
+    from ..training.calibration_artifacts import load_selection
 
     with tracked(run, run_id) as on, storage.local_input(data_dir) as data, \
             storage.local_input(calib_dir) as calib:
@@ -224,7 +224,7 @@ def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir
         from ..runtime.ray_jobs import train_on_cluster
 
         return train_on_cluster(run, address, data_dir, calib_dir, train_dir, run_id, run_key, data_uri, calib_uri)
-    from .calibrate import load_selection
+    from ..training.calibration_artifacts import load_selection
     from .train import run_training
 
     _, layers = load_selection(calib_dir)
@@ -280,7 +280,7 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
     champion (``registry/promotion.py``). Layers and method
     come from the adapter's ``fora_config.json`` (a sweep's best trial has its own), else the calibration."""
     from ..registry.promotion import Policy
-    from .calibrate import load_selection
+    from ..training.calibration_artifacts import load_selection
     from .register import challenger_of, merge_to_folder, register_model
 
     require_inputs("register", (data_dir, "data_card.json", "data-prep"), (adapter_dir, "adapter_config.json", "train"),

@@ -6,5 +6,6 @@
     trials.py       the (method, K) arms and one trial's driver
     report.py       results.csv / results.md and the K-sensitivity and learning-curve plots
 
-Imports the rooms below it (``steps`` for the train loop and the stages); nothing below imports it.
+Imports the packages below it (``training`` for the loop and its trainer, ``steps`` for the stages); nothing
+below imports it.
 """

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""``fora sweep`` from start to end: data and the Fisher pass once (reused on a restart with the same inputs),
+the trials (``tune_runner.py``; a Ray job on the cluster when ``ray.address`` is a Jobs API), and the best trial
+evaluated and registered like a pipeline run's model."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from ..config.run_config import RunConfig, needs_filet
 from ..runtime import atomic
 from ..runtime.models import model_source
 from ..steps import stages
-from ..steps.calibrate import load_selection
+from ..training.calibration_artifacts import load_selection
 from .trials import plan
 from .tune_runner import best_trial, sweep_tags, tune_trials
 
@@ -76,8 +78,8 @@ def run_sweep(run: RunConfig) -> dict:
     Interrupted (Ctrl-C, a killed driver), the same command resumes it: Tune restores its experiment,
     finished trials are kept, unfinished ones start again, and the data and Fisher report are reused.
     """
+    from ..preflight.checks import check_data
     from ..runtime.reachability import check_services
-    from ..steps.preflight import check_data
 
     t_start = time.perf_counter()
     plan(run)
@@ -102,7 +104,8 @@ def run_sweep(run: RunConfig) -> dict:
         reg = stages.register(best_run, sweep_dir / "data", sweep_dir / "calibration", adapter,
                               sweep_dir / "best" / "eval", sweep_dir / "best" / "merged", parent,
                               extra_tags=sweep_tags(summary))
-        summary["best"].update(registration=reg, acc_avg={w: results[w].get("acc_avg") for w in ("base", "tuned") if w in results})
+        summary["best"].update(registration=reg, acc_avg={w: results[w]["metrics"].get("acc_avg")
+                                                          for w in ("base", "tuned") if w in results})
         summary["seconds"]["evaluate_register"] = time.perf_counter() - t
     summary["seconds"]["total"] = time.perf_counter() - t_start
     atomic.write_text(sweep_dir / "sweep_summary.json", json.dumps(summary, indent=2, default=str))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Any
 
 from fora_core import FISHER_METHODS, select_layers  # FISHER_METHODS: K applies; the others adapt every layer
@@ -13,8 +14,11 @@ from fora_core.config import resolve_layer_budget
 
 from ..config.errors import RunConfigError
 from ..config.run_config import RunConfig
-from ..runtime import checkpoints, storage
-from ..steps.calibrate import load_selection
+from ..runtime import checkpoints
+from ..training.calibration_artifacts import load_selection
+from ..training.loop import train_loop_per_worker
+from ..training.loop_config import LoopConfig
+from ..training.trainer import build_torch_trainer
 
 TRIAL_DRIVER_CPU = 0.1
 
@@ -23,7 +27,7 @@ def num_decoder_layers(run: RunConfig) -> int:
     """L from the model's config alone (no weights loaded), after the model checks of ``preflight.py``
     (targets, K values, rank, max_length). Not the data source: trials on a cluster read prepared data
     from storage, and the source may be a file only the submitting pod has."""
-    from ..steps.preflight import check_model
+    from ..preflight.checks import check_model
 
     return check_model(run)["layers"]
 
@@ -93,16 +97,11 @@ def trial_resources(run: RunConfig) -> dict[str, float]:
 
 
 def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """One trial with this trial's method, K and lrs: ``train_loop_per_worker`` in this process (one worker,
-    :func:`in_process_trials`) or as a Ray Train run of ``train.num_workers`` workers."""
-    import mlflow
+    """One trial with this trial's method, K and lrs: the training loop in this process (one worker,
+    :func:`in_process_trials`) or as a Ray Train run of ``train.num_workers`` workers (the train step's
+    builder, ``training/trainer.py``: the same backend, placement and failure budget)."""
     from ray import tune  # [ray]
-    from ray.train import FailureConfig, ScalingConfig  # [ray]
-    from ray.train import RunConfig as RayRunConfig  # [ray]
-    from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
     from ray.tune.integration.ray_train import TuneReportCallback  # [ray]
-
-    from ..steps.train import train_loop_per_worker
 
     base = ctx["run"]
     arm = params["arm"]
@@ -111,41 +110,36 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     report, _ = load_selection(ctx["calibration"])
     layers = select_layers(report, arm["K"]) if arm["method"] in FISHER_METHODS else list(range(report.num_layers))
     trial_id = tune.get_context().get_trial_id()  # [ray]
-
-    client = mlflow.MlflowClient(ctx["tracking_uri"])
-    found = client.search_runs([ctx["experiment_id"]], f"tags.`fora.trial_id` = '{trial_id}'")
-    child = found[0].info.run_id if found else client.create_run(
-        ctx["experiment_id"], run_name=f"trial {trial_id}: {arm['method']} K={arm['K']}",
-        tags={"mlflow.parentRunId": ctx["parent_run_id"], "fora.trial_id": trial_id}).info.run_id
-    if not found:
-        for k, v in {"method": arm["method"], "K": arm["K"], "lr": settings["lr"],
-                     "stiefel_lr": settings["stiefel_lr"], "seed": run.seed, "layers": json.dumps(layers)}.items():
-            client.log_param(child, k, v)
+    child = trial_mlflow_run(ctx, trial_id, arm, settings, run.seed, layers)
 
     # a trial restarted after an interruption continues from its own last checkpoint (Ray Train restores
     # the run of the same name and storage path)
-    loop_config = {"run": run.to_dict(), "data_dir": ctx["data_dir"], "layers": layers, "use_ray": True,
-                   "calib_dir": ctx["calibration"],
-                   "tracking_uri": ctx["tracking_uri"], "mlflow_run_id": child, "progress": False,
-                   "report_val_loss_every_step": True, "run_key": trial_id,
-                   "fingerprint": checkpoints.fingerprint(run, ctx["data_hash"], layers)}
-    tcfg = run.train
+    loop = LoopConfig(run=run, data_dir=ctx["data_dir"], layers=layers, calib_dir=ctx["calibration"],
+                      tracking_uri=ctx["tracking_uri"], mlflow_run_id=child, report_val_loss_every_step=True,
+                      run_key=trial_id, fingerprint=checkpoints.fingerprint(run, ctx["data_hash"], layers))
     if in_process_trials(run):  # one worker: the loop runs here, reporting to Tune directly
-        train_loop_per_worker({**loop_config, "in_tune": True})
+        train_loop_per_worker(replace(loop, where="tune"))
         return
-    storage_path, filesystem = storage.ray_storage(ctx["storage"])
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
-                                     resources_per_worker={"CPU": tcfg.cpus_per_worker},
-                                     placement_strategy=tcfg.placement_strategy),
-        torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
-        run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=storage_path, storage_filesystem=filesystem,
-                                failure_config=FailureConfig(max_failures=tcfg.max_failures),
-                                callbacks=[TuneReportCallback()]),  # [ray]
-    )
+    trainer = build_torch_trainer(run, replace(loop, where="ray"), f"train-{trial_id}", ctx["storage"],
+                                  callbacks=[TuneReportCallback()])  # [ray]
     trainer.fit()  # [ray]
+
+
+def trial_mlflow_run(ctx: dict[str, Any], trial_id: str, arm: dict, settings: dict, seed: int,
+                     layers: list[int]) -> str:
+    """The trial's MLflow child run under the sweep's parent (found again when the trial restarts)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(ctx["tracking_uri"])
+    found = client.search_runs([ctx["experiment_id"]], f"tags.`fora.trial_id` = '{trial_id}'")
+    if found:
+        return found[0].info.run_id
+    child = client.create_run(ctx["experiment_id"], run_name=f"trial {trial_id}: {arm['method']} K={arm['K']}",
+                              tags={"mlflow.parentRunId": ctx["parent_run_id"], "fora.trial_id": trial_id}).info.run_id
+    for k, v in {"method": arm["method"], "K": arm["K"], "lr": settings["lr"], "stiefel_lr": settings["stiefel_lr"],
+                 "seed": seed, "layers": json.dumps(layers)}.items():
+        client.log_param(child, k, v)
+    return child
 
 
 def plan(run: RunConfig) -> tuple[int, list[dict], int]:

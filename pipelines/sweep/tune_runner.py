@@ -129,6 +129,52 @@ def state_root(run: RunConfig, sweep_dir: str | Path, run_key: str | None) -> st
     return str(Path(sweep_dir).resolve())
 
 
+def _tuner(run: RunConfig, trainable, space: dict, root: str, experiment_id: str, concurrent: int):
+    """A new ``Tuner`` under ``root/tune/experiment``, or the one there restored (finished trials kept, errored
+    ones resumed); returns (tuner, resumed)."""
+    from ray import tune  # [ray]
+
+    tune_storage, filesystem = storage.ray_storage(storage.join(root, "tune"))
+    exp_path = f"{tune_storage}/experiment"
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem):
+        log.info("resuming the sweep in %s (finished trials are kept)", storage.join(root, "tune", "experiment"))
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True, param_space=space,
+                                  storage_filesystem=filesystem), True
+    return tune.Tuner(
+        trainable, param_space=space,
+        run_config=tune.RunConfig(name="experiment", storage_path=tune_storage, storage_filesystem=filesystem,
+                                  callbacks=[_trial_callback(run.tracking_uri, experiment_id, run.train.max_steps)],
+                                  # an in-process trial is retried by Tune (from its last checkpoint)
+                                  failure_config=tune.FailureConfig(max_failures=run.train.max_failures
+                                                                    if in_process_trials(run) else 0)),
+        tune_config=tune.TuneConfig(scheduler=_scheduler(run), num_samples=run.sweep.num_samples,
+                                    max_concurrent_trials=concurrent)), False
+
+
+def _summary(run: RunConfig, results: list[dict], parent_run_id: str, n_trials: int, resumed: bool,
+             concurrent: int, threads: int, tune_seconds: float) -> dict[str, Any]:
+    """How each trial ended, the seconds (training, validation, wall, the share outside them) and the best."""
+    finished = [r for r in results if r["status"] in ("completed", "stopped_early", "diverged")]  # ended
+    summary: dict[str, Any] = {
+        "parent_run_id": parent_run_id, "planned_trials": n_trials, "finished_trials": len(finished),
+        "finished": len(finished) == n_trials, "resumed": resumed, "concurrent": concurrent,
+        "threads_per_trial": threads, "failed_trials": sum(r["status"] == "failed" for r in results),
+        "stopped_early": sum(r["status"] == "stopped_early" for r in results),
+        "diverged_trials": sum(r["status"] == "diverged" for r in results),
+        "seconds": {"tune": tune_seconds, "trials_training": sum(r.get("train_seconds", 0.0) for r in results),
+                    "trials_validation": sum(r.get("val_seconds", 0.0) for r in results),
+                    "trials_wall": sum(r.get("wall_seconds") or 0.0 for r in results)},
+        "results": results,
+    }
+    sec = summary["seconds"]
+    # outside training: Ray start-up, worker groups, model loads, checkpoint I/O, Tune's own scheduling
+    busy = sec["trials_training"] + sec["trials_validation"]
+    sec["overhead_share"] = 1 - busy / (tune_seconds * concurrent) if tune_seconds else 0.0
+    if finished:
+        summary["best"] = _best(results, run.sweep.metric, run.sweep.mode)
+    return summary
+
+
 def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, sweep_dir: str | Path,
                 parent_run_id: str, run_key: str | None = None, arms: list[dict] | None = None) -> dict:
     """Ray Tune over the trials on prepared data and a Fisher report; tables, plots and MLflow children.
@@ -171,24 +217,8 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
            "data_hash": data_hash, "tracking_uri": run.tracking_uri,
            "experiment_id": experiment_id, "parent_run_id": parent_run_id, "storage": storage.join(root, "train")}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), trial_resources(run))
-    tune_storage, filesystem = storage.ray_storage(storage.join(root, "tune"))
-    exp_path = f"{tune_storage}/experiment"
-    resumed = tune.Tuner.can_restore(exp_path, storage_filesystem=filesystem)
     t = time.perf_counter()
-    if resumed:
-        log.info("resuming the sweep in %s (finished trials are kept)", storage.join(root, "tune", "experiment"))
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True, param_space=space,
-                                   storage_filesystem=filesystem)
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space=space,
-            run_config=tune.RunConfig(name="experiment", storage_path=tune_storage, storage_filesystem=filesystem,
-                                      callbacks=[_trial_callback(run.tracking_uri, experiment_id, run.train.max_steps)],
-                                      # an in-process trial is retried by Tune (from its last checkpoint)
-                                      failure_config=tune.FailureConfig(max_failures=run.train.max_failures
-                                                                        if in_process_trials(run) else 0)),
-            tune_config=tune.TuneConfig(scheduler=_scheduler(run), num_samples=run.sweep.num_samples,
-                                        max_concurrent_trials=concurrent))
+    tuner, resumed = _tuner(run, trainable, space, root, experiment_id, concurrent)
     log.info("sweep: %d trials (%s%s), %d at a time, %d torch threads each", n_trials,
              ", ".join(sorted({f"{a['method']} K={a['K']}" for a in arms})),
              "" if "lr" in space else " x lr x stiefel_lr", concurrent, threads)
@@ -202,28 +232,12 @@ def tune_trials(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, swe
     outputs = write_tables(results, sweep_dir)
     outputs += [plot_k_sensitivity(results, sweep_dir / "k_sensitivity.png", run.sweep.metric, num_layers),
                 plot_learning_curves(results, sweep_dir / "learning_curves.png")]
-    finished = [r for r in results if r["status"] in ("completed", "stopped_early", "diverged")]  # ended
-    summary: dict[str, Any] = {
-        "parent_run_id": parent_run_id, "planned_trials": n_trials, "finished_trials": len(finished),
-        "finished": len(finished) == n_trials, "resumed": resumed, "concurrent": concurrent,
-        "threads_per_trial": threads, "failed_trials": sum(r["status"] == "failed" for r in results),
-        "stopped_early": sum(r["status"] == "stopped_early" for r in results),
-        "diverged_trials": sum(r["status"] == "diverged" for r in results),
-        "seconds": {"tune": tune_seconds, "trials_training": sum(r.get("train_seconds", 0.0) for r in results),
-                    "trials_validation": sum(r.get("val_seconds", 0.0) for r in results),
-                    "trials_wall": sum(r.get("wall_seconds") or 0.0 for r in results)},
-        "results": results,
-    }
-    sec = summary["seconds"]
-    # outside training: Ray start-up, worker groups, model loads, checkpoint I/O, Tune's own scheduling
-    busy = sec["trials_training"] + sec["trials_validation"]
-    sec["overhead_share"] = 1 - busy / (tune_seconds * concurrent) if tune_seconds else 0.0
-    if finished:
-        summary["best"] = _best(results, run.sweep.metric, run.sweep.mode)
+    summary = _summary(run, results, parent_run_id, n_trials, resumed, concurrent, threads, tune_seconds)
+    finished = summary["finished_trials"]
     with stages.tracked(run, parent_run_id):
         for path in outputs:
             mlflow.log_artifact(str(path), "sweep")
-        mlflow.log_metrics({"sweep/trials_finished": len(finished), "sweep/stopped_early": summary["stopped_early"],
+        mlflow.log_metrics({"sweep/trials_finished": finished, "sweep/stopped_early": summary["stopped_early"],
                             "sweep/seconds_tune": tune_seconds})
         if "best" in summary:
             mlflow.set_tag("sweep.best_trial", summary["best"]["trial_id"])

@@ -261,8 +261,8 @@ def test_two_workers_on_two_ray_nodes_equal_one_worker(topo, env, inputs):
     (STRICT_SPREAD), talk gloo over the network, hold bit-identical adapters after every step, and end where
     one worker in this process ends at the same global batch (the one-node version: tests/test_data_parallel.py)."""
     from pipelines.config.run_config import load_run_config
-    from pipelines.steps.calibrate import load_selection
     from pipelines.steps.train import run_training
+    from pipelines.training.calibration_artifacts import load_selection
 
     topo.start_ray_worker("ray-worker-ddp")
     try:
@@ -298,8 +298,8 @@ def test_worker_node_lost_and_mlflow_down_mid_training_resume_from_s3(topo, env,
 
     from pipelines.config.run_config import load_run_config
     from pipelines.runtime import checkpoints
-    from pipelines.steps.calibrate import load_selection
     from pipelines.steps.train import run_training
+    from pipelines.training.calibration_artifacts import load_selection
 
     workdir, path = _prepared(topo, env, "cluster-kill", max_steps=40, checkpoint_every=4, eval_every=20,
                               batch_size=8)

@@ -99,7 +99,7 @@ def check_model(run: RunConfig, enforce_pod_memory: bool = True) -> dict[str, An
     if positions is not None and run.data.max_length > positions:
         raise RunConfigError(f"invalid value for 'data.max_length': {run.data.max_length} (allowed: at most "
                              f"{positions}, the positions of {run.model!r})")
-    from .memory_check import check_memory
+    from .memory import check_memory
 
     summary = {"architecture": type(skeleton).__name__, "layers": num_layers, "K": k, "targets": targets,
                "max_positions": positions, "from_table": getattr(config, "fora_from_table", False),
@@ -170,8 +170,8 @@ def describe(run: RunConfig, summary: dict[str, Any]) -> str:
 def plan_report(run: RunConfig) -> str:
     """The memory plan of a config being compiled (refusing one that cannot fit its GPU or pod); a model whose
     config cannot be read here gets a line saying so, not an error (the pipeline's first step checks it again)."""
-    from .memory_check import check_memory
-    from .memory_check import describe as describe_memory
+    from .memory import check_memory
+    from .memory import describe as describe_memory
 
     try:
         model_cfg = model_config(run.model, run.dtype)

@@ -4,16 +4,32 @@
 * :class:`RayContext`: a Ray Train worker; reports and checkpoints through ``ray.train``;
 * :class:`TuneContext`: a single-worker sweep trial in the Tune trial's own process.
 
-``train.py``'s loop is the same in all three.
+``loop.py``'s loop is the same in all three; :func:`context_for` picks one from ``LoopConfig.where``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from ..runtime import checkpoints, storage
 from ..runtime.metric_buffer import BufferedMetricLogger, mlflow_sender
+from .loop_config import LoopConfig
+
+
+class Context(Protocol):
+    rank: int
+    world: int
+    local_world: int
+
+    def sum_over_workers(self, value: float) -> float: ...
+
+    def replica_spread(self, params: list) -> float: ...
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None: ...
+
+    def latest_checkpoint(self, scratch: Path) -> str | None: ...
 
 
 class SingleWorker:
@@ -134,9 +150,17 @@ def _collective_device():
     return torch.device("cpu")
 
 
-def metric_logger(config: dict, rank: int) -> BufferedMetricLogger | None:
+def context_for(loop: LoopConfig) -> Context:
+    if loop.where == "tune":
+        return TuneContext()
+    if loop.where == "ray":
+        return RayContext(loop.resume_from)
+    return LocalContext(loop.storage, loop.resume_from)
+
+
+def metric_logger(loop: LoopConfig, rank: int) -> BufferedMetricLogger | None:
     """Step metrics to the driver's MLflow run (rank 0 only), buffered: an MLflow outage never stops training."""
-    if rank != 0 or not config.get("mlflow_run_id"):
+    if rank != 0 or not loop.mlflow_run_id:
         return None
-    return BufferedMetricLogger(mlflow_sender(config["tracking_uri"], config["mlflow_run_id"]),
-                                flush_timeout_s=config.get("metrics_flush_timeout_s", 60.0))
+    return BufferedMetricLogger(mlflow_sender(loop.tracking_uri, loop.mlflow_run_id),
+                                flush_timeout_s=loop.metrics_flush_timeout_s)

@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-TESTS = ("auto", "mcnemar", "bootstrap")
+from ..config.register import PROMOTION_TESTS
+from ..evaluation.stats import bootstrap_macro_means, macro_accuracy
 
 
 @dataclass
@@ -78,12 +79,8 @@ def mcnemar_exact_p(better: int, worse: int) -> float:
     return math.fsum(math.comb(m, k) for k in range(better, m + 1)) / 2 ** m
 
 
-def _arrays(items: dict[str, list[int]]) -> dict[str, np.ndarray]:
+def _arrays(items: dict[str, list[float]]) -> dict[str, np.ndarray]:
     return {t: np.asarray(v, dtype=float) for t, v in items.items()}
-
-
-def _macro(items: dict[str, np.ndarray]) -> float:
-    return float(np.mean([v.mean() for v in items.values()]))
 
 
 def paired_test(challenger: dict[str, list[float]], champion: dict[str, list[float]], *, test: str = "auto",
@@ -91,8 +88,8 @@ def paired_test(challenger: dict[str, list[float]], champion: dict[str, list[flo
                 higher_is_better: bool = True, metric: str = "acc") -> PairedResult:
     """Compare per-item scores {task: [score, ...]} of two models scored on the same items (same tasks, same
     item counts, same order); raises ValueError otherwise."""
-    if test not in TESTS:
-        raise ValueError(f"unknown paired test {test!r} (allowed: {', '.join(TESTS)})")
+    if test not in PROMOTION_TESTS:
+        raise ValueError(f"unknown paired test {test!r} (allowed: {', '.join(PROMOTION_TESTS)})")
     if challenger.keys() != champion.keys() or any(len(challenger[t]) != len(champion[t]) for t in challenger):
         raise ValueError("a paired test needs both models scored on the same tasks and items")
     if not any(len(v) for v in challenger.values()):
@@ -105,21 +102,18 @@ def paired_test(challenger: dict[str, list[float]], champion: dict[str, list[flo
         raise ValueError(f"McNemar's test needs 0/1 scores per item, and {metric} is continuous (promotion_test: "
                          "auto or bootstrap)")
     sign = 1.0 if higher_is_better else -1.0
-    mean_a, mean_b = _macro(a), _macro(b)
+    mean_a, mean_b = macro_accuracy(a), macro_accuracy(b)
     a = {t: sign * v for t, v in a.items()}
     b = {t: sign * v for t, v in b.items()}
     better = int(sum((a[t] > b[t]).sum() for t in a))
     worse = int(sum((a[t] < b[t]).sum() for t in a))
-    diff = _macro(a) - _macro(b)
+    diff = macro_accuracy(a) - macro_accuracy(b)
     p = low = None
     if test == "mcnemar":
         p = mcnemar_exact_p(better, worse)
         significant = p < alpha
     else:
-        rng = np.random.default_rng(seed)
-        d = {t: a[t] - b[t] for t in a}
-        means = np.mean([d[t][rng.integers(0, len(d[t]), size=(n_boot, len(d[t])))].mean(axis=1) for t in d],
-                        axis=0)
+        means = bootstrap_macro_means({t: a[t] - b[t] for t in a}, n_boot, seed)
         low = float(np.quantile(means, alpha))
         significant = low > margin
     return PairedResult(test=test, n_items=int(sum(len(v) for v in a.values())), challenger_acc=mean_a,
