@@ -48,8 +48,8 @@ ablate: setup
 ablate-methods: setup
 	$(VENV)/bin/fora ablate configs/ablation-methods.yaml
 
-ablation-docs: setup   # the finished ablation's report into docs/ablation/ and its table and reading into the README
-	$(VENV)/bin/python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation README.md
+ablation-docs: setup   # the finished ablation's report into docs/ablation/, its table and reading into docs/sweeps-and-ablation.md
+	$(VENV)/bin/python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation docs/sweeps-and-ablation.md
 
 ablation-methods-docs: setup   # the methods ablation's report into docs/ablation/methods/ (docs/methods.md quotes it)
 	$(VENV)/bin/python -m pipelines.ablation.publish runs/ablation-methods/ablation docs/ablation/methods -

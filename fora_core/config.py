@@ -119,6 +119,8 @@ class FourierSettings:
 
     def __post_init__(self) -> None:
         _check_int("fourier.n_coefficients", self.n_coefficients, 1)
+        if self.scale == "seed":  # its name until 2026-12-08: adapters saved before carry it in fora_config.json
+            self.scale = "plain-idft"
         if self.scale not in FOURIER_SCALES:
             _fail("fourier.scale", self.scale, ", ".join(FOURIER_SCALES))
         if self.init not in FOURIER_INITS:

@@ -114,18 +114,19 @@ def test_seed_mean_interval_is_scipys_t_interval():
 
 
 
-def test_the_readme_quotes_the_committed_report_word_for_word():
-    """``make ablation-docs`` splices the report's tables and reading into the README; nothing may drift."""
+def test_the_ablation_page_quotes_the_committed_report_word_for_word():
+    """``make ablation-docs`` splices the report's tables and reading into docs/sweeps-and-ablation.md; nothing
+    may drift."""
     import json
     from pathlib import Path
 
-    from pipelines.ablation.publish import END, START, readme_block, section, splice
+    from pipelines.ablation.publish import END, START, quoted_block, section, splice
 
     root = Path(__file__).resolve().parents[1]
     report = (root / "docs" / "ablation" / "report.md").read_text()
-    readme = (root / "README.md").read_text()
-    block = readme_block(report)
-    assert block in readme, "README.md differs from docs/ablation/report.md: run `make ablation-docs`"
+    page = (root / "docs" / "sweeps-and-ablation.md").read_text()
+    block = quoted_block(report)
+    assert block in page, "docs/sweeps-and-ablation.md differs from docs/ablation/report.md: run `make ablation-docs`"
     reading_lines = [x[2:] for x in section(report, "Reading")]
     assert reading_lines == json.loads((root / "docs" / "ablation" / "report.json").read_text())["reading"]
     assert len(reading_lines) >= 5 and "selection rows" in report

@@ -122,5 +122,7 @@ def test_step_matched_scale_keeps_the_init_std_and_saves_what_it_computes():
         a = layer.lora_A["default"]
         assert a.gain == pytest.approx(8 * a.in_features * math.sqrt(2 / 200))
         assert float(a.weight.std()) == pytest.approx(1 / math.sqrt(3 * a.in_features), rel=1e-3)
+    # an adapter saved under the value's old name still loads
+    assert ForaConfig(method="fourier-fora", fourier={"scale": "seed"}).fourier.scale == "plain-idft"
     with pytest.raises(ForaConfigError, match="fourier.scale.*lora-step, plain-idft"):
         ForaConfig(method="fourier-fora", fourier={"scale": "fast"})

@@ -4,7 +4,7 @@ that `make setup` installs, and `kubectl kustomize` where kubectl is on the PATH
 appears nowhere in this repository), no Namespace object, images from one place, every object valid against
 the Kubernetes schemas and the Ray objects against the KubeRay 1.6 and 1.7 CRDs with unknown fields refused,
 the Role covered by KFP's own pipeline-runner Role, and each pipeline step given only the Secrets it uses.
-No cluster runs here: what a cluster would add is listed in the README's "First apply"."""
+No cluster runs here: what a cluster would add is listed in docs/kubeflow.md's "First apply"."""
 
 from __future__ import annotations
 

@@ -234,3 +234,15 @@ def test_the_builtin_general_text_ships_with_the_package_and_is_the_start_of_wik
     full = (ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
     assert 90_000 < len(text) <= 100_000 and full.startswith(text) and text.endswith("\n")
     assert (ROOT / "pipelines" / "evaluation" / "general_text_wikitext2.LICENSE.md").is_file()
+
+
+def test_the_train_step_and_the_sweep_share_the_training_package_and_nothing_else():
+    """One loop and one ``TorchTrainer`` builder (``pipelines/training``): the sweep does not reach into the train
+    step, the train step never into the sweep, and no other module builds a trainer."""
+    edges = graph()
+    sweep = {b for a, targets in edges.items() if a.startswith("pipelines.sweep") for b in targets}
+    assert "pipelines.steps.train" not in sweep and "pipelines.training.trainer" in sweep
+    assert not any(b.startswith("pipelines.sweep") for b in edges["pipelines.steps.train"])
+    assert "pipelines.training.trainer" in edges["pipelines.steps.train"]
+    builders = [name for name, path in all_modules().items() if "TorchTrainer(" in path.read_text()]
+    assert builders == ["pipelines.training.trainer"]

@@ -54,7 +54,7 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
                 "eval/eval_results.json", "eval/eval_table.md", "merged/config.json", "summary.json"):
         assert (out / rel).exists(), rel
     assert len(summary["selected_layers"]) == 2
-    assert set(summary["results"]) == {"base", "tuned", "diagnostics", "suite", "directions"}  # no champion yet
+    assert set(summary["results"]) == {"format", "base", "tuned", "diagnostics", "suite", "directions"}  # no champion
     client = MlflowClient(run.tracking_uri)
     version = client.get_model_version("tiny-fora", "1")
     assert version.tags["method"] == "fora" and version.tags["K"] == "2"

@@ -85,7 +85,7 @@ def test_divergence_keeps_the_last_finite_checkpoint_and_nothing_after_it(tmp_pa
 
 @pytest.mark.parametrize("use_ray", [False, True], ids=["in-process", "ray"])
 def test_resume_at_the_default_dropout_equals_the_uninterrupted_run(tmp_path, model_dir, data_dir, use_ray):
-    """The README's claim: an interrupted training ends with the same adapter (dropout 0.05 draws masks from the
+    """docs/verification.md's claim: an interrupted training ends with the same adapter (dropout 0.05 draws masks from the
     generators, so the checkpoint must carry their state)."""
     straight = RunConfig.from_dict(config(tmp_path / "a", model_dir))
     assert straight.fora.dropout > 0

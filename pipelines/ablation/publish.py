@@ -1,9 +1,9 @@
 """Publish an ablation's report: copy ``report.md``, ``report.json`` and the plots into the docs folder, and
-put the report's per-method table and its reading into the README between two markers, word for word, so
-the README can claim nothing the report's intervals do not.
+put the report's per-method table and its reading into a docs page between two markers, word for word, so the
+page can claim nothing the report's intervals do not.
 
-    python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation README.md   # make ablation-docs
-    python -m pipelines.ablation.publish runs/ablation-methods/ablation docs/ablation/methods -   # no README block
+    python -m pipelines.ablation.publish runs/ablation/ablation docs/ablation docs/sweeps-and-ablation.md
+    python -m pipelines.ablation.publish runs/ablation-methods/ablation docs/ablation/methods -   # no quoted block
 
 A run without K curves has no ``k_sensitivity.png``: only the files the run wrote are copied (the report
 and its table are always there).
@@ -37,31 +37,31 @@ def section(markdown: str, title: str) -> list[str]:
     return out
 
 
-def readme_block(report_md: str) -> str:
-    """What the README holds between the markers: the report's per-method table, its paper table and its
+def quoted_block(report_md: str) -> str:
+    """What the page holds between the markers: the report's per-method table, its paper table and its
     reading, unchanged."""
     table = [x for x in section(report_md, "Per method") if x.startswith("|")]
     paper = [x for x in section(report_md, "Beside the paper") if x.startswith("|")]
     return "\n".join([START, "", *table, "", *paper, "", *section(report_md, "Reading"), "", END])
 
 
-def splice(readme: str, block: str) -> str:
-    if START not in readme or END not in readme:
-        raise ValueError(f"the README has no '{START}' ... '{END}' markers")
-    head, rest = readme.split(START, 1)
+def splice(page: str, block: str) -> str:
+    if START not in page or END not in page:
+        raise ValueError(f"the page has no '{START}' ... '{END}' markers")
+    head, rest = page.split(START, 1)
     return head + block + rest.split(END, 1)[1]
 
 
-def publish(report_dir: Path, docs: Path, readme: Path | None) -> None:
+def publish(report_dir: Path, docs: Path, page: Path | None) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         if name in ("report.md", "report.json") or (report_dir / name).exists():
             shutil.copyfile(report_dir / name, docs / name)
-    if readme is not None:
-        readme.write_text(splice(readme.read_text(), readme_block((docs / "report.md").read_text())))
+    if page is not None:
+        page.write_text(splice(page.read_text(), quoted_block((docs / "report.md").read_text())))
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
-        sys.exit("usage: python -m pipelines.ablation.publish REPORT_DIR DOCS_DIR README")
+        sys.exit("usage: python -m pipelines.ablation.publish REPORT_DIR DOCS_DIR PAGE (or -)")
     publish(Path(sys.argv[1]), Path(sys.argv[2]), None if sys.argv[3] == "-" else Path(sys.argv[3]))

@@ -111,9 +111,9 @@ RAY = [
 
 USER = [
     Edge("our-namespace", "Deployment mlflow", 5000, "TCP", "these", "people and notebooks of the namespace read the registry",
-         "README 'Security model'"),
+         "docs/kubeflow.md 'Security model'"),
     Edge("our-namespace", "RayCluster fora-ray head", 8265, "TCP", "these", "people of the namespace submit Ray jobs",
-         "README 'Security model'", when="raycluster"),
+         "docs/kubeflow.md 'Security model'", when="raycluster"),
 ]
 
 SUBMITTER = [Edge("ray-submitter", "head", 8265, "TCP", "cluster", "KubeRay's submitter runs `ray job submit`",

@@ -36,7 +36,7 @@ LOCAL_RUN_KEY = "local"
 # train fields that change what training produces (the rest: where and how often to save, retries, threads,
 # activation checkpointing). The batch counts as one number, the global batch batch_size x grad_accum x
 # num_workers: how it is split between workers and micro-batches does not change the gradient
-# (train_batches.py), so a run resumes on another worker count that keeps the global batch.
+# (training/batches.py), so a run resumes on another worker count that keeps the global batch.
 RESULT_TRAIN_FIELDS = ("max_steps", "lr", "stiefel_lr", "weight_decay", "warmup_steps", "use_gpu", "bf16")
 
 

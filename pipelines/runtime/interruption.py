@@ -5,7 +5,7 @@ conventional exit code, never a stack dump:
 
 Exit code 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process killed by
 it. The training loop and its driver note where they are (:func:`progress`); checkpoints hold everything a
-resume needs (``steps/train.py``), so nothing is lost but the steps since the last one.
+resume needs (``training/checkpoint_state.py``), so nothing is lost but the steps since the last one.
 """
 
 from __future__ import annotations

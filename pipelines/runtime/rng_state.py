@@ -3,7 +3,7 @@ same dropout masks (and anything else random) as the uninterrupted one: torch's 
 device's generator where present, Python's ``random`` and NumPy's global generator.
 
 Held as tensors, ints and tuples only, so the checkpoint still loads with ``torch.load(weights_only=True)``.
-The data order needs no state: it is a function of the step and the seed (``steps/train.py``'s
+The data order needs no state: it is a function of the step and the seed (``training/batches.py``'s
 ``batch_indices``).
 """
 
