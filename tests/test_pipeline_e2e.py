@@ -55,6 +55,9 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
         assert (out / rel).exists(), rel
     assert len(summary["selected_layers"]) == 2
     assert set(summary["results"]) == {"format", "base", "tuned", "diagnostics", "suite", "directions"}  # no champion
+    # one schema per scored model; the diagnostics are metrics of it (evaluation/metrics.DIAGNOSTIC_METRICS)
+    assert set(summary["results"]["tuned"]) == {"metrics", "items", "tasks"} and summary["results"]["format"] == 3
+    assert {"general/perplexity", "kl_drift", "effective_rank_ratio"} <= set(summary["results"]["tuned"]["metrics"])
     client = MlflowClient(run.tracking_uri)
     version = client.get_model_version("tiny-fora", "1")
     assert version.tags["method"] == "fora" and version.tags["K"] == "2"
