@@ -16,8 +16,8 @@ from fora_core.fisher import IGNORE_INDEX
 from fora_core.model_source import convert_builtin
 from pipelines.config.errors import DataError
 from pipelines.config.run_config import DataConfig
-from pipelines.data.chat import conversation_of, tokenize_conversation
-from pipelines.steps.data_prep import prepare_data
+from pipelines.data.chat import conversation_of, injected_system_prompt, tokenize_conversation
+from pipelines.steps.data_prep import data_card_markdown, prepare_data
 
 IDENTITY = Path(__file__).resolve().parents[2] / "shared" / "data" / "chat" / "identity_conversations.json"
 
@@ -236,3 +236,45 @@ def test_chat_settings_are_checked_before_any_work(tmp_path):
         check_data(RunConfig.from_dict({"data": {"source": str(tmp_path / "nope.jsonl"), "format": "chat"}}))
     with pytest.raises(DataError, match="does not apply to data.source 'builtin:commonsense'"):
         check_data(RunConfig.from_dict({"data": {"format": "chat"}}))
+
+
+SMOLLM_DEFAULT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's template text
+
+
+def test_the_system_prompt_a_template_inserts_is_found(smollm):
+    assert injected_system_prompt(smollm) == SMOLLM_DEFAULT
+    llama3 = with_special(smollm, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
+    assert injected_system_prompt(llama3, LLAMA3) is None  # no system block without a system turn
+    gemma = with_special(smollm, ["<start_of_turn>", "<end_of_turn>"])
+    assert injected_system_prompt(gemma, GEMMA) is None  # a system turn goes into the first user turn
+
+
+@pytest.mark.parametrize("setting, inserted, said", [
+    ("template", SMOLLM_DEFAULT, f'the chat template inserts the system prompt "{SMOLLM_DEFAULT}"'),
+    ("empty", None, "an empty system turn"),
+    ("You are Vicuna, trained by LMSYS.", "You are Vicuna, trained by LMSYS.",
+     '"You are Vicuna, trained by LMSYS." (data.system_prompt)'),
+])
+def test_data_system_prompt_sets_or_removes_what_training_and_held_out_answers_see(smollm, tmp_path, setting,
+                                                                                   inserted, said):
+    data = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"A{i}."}]}
+            for i in range(6)]
+    rows.append({"messages": [{"role": "system", "content": "Own."}, *rows[0]["messages"]]})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    card = prepare_data(DataConfig(source=str(data), max_validation=2, system_prompt=setting), smollm, tmp_path / "o")
+    assert card["chat"]["system_prompt"] == {"setting": setting, "template_inserts": SMOLLM_DEFAULT,
+                                             "conversations_with_their_own": 1}
+    assert said in data_card_markdown(card) and "(1 conversations have their own)" in data_card_markdown(card)
+    texts = [smollm.decode(json.loads(line)["input_ids"]) for line in (tmp_path / "o" / "train.jsonl").open()]
+    texts += [smollm.decode(json.loads(line)["input_ids"]) for line in (tmp_path / "o" / "validation.jsonl").open()]
+    own = [t for t in texts if "Own." in t]
+    others = [t for t in texts if "Own." not in t]
+    assert len(own) == 1 and len(others) == 6 and SMOLLM_DEFAULT not in own[0]
+    for text in others:  # what the model trained on, and the held-out conversations the evaluation answers
+        system = text.split("<|im_start|>user")[0]
+        assert (inserted in system) if inserted else system == "<|im_start|>system\n<|im_end|>\n"
+        if inserted != SMOLLM_DEFAULT:
+            assert SMOLLM_DEFAULT not in text
+    held_out = [json.loads(line) for line in (tmp_path / "o" / "validation_text.jsonl").open()]
+    assert all(h["messages"][0]["role"] == "system" for h in held_out) == (setting != "template")

@@ -66,6 +66,9 @@ def test_identity_conversations_are_learned_promoted_on_contains_and_a_failing_g
     r1 = first["results"]
     assert r1["base"]["metrics"]["heldout/contains"] == 0.0  # the base never says Vicuna or LMSYS
     assert first["registration"]["action"] == "promote" and first["registration"]["reason"] == "no champion yet"
+    # a version tuned on conversations answers a plain prompt as a user turn (registry/pyfunc_model.py)
+    assert json.loads((tmp_path / "first" / "merged" / "fora_prompt.json").read_text()) == {
+        "chat": True, "chat_template": None, "system_prompt": "template"}
 
     # night 2: a real tune; it answers the new phrasings with the taught facts, wins the paired test against
     # the champion, and is kept out by a guard that allows no rise of general-text perplexity at all

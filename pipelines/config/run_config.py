@@ -51,6 +51,11 @@ class DataConfig:
     chat_template: str = ""
     """A Jinja chat template file for conversations, for a model whose tokenizer has none (or to replace
     its own); '' = the tokenizer's template."""
+    system_prompt: str = "template"
+    """The system turn of a conversation that has none: ``template`` (what the chat template does: SmolLM2's
+    inserts "You are a helpful AI assistant named SmolLM, trained by Hugging Face"; the data card shows it),
+    ``empty`` (an empty system turn: no default text), or the text itself. Training, held-out answers and the
+    registered model all use it."""
     template: str = "answer-text"
     """answer-text: train on the answer's text (right for small models); index: 'the correct answer is answerN'."""
     max_length: int = 256
@@ -72,6 +77,8 @@ class DataConfig:
             fail("data.format", self.format, ", ".join(DATA_FORMATS))
         if not isinstance(self.chat_template, str):
             fail("data.chat_template", self.chat_template, "'' (the tokenizer's template) or a Jinja template file")
+        if not isinstance(self.system_prompt, str):
+            fail("data.system_prompt", self.system_prompt, "template, empty, or the text of a system turn")
         if self.template not in TEMPLATES:
             fail("data.template", self.template, ", ".join(TEMPLATES))
         check_int("data.max_length", self.max_length, 8)

@@ -94,6 +94,36 @@ def conversation_key(messages: list[dict[str, str]]) -> str:
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
+SYSTEM_FROM_TEMPLATE = "template"
+SYSTEM_EMPTY = "empty"
+
+
+def with_system_prompt(messages: list[dict[str, str]], system_prompt: str) -> list[dict[str, str]]:
+    """``messages`` with ``data.system_prompt`` as their system turn when they have none: ``template`` leaves them
+    to the chat template, ``empty`` gives an empty system turn, any other text is the turn's content."""
+    if system_prompt == SYSTEM_FROM_TEMPLATE or (messages and messages[0]["role"] == "system"):
+        return messages
+    content = "" if system_prompt == SYSTEM_EMPTY else system_prompt
+    return [{"role": "system", "content": content}, *messages]
+
+
+def injected_system_prompt(tokenizer, chat_template: str | None = None) -> str | None:
+    """The system text the template writes into a conversation that has no system turn, or None.
+
+    With T = render([user: U]) and T' = render([system: S, user: U]) = P + S + Q for marker strings S and U, a
+    template that inserts a default D renders T = P + D + Q; one that inserts nothing renders T without P."""
+    marker_s, marker_u = "\x00SYSTEM-MARKER\x00", "\x00USER-MARKER\x00"
+    plain = render_conversation(tokenizer, [{"role": "user", "content": marker_u}], chat_template)
+    with_system = render_conversation(tokenizer, [{"role": "system", "content": marker_s},
+                                                  {"role": "user", "content": marker_u}], chat_template)
+    if marker_s not in with_system:
+        return None
+    head, tail = with_system.split(marker_s, 1)
+    if not head or not plain.startswith(head) or not plain.endswith(tail) or len(plain) < len(head) + len(tail):
+        return None
+    return plain[len(head) : len(plain) - len(tail)]
+
+
 def read_chat_template(path: str) -> str:
     """The Jinja text of ``data.chat_template`` (a file)."""
     file = Path(path).expanduser()
@@ -111,7 +141,9 @@ def check_template(tokenizer, chat_template: str | None) -> None:
         raise DataError("chat data need a fast tokenizer (character offsets); this model's tokenizer is a slow one")
 
 
-def _render(tokenizer, messages: list[dict], chat_template: str | None, generation_prompt: bool = False) -> str:
+def render_conversation(tokenizer, messages: list[dict], chat_template: str | None,
+                        generation_prompt: bool = False) -> str:
+    """``messages`` as the chat template writes them (with the assistant's opening when ``generation_prompt``)."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
                                          chat_template=chat_template)
 
@@ -119,13 +151,13 @@ def _render(tokenizer, messages: list[dict], chat_template: str | None, generati
 def assistant_spans(tokenizer, messages: list[dict[str, str]], chat_template: str | None = None
                     ) -> tuple[str, list[tuple[int, int]]]:
     """(F, [(start, end) character span of each assistant turn in F]), as in the module docstring."""
-    full = _render(tokenizer, messages, chat_template)
+    full = render_conversation(tokenizer, messages, chat_template)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        opened = _render(tokenizer, messages[:i], chat_template, generation_prompt=True)
-        through = _render(tokenizer, messages[: i + 1], chat_template)
+        opened = render_conversation(tokenizer, messages[:i], chat_template, generation_prompt=True)
+        through = render_conversation(tokenizer, messages[: i + 1], chat_template)
         if not through.startswith(opened) or not full.startswith(through):
             raise DataError("the chat template does not render a conversation's first turns as the start of the "
                             f"whole (at turn {i}), so the assistant turns cannot be located; use a template that "

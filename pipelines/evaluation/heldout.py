@@ -35,7 +35,7 @@ from fora_core.fisher import IGNORE_INDEX
 from ..config.errors import DataError
 from ..config.evaluation import HeldoutConfig
 from ..config.run_config import DataConfig
-from ..data.chat import assistant_spans, check_template
+from ..data.chat import SYSTEM_FROM_TEMPLATE, assistant_spans, check_template, with_system_prompt
 from ..data.jsonl import read_jsonl
 from ..data.sources import Example, read_source, record_to_example
 from ..data.tokens import collate, tokenize_example
@@ -73,8 +73,10 @@ def heldout_examples(cfg: HeldoutConfig, data_dir: str | Path) -> tuple[list[Exa
 
 
 def build_items(examples: list[Example], tokenizer, cfg: HeldoutConfig, max_length: int,
-                chat_template: str | None = None) -> tuple[list[HeldoutItem], int]:
-    """Up to ``cfg.limit`` items (module docstring) and how many were skipped for not fitting ``max_length``."""
+                chat_template: str | None = None, system_prompt: str = SYSTEM_FROM_TEMPLATE
+                ) -> tuple[list[HeldoutItem], int]:
+    """Up to ``cfg.limit`` items (module docstring) and how many were skipped for not fitting ``max_length``;
+    conversations get ``data.system_prompt`` as training did (``data/chat.with_system_prompt``)."""
     items: list[HeldoutItem] = []
     skipped = 0
     if any(ex.messages is not None for ex in examples):
@@ -94,7 +96,8 @@ def build_items(examples: list[Example], tokenizer, cfg: HeldoutConfig, max_leng
         for i in turns[-1:] if cfg.turns == "last" else turns:
             if len(items) >= cfg.limit:
                 break
-            item = _chat_item(tokenizer, ex.messages[: i + 1], chat_template, max_length)
+            item = _chat_item(tokenizer, with_system_prompt(ex.messages[: i + 1], system_prompt), chat_template,
+                              max_length)
             if item is None:
                 skipped += 1
             else:

@@ -21,7 +21,7 @@ def _ci(items: dict[str, list[float]]) -> tuple[float, float, float]:
 
 
 def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item: dict, metric: str,
-               artifact: str, fora: dict) -> str:
+               artifact: str, fora: dict, chat: bool = False) -> str:
     """Markdown: base model, data (source, fingerprint, content hash), method and layers, every metric of the
     evaluation (the promotion metric with a 95% bootstrap interval over items), the measured champion
     comparison, and the loading snippet."""
@@ -56,7 +56,9 @@ def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item
     lines += ["The decision (and, if the champion changed meanwhile, what it was compared with) is the version's "
               "`champion_decision` tag: `fora registry show CONFIG VERSION`.", "", "## Load it", "", "```python",
               "import mlflow", "", f'model = mlflow.pyfunc.load_model("models:/{model_name}@champion")',
-              'model.predict(["Question: Why is the sky blue?\\nAnswer:"], params={"max_new_tokens": 32})', "```", ""]
+              ('model.predict(["Who are you?"], params={"max_new_tokens": 48})  # a user turn, through the chat template'
+               if chat else
+               'model.predict(["Question: Why is the sky blue?\\nAnswer:"], params={"max_new_tokens": 32})'), "```", ""]
     if artifact == "adapter":
         lines += [f"This version holds only the PEFT adapter and `fora_base.json` (`{tags['base_model']}`): loading "
                   "fetches the base model and merges the adapter. `peft.PeftModel.from_pretrained(base, folder)` works "

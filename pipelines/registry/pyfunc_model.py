@@ -12,13 +12,37 @@ write the artifact bucket can change the weights, but cannot make a loader run t
 An adapter-only version (``register.artifact: adapter``) holds the PEFT adapter and ``fora_base.json``
 naming the base model it needs (``{"model": "smollm2-135m", "dtype": "float32"}``); the same call loads
 the base (built-in, a folder, a hub id or an s3:// folder), applies the adapter and merges it in memory.
+
+A model tuned on conversations answers as it was judged: ``fora_prompt.json`` (written at registration when the
+training data were chat data) says so, and each prompt string is then a user turn rendered with the model's chat
+template (or the one ``data.chat_template`` trained it with) and its generation prompt; the answer stops at the
+end-of-turn token. This is the evaluate step's rendering and decoding of a held-out question
+(``evaluation/heldout.py``), so ``predict(["Who are you?"])`` gives the generations table's answer.
+
+    >>> mlflow.pyfunc.load_model("models:/fora-chat@champion").predict(["Who are you?"])
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 BASE_FILE = "fora_base.json"
+PROMPT_FILE = "fora_prompt.json"
+
+
+def write_prompt_format(folder: Path, chat: bool, chat_template: str | None, system_prompt: str = "template") -> None:
+    """``fora_prompt.json`` in a registered folder: whether prompts are user turns of a chat template, the template
+    itself when the run named one (None: the tokenizer's own), and ``data.system_prompt`` as training used it."""
+    (Path(folder) / PROMPT_FILE).write_text(json.dumps({"chat": chat, "chat_template": chat_template,
+                                                        "system_prompt": system_prompt}))
+
+
+def read_prompt_format(folder: Path) -> dict:
+    """What ``write_prompt_format`` wrote; a version registered before it holds none: plain text prompts."""
+    path = Path(folder) / PROMPT_FILE
+    found = json.loads(path.read_text()) if path.exists() else {"chat": False, "chat_template": None}
+    return {"system_prompt": "template", **found}
 
 
 def _adapter_on_base(folder: Path):
@@ -41,6 +65,7 @@ class MergedModel:
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
+        self.prompt_format = read_prompt_format(folder)
         if (folder / BASE_FILE).exists():
             self.model, self.tokenizer = _adapter_on_base(folder)
         else:
@@ -58,14 +83,33 @@ class MergedModel:
             prompts = [str(p) for p in model_input[column]]
         else:
             prompts = list(model_input)
+        max_new_tokens = int((params or {}).get("max_new_tokens", 32))
+        if self.prompt_format["chat"]:
+            return self._chat_answers(prompts, max_new_tokens)
         outs = []
         for p in prompts:
             ids = self.tokenizer(p, return_tensors="pt")
             with torch.no_grad():
-                gen = self.model.generate(**ids, max_new_tokens=int((params or {}).get("max_new_tokens", 32)),
-                                          do_sample=False)
+                gen = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
             outs.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
         return outs
+
+    def chat_prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        """Each prompt as a user turn (after the run's system turn) through the chat template, with its generation
+        prompt: the tokens the evaluate step gives a held-out question."""
+        from ..data.chat import render_conversation, with_system_prompt
+
+        template, system = self.prompt_format["chat_template"], self.prompt_format["system_prompt"]
+        texts = [render_conversation(self.tokenizer, with_system_prompt([{"role": "user", "content": p}], system),
+                                     template, generation_prompt=True) for p in prompts]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def _chat_answers(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy answers up to the end-of-turn token: the evaluate step's held-out generation."""
+        from ..evaluation.heldout import generate_answers
+
+        return generate_answers(self.model, self.tokenizer, self.chat_prompt_ids(prompts), max_new_tokens,
+                                batch_size=1)
 
 
 def _load_pyfunc(data_path: str) -> MergedModel:

@@ -25,7 +25,14 @@ from fora_core.fisher import IGNORE_INDEX
 
 from ..config.errors import DataError
 from ..config.run_config import DataConfig
-from ..data.chat import check_template, conversation_key, read_chat_template, tokenize_conversation
+from ..data.chat import (
+    check_template,
+    conversation_key,
+    injected_system_prompt,
+    read_chat_template,
+    tokenize_conversation,
+    with_system_prompt,
+)
 from ..data.jsonl import write_jsonl
 from ..data.sources import read_source
 from ..data.tokens import tokenize_example
@@ -46,6 +53,12 @@ def _chat_row(tokenizer, messages: list[dict], max_length: int, chat_template: s
         stats["truncated"] += 1
         stats["turns_dropped"] += tok.turns_dropped
     return {"input_ids": tok.input_ids, "labels": tok.labels}, tok.turns
+
+
+def _system_card(cfg: DataConfig, tokenizer, chat_template: str | None, chat: list) -> dict:
+    """What a conversation without a system turn gets: ``data.system_prompt``, and the text the template inserts."""
+    return {"setting": cfg.system_prompt, "template_inserts": injected_system_prompt(tokenizer, chat_template),
+            "conversations_with_their_own": sum(ex.messages[0]["role"] == "system" for ex in chat)}
 
 
 def _chat_card(stats: Counter, train: list[dict], own_template: bool) -> dict:
@@ -76,6 +89,9 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
     chat_template = read_chat_template(cfg.chat_template) if cfg.chat_template else None
     if chat:
         check_template(tokenizer, chat_template)
+        system = _system_card(cfg, tokenizer, chat_template, chat)
+        for ex in chat:  # the system turn training, the held-out answers and the registered model all share
+            ex.messages = with_system_prompt(ex.messages, cfg.system_prompt)
     chat_stats: Counter[str] = Counter()
     rng = random.Random(cfg.seed)
     rng.shuffle(examples)
@@ -139,9 +155,20 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
         "content_hash": "sha256:" + digest.hexdigest(),
     }
     if chat:
-        card["chat"] = _chat_card(chat_stats, train, chat_template is not None)
+        card["chat"] = {**_chat_card(chat_stats, train, chat_template is not None), "system_prompt": system}
     (out / "data_card.json").write_text(json.dumps(card, indent=2))
     return card
+
+
+def _system_line(s: dict) -> str:
+    """The data card's sentence on the system turn of conversations that have none."""
+    own = f" ({s['conversations_with_their_own']} conversations have their own)" if s["conversations_with_their_own"] else ""
+    if s["setting"] == "template":
+        inserted = (f"the chat template inserts the system prompt \"{s['template_inserts']}\"; set data.system_prompt to "
+                    "replace it (or `empty`)") if s["template_inserts"] else "the chat template inserts no system prompt"
+        return f"System turn of conversations without one{own}: {inserted}."
+    given = "an empty system turn" if s["setting"] == "empty" else f"\"{s['setting']}\" (data.system_prompt)"
+    return f"System turn of conversations without one{own}: {given}."
 
 
 def data_card_markdown(card: dict) -> str:
@@ -161,6 +188,7 @@ def data_card_markdown(card: dict) -> str:
                       f"({c['turns_dropped_by_truncation']} turns dropped). Assistant tokens (the trained ones): "
                       f"{c['train_assistant_tokens']} of {c['train_tokens']} train tokens "
                       f"({100 * c['assistant_token_share']:.1f}%)."]
+        lines += ["", _system_line(c["system_prompt"])]
     t = card["tokens"]["train"]
     lines += ["", f"Train tokens per record: mean {t.get('mean')}, p50 {t.get('p50')}, p95 {t.get('p95')}, "
                   f"max {t.get('max')}; total {t.get('total')}."]

@@ -67,7 +67,7 @@ class EvalPlan:
 
 
 def plan_evaluation(cfg: EvalConfig, tokenizer, data_dir: str | Path, out: Path, max_length: int,
-                    chat_template: str | None = None) -> EvalPlan:
+                    chat_template: str | None = None, system_prompt: str = "template") -> EvalPlan:
     """Prepare the suite (task files, the user's YAMLs, the held-out items) once, before any model is scored;
     a missing task, dataset or held-out file is an error here, before any work."""
     suite = manager = None
@@ -79,7 +79,7 @@ def plan_evaluation(cfg: EvalConfig, tokenizer, data_dir: str | Path, out: Path,
     h: HeldoutConfig = cfg.heldout
     if h.on and (cfg.perplexity or h.metrics):
         examples, where = heldout_examples(h, data_dir)
-        items, skipped = build_items(examples, tokenizer, h, max_length, chat_template)
+        items, skipped = build_items(examples, tokenizer, h, max_length, chat_template, system_prompt)
         log.info("evaluate: %d held-out item(s) from %s%s", len(items), where,
                  f" ({skipped} longer than data.max_length={max_length}, left out)" if skipped else "")
     digest = hashlib.sha256()
@@ -175,6 +175,7 @@ def _base_scores(base_model, tokenizer, plan: EvalPlan, cache: str | None) -> di
 
 def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_dir: str | Path, cfg: EvalConfig,
                    out_dir: str | Path, *, max_length: int = 256, chat_template: str | None = None,
+                   system_prompt: str = "template",
                    compare_base: bool | None = None, diagnostics: bool | None = None,
                    champion: dict | None = None, cache: str | None = None) -> dict:
     """Score base, tuned (with its diagnostics) and champion; writes ``eval_results.json``, ``eval_table.md``
@@ -190,7 +191,7 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
     out.mkdir(parents=True, exist_ok=True)
     compare_base = cfg.compare_base if compare_base is None else compare_base
     diagnostics = cfg.diagnostics if diagnostics is None else diagnostics
-    plan = plan_evaluation(cfg, tokenizer, data_dir, out, max_length, chat_template)
+    plan = plan_evaluation(cfg, tokenizer, data_dir, out, max_length, chat_template, system_prompt)
     plan.base_fingerprint = score_cache.model_fingerprint(base_model)
     log.info("evaluate: %s (suite %s)", plan.describe(), plan.fingerprint)
     scored: dict[str, dict] = {}

@@ -263,7 +263,7 @@ def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | Non
 
             template = read_chat_template(run.data.chat_template)
         results = run_evaluation(model, tokenizer, adapter, data, e, out, max_length=run.data.max_length,
-                                 chat_template=template,
+                                 chat_template=template, system_prompt=run.data.system_prompt,
                                  compare_base=e.compare_base or bool(run.register.guards), champion=champion,
                                  cache=cache_location(e.cache, run.storage.uri))
         with tracked(run, run_id) as on:
@@ -304,6 +304,11 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
         else:
             model_dir = merge_to_folder(model_source(run), adapter, merged_out,
                                         device=step_device(run.resources.register, "register"))
+        package = adapter_package(run, adapter, Path(merged_out).parent / "adapter-package") \
+            if r.artifact == "both" else None
+        for folder in (model_dir, package):  # a chat-tuned model answers a prompt as a user turn
+            if folder is not None:
+                _write_prompt_format(run, card, folder)
         from ..data.fingerprint import recipe_fingerprint
 
         source = card.get("source_fingerprint", card["content_hash"])
@@ -317,15 +322,24 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
         (Path(model_dir) / "README.md").write_text(model_card(
             model_name=r.model_name, tags={**tags, "promotion_test": r.promotion_test}, results=results,
             per_item=per_item, metric=metric, artifact=r.artifact,
-            fora=meta.get("fora", {}) or run.to_dict()["fora"]))
+            fora=meta.get("fora", {}) or run.to_dict()["fora"], chat="chat" in card))
         if run_id is None:
             run_id = start_tracking(run)
         return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=r.model_name,
                               merged_dir=model_dir, adapter_dir=adapter, tags=tags, challenger=challenger,
                               policy=policy, metric=metric, value=value,
-                              adapter_package_dir=adapter_package(run, adapter, Path(merged_out).parent /
-                                                                  "adapter-package") if r.artifact == "both"
-                              else None)
+                              adapter_package_dir=package)
+
+
+def _write_prompt_format(run: RunConfig, card: dict, folder: Path) -> None:
+    """``fora_prompt.json`` (``registry/pyfunc_model.py``): chat data -> prompts are user turns of the template."""
+    from ..data.chat import read_chat_template
+    from ..registry.pyfunc_model import write_prompt_format
+
+    chat = "chat" in card
+    write_prompt_format(folder, chat, read_chat_template(run.data.chat_template)
+                        if chat and run.data.chat_template else None,
+                        system_prompt=run.data.system_prompt if chat else "template")
 
 
 def adapter_package(run: RunConfig, adapter: Path, out: str | Path) -> Path:
