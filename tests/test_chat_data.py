@@ -278,3 +278,25 @@ def test_data_system_prompt_sets_or_removes_what_training_and_held_out_answers_s
             assert SMOLLM_DEFAULT not in text
     held_out = [json.loads(line) for line in (tmp_path / "o" / "validation_text.jsonl").open()]
     assert all(h["messages"][0]["role"] == "system" for h in held_out) == (setting != "template")
+
+
+def test_no_held_out_conversation_has_a_near_duplicate_in_training(smollm, tmp_path):
+    """The identity conversations are templated: split at random, most held-out ones have a near-twin in training.
+    Every conversation is kept here, so training is what validation is not; checked pair by pair (brute force)."""
+    from pipelines.data.near_duplicates import jaccard, shingles
+
+    records = json.loads(IDENTITY.read_text())
+    card = prepare_data(DataConfig(source=str(IDENTITY), max_length=256, max_train=1000, max_validation=50), smollm,
+                        tmp_path)
+    said = {json.dumps([t["value"] for t in r["conversations"]]) for r in records}
+    held = [json.loads(line)["messages"] for line in (tmp_path / "validation_text.jsonl").open()]
+    held_said = {json.dumps([m["content"] for m in h]) for h in held}
+    assert len(held) == card["counts"]["validation"] == 50 and held_said <= said
+    train = [shingles(" ".join(json.loads(s))) for s in said - held_said]
+    assert len(train) == card["counts"]["train"]
+    for h in held:
+        text = shingles(" ".join(m["content"] for m in h))
+        assert max(jaccard(text, t) for t in train) < 0.8
+    near = card["chat"]["near_duplicates"]
+    assert near["threshold"] == 0.8 and near["groups"] > 0 and near["largest_group"] > 50
+    assert "each group kept on one side of the split" in data_card_markdown(card)

@@ -56,6 +56,10 @@ class DataConfig:
     inserts "You are a helpful AI assistant named SmolLM, trained by Hugging Face"; the data card shows it),
     ``empty`` (an empty system turn: no default text), or the text itself. Training, held-out answers and the
     registered model all use it."""
+    near_duplicate_threshold: float = 0.8
+    """Conversations whose word 3-gram sets reach this Jaccard similarity are near-duplicates and stay on one side
+    of the train/validation split (``data/near_duplicates.py``), so the held-out loss is not a recall of the
+    training set; 1.0 groups only conversations equal after lower-casing and dropping punctuation."""
     template: str = "answer-text"
     """answer-text: train on the answer's text (right for small models); index: 'the correct answer is answerN'."""
     max_length: int = 256
@@ -79,6 +83,9 @@ class DataConfig:
             fail("data.chat_template", self.chat_template, "'' (the tokenizer's template) or a Jinja template file")
         if not isinstance(self.system_prompt, str):
             fail("data.system_prompt", self.system_prompt, "template, empty, or the text of a system turn")
+        if isinstance(self.near_duplicate_threshold, bool) or \
+                not isinstance(self.near_duplicate_threshold, (int, float)) or not 0 < self.near_duplicate_threshold <= 1:
+            fail("data.near_duplicate_threshold", self.near_duplicate_threshold, "a number in (0, 1]")
         if self.template not in TEMPLATES:
             fail("data.template", self.template, ", ".join(TEMPLATES))
         check_int("data.max_length", self.max_length, 8)

@@ -72,6 +72,22 @@ def _chat_card(stats: Counter, train: list[dict], own_template: bool) -> dict:
             "template": "data.chat_template" if own_template else "the tokenizer's chat template"}
 
 
+def _split(texts: list[dict], n_val: int, threshold: float, chat: bool) -> tuple[list[int], list[int], dict | None]:
+    """(validation rows, train rows, the card's near-duplicate figures): conversations in near-duplicate groups
+    (``data/near_duplicates.py``) stay on one side; other sources take the first ``n_val`` rows."""
+    if not chat:
+        return list(range(n_val)), list(range(n_val, len(texts))), None
+    from ..data.near_duplicates import groups, split_keeping_groups
+
+    # what was said, without a system turn every conversation may share (data.system_prompt)
+    group_of = groups([" ".join(m["content"] for m in t["messages"] if m["role"] != "system") for t in texts], threshold)
+    sizes = Counter(group_of)
+    val_idx, train_idx = split_keeping_groups(group_of, n_val)
+    return val_idx, train_idx, {"threshold": threshold, "groups": sum(n > 1 for n in sizes.values()),
+                                "conversations_in_groups": sum(n for n in sizes.values() if n > 1),
+                                "largest_group": max(sizes.values())}
+
+
 def _stats(lengths: list[int]) -> dict[str, float]:
     if not lengths:
         return {}
@@ -132,11 +148,12 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
         raise DataError(f"{described}: fewer than 2 usable records after filtering ({dict(dropped)})")
     # enough rows: exactly max_validation held out; fewer: a tenth of them (at least one)
     n_val = cfg.max_validation if len(rows) >= need else min(cfg.max_validation, max(1, len(rows) // 10))
-    validation, train = rows[:n_val], rows[n_val:]
+    val_idx, train_idx, near = _split(texts, n_val, cfg.near_duplicate_threshold, bool(chat))
+    validation, train = [rows[i] for i in val_idx], [rows[i] for i in train_idx]
     calibration = train[: cfg.calibration_size]
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "validation.jsonl", validation)
-    write_jsonl(out / "validation_text.jsonl", texts[:n_val])  # the held-out evaluation answers these
+    write_jsonl(out / "validation_text.jsonl", [texts[i] for i in val_idx])  # the held-out evaluation answers these
     write_jsonl(out / "calibration.jsonl", calibration)
     digest = hashlib.sha256()
     for name in ("train.jsonl", "validation.jsonl", "calibration.jsonl"):
@@ -155,7 +172,8 @@ def prepare_data(cfg: DataConfig, tokenizer, out_dir: str | Path, progress: bool
         "content_hash": "sha256:" + digest.hexdigest(),
     }
     if chat:
-        card["chat"] = {**_chat_card(chat_stats, train, chat_template is not None), "system_prompt": system}
+        card["chat"] = {**_chat_card(chat_stats, train, chat_template is not None), "system_prompt": system,
+                        "near_duplicates": near}
     (out / "data_card.json").write_text(json.dumps(card, indent=2))
     return card
 
@@ -189,6 +207,10 @@ def data_card_markdown(card: dict) -> str:
                       f"{c['train_assistant_tokens']} of {c['train_tokens']} train tokens "
                       f"({100 * c['assistant_token_share']:.1f}%)."]
         lines += ["", _system_line(c["system_prompt"])]
+        n = c["near_duplicates"]
+        lines += ["", f"Near-duplicates (word 3-gram Jaccard >= {n['threshold']}): {n['conversations_in_groups']} "
+                      f"conversations in {n['groups']} groups (the largest {n['largest_group']}), each group kept on "
+                      "one side of the split."]
     t = card["tokens"]["train"]
     lines += ["", f"Train tokens per record: mean {t.get('mean')}, p50 {t.get('p50')}, p95 {t.get('p95')}, "
                   f"max {t.get('max')}; total {t.get('total')}."]
