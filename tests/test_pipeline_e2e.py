@@ -65,6 +65,9 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
     assert str(client.get_model_version_by_alias("tiny-fora", "champion").version) == "1"
     mlrun = client.get_run(summary["run_id"])
     assert "tuned/acc_avg" in mlrun.data.metrics
+    # the decision is on the run as well as on the version
+    assert mlrun.data.tags["fora.decision"] == "promote" and mlrun.data.tags["fora.decision_version"] == "tiny-fora v1"
+    assert mlrun.data.tags["fora.decision_reason"] == "no champion yet"
     # the diagnostics of every run: forgetting on the general text, KL drift, effective rank, the spectrum plot
     m = mlrun.data.metrics
     for key in ("base/general/perplexity", "tuned/general/perplexity", "tuned/kl_drift", "tuned/effective_rank_ratio",

@@ -122,6 +122,17 @@ class _PyfuncNoServingCheck:
         return mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
 
 
+RUN_DECISION_TAGS = ("fora.decision", "fora.decision_version", "fora.decision_reason")
+
+
+def tag_run_with_decision(client: MlflowClient, run_id: str, model_name: str, version: int, decision: dict) -> None:
+    """The decision on the run too (the version's tags hold it already): runs are what people list and filter,
+    ``tags.`fora.decision` = 'keep'`` in the MLflow UI's search."""
+    values = (decision["action"], f"{model_name} v{version}", decision["reason"][:5000])
+    for key, value in zip(RUN_DECISION_TAGS, values, strict=True):
+        client.set_tag(run_id, key, value)
+
+
 def _version_of_run(client: MlflowClient, model_name: str, run_id: str):
     """The version this run registered already (a retried register step), or None."""
     found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
@@ -170,5 +181,6 @@ def register_model(
     challenger.version = int(version.version)
     decision = decide_and_apply(client, tracking_uri, model_name, challenger, policy)
     client.set_model_version_tag(model_name, version.version, "promotion", decision["action"])
+    tag_run_with_decision(client, run_id, model_name, int(version.version), decision)
     return {**decision, "version": int(version.version), "champion": decision["promoted"]
             or decision["reason"].startswith("already champion")}
