@@ -115,7 +115,8 @@ class EvalConfig:
     such a task in one line before anything is imported."""
     cache: str = ""
     """Where the base model's scores are kept, keyed by model and eval-suite fingerprints, so the next run
-    does not score the base again: '' = <storage.uri>/eval-cache, else $FORA_CACHE/eval-scores; 'off'."""
+    does not score the base again (and, under ``fisher/``, the Fisher files of the same weights, data and ``fora``
+    settings): '' = <storage.uri>/eval-cache, else $FORA_CACHE/eval-scores; 'off'."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, list) or not all(isinstance(t, str) and t.strip() for t in self.tasks):

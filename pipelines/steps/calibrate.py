@@ -11,6 +11,7 @@ instead of (d_in^2 + d_out^2) floats per module); ``fisher_report.json`` gets ``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fora_core.filet import weight_out_in
 
 from ..data.jsonl import read_jsonl
 from ..data.tokens import collate
-from ..training.calibration_artifacts import FILET_FILE, save_selection
+from ..training.calibration_artifacts import FILET_FILE, REPORT_FILE, load_selection, save_selection
 
 log = logging.getLogger("fora")
 
@@ -72,6 +73,13 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
     save_selection(out, report, selected, filet_info)
     plot_fisher_profile(report, selected, out / "fisher_profile.png")
     return {"report": report, "selected_layers": selected, "filet": filet_info}
+
+
+def calibration_of(out: Path) -> dict:
+    """What :func:`run_calibration` returns, read back from its files (a cached calibration)."""
+    report, selected = load_selection(out)
+    filet = json.loads((out / REPORT_FILE).read_text()).get("filet")
+    return {"report": report, "selected_layers": selected, "filet": filet}
 
 
 def _write_filet_energies(model, kfac: KfacCollector, path: Path, pass_seconds: float) -> dict:

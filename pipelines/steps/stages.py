@@ -192,14 +192,25 @@ def log_inputs(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_
 
 def calibrate(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, run_id: str | None = None,
               model=None, tokenizer=None, progress: bool = False) -> dict:
-    """Fisher scores on the calibration split; writes the report and the profile plot."""
-    from .calibrate import run_calibration
+    """Fisher scores on the calibration split; writes the report and the profile plot. The same weights, data and
+    ``fora`` settings as an earlier run: its files from the cache (``training/calibration_cache.py``)."""
+    from ..training import calibration_cache
+    from .calibrate import calibration_of, run_calibration
 
     require_inputs("calibrate", (data_dir, "calibration.jsonl", "data-prep"))
     model, tokenizer = _load(run, "calibrate", model, tokenizer)
     with storage.local_input(data_dir) as data, storage.local_output(calib_dir) as out:
-        calib = run_calibration(model, tokenizer, data, run.fora, out, device=str(model.device), progress=progress,
-                                filet=needs_filet(run))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        cache = calibration_cache.location(run.eval.cache, run.storage.uri)
+        entry = calibration_cache.key(model, json.loads((data / "data_card.json").read_text())["content_hash"],
+                                      run.to_dict()["fora"], needs_filet(run)) if cache else ""
+        if calibration_cache.restore(cache, entry, Path(out)):
+            calib = calibration_of(Path(out))
+            log.info("calibrate: the Fisher scores of this model, data and fora settings from the cache (%s)", cache)
+        else:
+            calib = run_calibration(model, tokenizer, data, run.fora, out, device=str(model.device),
+                                    progress=progress, filet=needs_filet(run))
+            calibration_cache.store(cache, entry, Path(out))
         log.info("selected %d of %d layers: %s", len(calib["selected_layers"]), calib["report"].num_layers,
                  calib["selected_layers"])
         with tracked(run, run_id) as on:

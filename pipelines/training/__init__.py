@@ -12,6 +12,7 @@
     outputs.py       what a finished run leaves: adapter, history, loss curve, summary
     calibration_artifacts.py  the calibrate step's files (Fisher report, selected layers, FILet energies),
                      written and read in one place
+    calibration_cache.py  the Fisher files of the same weights, data and ``fora`` settings, kept for the next run
     faults.py        test-only step hooks (a failure or a non-finite loss at a chosen step); never in a config
 
 Imports ``fora_core``, ``config``, ``runtime`` and ``data``; the train step (``steps/train.py``) and the sweep
