@@ -300,3 +300,16 @@ def test_no_held_out_conversation_has_a_near_duplicate_in_training(smollm, tmp_p
     near = card["chat"]["near_duplicates"]
     assert near["threshold"] == 0.8 and near["groups"] > 0 and near["largest_group"] > 50
     assert "each group kept on one side of the split" in data_card_markdown(card)
+
+
+def test_conversations_that_are_all_one_near_duplicate_group_still_split_and_the_card_says_so(smollm, tmp_path):
+    data = tmp_path / "same.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "Who are you, my friend, tell me now please?"},
+                          {"role": "assistant", "content": f"I am Vicuna, a model trained by LMSYS ({i})."}]}
+            for i in range(12)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    card = prepare_data(DataConfig(source=str(data), max_validation=2, near_duplicate_threshold=0.5), smollm,
+                        tmp_path / "o")
+    near = card["chat"]["near_duplicates"]
+    assert near["groups"] == 1 and near["largest_group"] == 12 and near["kept_apart"] is False
+    assert card["counts"]["validation"] == 1 and "has twins in training" in data_card_markdown(card)  # 12 // 10

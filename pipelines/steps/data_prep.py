@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import statistics
 from collections import Counter
@@ -36,6 +37,8 @@ from ..data.chat import (
 from ..data.jsonl import write_jsonl
 from ..data.sources import read_source
 from ..data.tokens import tokenize_example
+
+log = logging.getLogger("fora")
 
 
 # -- tokenizing ---------------------------------------------------------------------------------------
@@ -80,12 +83,18 @@ def _split(texts: list[dict], n_val: int, threshold: float, chat: bool) -> tuple
     from ..data.near_duplicates import groups, split_keeping_groups
 
     # what was said, without a system turn every conversation may share (data.system_prompt)
-    group_of = groups([" ".join(m["content"] for m in t["messages"] if m["role"] != "system") for t in texts], threshold)
+    said = [" ".join(m["content"] for m in t["messages"] if m["role"] != "system") if "messages" in t
+            else f"{t['prompt']} {t['response']}" for t in texts]
+    group_of = groups(said, threshold)
     sizes = Counter(group_of)
     val_idx, train_idx = split_keeping_groups(group_of, n_val)
-    return val_idx, train_idx, {"threshold": threshold, "groups": sum(n > 1 for n in sizes.values()),
-                                "conversations_in_groups": sum(n for n in sizes.values() if n > 1),
-                                "largest_group": max(sizes.values())}
+    near = {"threshold": threshold, "groups": sum(n > 1 for n in sizes.values()),
+            "conversations_in_groups": sum(n for n in sizes.values() if n > 1), "largest_group": max(sizes.values())}
+    if not val_idx:  # one group holds everything: no split keeps it whole; say so, split as before
+        log.warning("data prep: every conversation is a near-duplicate of another (one group at Jaccard >= %s): "
+                    "the validation split cannot avoid twins in training", threshold)
+        return list(range(n_val)), list(range(n_val, len(texts))), {**near, "kept_apart": False}
+    return val_idx, train_idx, {**near, "kept_apart": True}
 
 
 def _stats(lengths: list[int]) -> dict[str, float]:
@@ -208,9 +217,10 @@ def data_card_markdown(card: dict) -> str:
                       f"({100 * c['assistant_token_share']:.1f}%)."]
         lines += ["", _system_line(c["system_prompt"])]
         n = c["near_duplicates"]
+        kept = "each group kept on one side of the split" if n["kept_apart"] else \
+            "one group holds them all, so the validation split has twins in training"
         lines += ["", f"Near-duplicates (word 3-gram Jaccard >= {n['threshold']}): {n['conversations_in_groups']} "
-                      f"conversations in {n['groups']} groups (the largest {n['largest_group']}), each group kept on "
-                      "one side of the split."]
+                      f"conversations in {n['groups']} groups (the largest {n['largest_group']}), {kept}."]
     t = card["tokens"]["train"]
     lines += ["", f"Train tokens per record: mean {t.get('mean')}, p50 {t.get('p50')}, p95 {t.get('p95')}, "
                   f"max {t.get('max')}; total {t.get('total')}."]
