@@ -21,7 +21,13 @@ from fora_core.filet import weight_out_in
 
 from ..data.jsonl import read_jsonl
 from ..data.tokens import collate
-from ..training.calibration_artifacts import FILET_FILE, REPORT_FILE, load_selection, save_selection
+from ..training.calibration_artifacts import (
+    FILET_FILE,
+    PROFILE_FILE,
+    REPORT_FILE,
+    load_selection,
+    save_selection,
+)
 
 log = logging.getLogger("fora")
 
@@ -71,7 +77,7 @@ def run_calibration(model, tokenizer, data_dir: str | Path, fora: ForaConfig, ou
     k = fora.num_layers_to_adapt(report.num_layers)
     selected = select_layers(report, k) if fora.uses_fisher else list(range(report.num_layers))
     save_selection(out, report, selected, filet_info)
-    plot_fisher_profile(report, selected, out / "fisher_profile.png")
+    plot_fisher_profile(report, selected, out / PROFILE_FILE)
     return {"report": report, "selected_layers": selected, "filet": filet_info}
 
 

@@ -18,6 +18,7 @@ from ..runtime import storage
 
 REPORT_FILE = "fisher_report.json"
 FILET_FILE = "filet_energies.safetensors"
+PROFILE_FILE = "fisher_profile.png"
 
 
 def save_selection(out_dir: Path, report: FisherReport, selected: list[int], filet: dict | None = None) -> Path:

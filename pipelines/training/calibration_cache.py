@@ -23,11 +23,10 @@ from pathlib import Path
 from ..evaluation.score_cache import cache_location, model_fingerprint
 from ..runtime import storage
 from ..runtime.atomic import replace_dir
-from .calibration_artifacts import FILET_FILE, REPORT_FILE
+from .calibration_artifacts import FILET_FILE, PROFILE_FILE, REPORT_FILE
 
 log = logging.getLogger("fora")
 
-PROFILE_FILE = "fisher_profile.png"
 FILES = (REPORT_FILE, PROFILE_FILE, FILET_FILE)
 
 
