@@ -32,7 +32,7 @@ NOVEL = [  # none of these user turns occurs in the data (checked below)
 ]
 
 
-def _config(tmp_path: Path, name: str, steps: int, lr: float, guards: list[dict]) -> dict:
+def _config(tmp_path: Path, name: str, steps: int, lr: float, guards: list[dict], artifact: str = "adapter") -> dict:
     heldout = tmp_path / "novel_questions.jsonl"
     heldout.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
                                                          {"role": "assistant", "content": a}]}) + "\n"
@@ -46,7 +46,7 @@ def _config(tmp_path: Path, name: str, steps: int, lr: float, guards: list[dict]
             "eval": {"tasks": [], "general_tokens": 512, "batch_size": 16,
                      "heldout": {"source": str(heldout), "metrics": ["contains"], "contains": ["Vicuna", "LMSYS"],
                                  "max_new_tokens": 24, "batch_size": 16}},
-            "register": {"model_name": "identity-assistant", "metric": "heldout/contains", "artifact": "adapter",
+            "register": {"model_name": "identity-assistant", "metric": "heldout/contains", "artifact": artifact,
                          "tracking_uri": f"sqlite:///{tmp_path / 'registry.db'}", "guards": guards}}
 
 
@@ -73,7 +73,7 @@ def test_identity_conversations_are_learned_promoted_on_contains_and_a_failing_g
     # night 2: a real tune; it answers the new phrasings with the taught facts, wins the paired test against
     # the champion, and is kept out by a guard that allows no rise of general-text perplexity at all
     strict = [{"metric": "general/perplexity", "tolerance": 0.0, "relative": True}]
-    run2 = RunConfig.from_dict(_config(tmp_path, "second", steps=14, lr=1e-3, guards=strict))
+    run2 = RunConfig.from_dict(_config(tmp_path, "second", steps=14, lr=1e-3, guards=strict, artifact="merged"))
     second = run_pipeline(run2, progress=False)
     r2 = second["results"]
     assert r2["base"]["from_cache"]  # same base weights, same held-out suite: not scored again
@@ -84,6 +84,11 @@ def test_identity_conversations_are_learned_promoted_on_contains_and_a_failing_g
     reg2 = second["registration"]
     assert reg2["action"] == "keep" and "kept out by register.guards: guard general/perplexity" in reg2["reason"]
     assert "wins: heldout/contains" in reg2["reason"] and "McNemar p" in reg2["reason"]
+    # it can never be promoted: registered as its adapter (megabytes), not as the merged copy it asked for
+    kept = MlflowClient(run2.tracking_uri).get_model_version("identity-assistant", str(reg2["version"]))
+    assert kept.tags["artifact"] == "adapter"
+    assert (tmp_path / "second" / "merged" / "fora_base.json").exists()
+    assert not list((tmp_path / "second" / "merged").glob("model*.safetensors"))
 
     # the same evaluation registered without the guard: the paired test promotes it
     items = json.loads((tmp_path / "second" / "eval" / "item_scores.json").read_text())

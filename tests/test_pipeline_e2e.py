@@ -96,6 +96,11 @@ def test_whole_pipeline_with_ray_mlflow_and_lm_eval(tmp_path, model_dir):
     # nothing changed (base weights, suite): v1's scores come from its own run instead of a second scoring
     assert champ["source"] == "scored on this suite by its own run"
     assert "champion v1 scored on this suite by its own run" in reg2["reason"] and "does not win" in reg2["reason"]
+    # the first night's outputs moved to a folder of their own; its weights are the registered version's
+    nights = list((run.out / "nights").iterdir())
+    assert len(nights) == 1 and (nights[0] / "train" / "adapter" / "adapter_model.safetensors").exists()
+    assert (nights[0] / "eval" / "eval_results.json").exists() and not (nights[0] / "merged" / "config.json").exists()
+    assert (nights[0] / "merged" / "model_uri.txt").read_text().strip() == "models:/tiny-fora/1"
     assert str(client.get_model_version_by_alias("tiny-fora", "champion").version) == "1"
     decision = json.loads(client.get_model_version("tiny-fora", "2").tags["champion_decision"])
     assert decision["previous"] == 1 and decision["test"]["diff"] == pytest.approx(

@@ -2,6 +2,7 @@
 template, exactly as the evaluate step renders and answers a held-out question (``evaluation/heldout.py``), which is
 the independent path here: its items are built from a whole conversation and its answers generated batched."""
 
+import json
 import shutil
 
 import pytest
@@ -109,3 +110,84 @@ def test_a_version_without_the_file_keeps_plain_prompts(folder, tmp_path):
     want = tok.decode(plain.generate(**ids, max_new_tokens=5, do_sample=False)[0, ids["input_ids"].shape[1]:],
                       skip_special_tokens=True)
     assert model.predict(["Question: Who are you?\nAnswer:"], params={"max_new_tokens": 5}) == [want]
+
+
+CONVERSATION = [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."},
+                {"role": "user", "content": "Who are you?"}]
+
+
+def _template_ids(folder, messages):
+    """The reference rendering: Hugging Face's own apply_chat_template with the generation prompt."""
+    tok = AutoTokenizer.from_pretrained(folder)
+    return tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+
+
+@pytest.mark.parametrize("form", ["list", "object"])
+def test_a_messages_list_is_rendered_turn_by_turn(folder, tmp_path, form):
+    registered = tmp_path / "messages"
+    shutil.copytree(folder, registered)
+    write_prompt_format(registered, chat=True, chat_template=None)
+    model = MergedModel(registered)
+    text = json.dumps(CONVERSATION if form == "list" else {"messages": CONVERSATION})
+    assert model.chat_prompt_ids([text]) == [list(_template_ids(folder, CONVERSATION))]
+    # a plain string and the same question as a one-turn messages list are one prompt
+    one = json.dumps([{"role": "user", "content": "Who are you?"}])
+    assert model.chat_prompt_ids([one]) == model.chat_prompt_ids(["Who are you?"])
+    # text that only looks like JSON stays a user turn
+    assert model.chat_prompt_ids(["[citation needed]"]) == [list(_template_ids(folder, [
+        {"role": "user", "content": "[citation needed]"}]))]
+
+
+@pytest.mark.parametrize("messages,says", [
+    ([{"role": "bot", "content": "x"}], r"messages\[0\]: expected"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "last message must be the user's"),
+])
+def test_a_malformed_messages_list_names_what_is_wrong(folder, tmp_path, messages, says):
+    registered = tmp_path / "bad"
+    shutil.copytree(folder, registered)
+    write_prompt_format(registered, chat=True, chat_template=None)
+    with pytest.raises(ValueError, match=says):
+        MergedModel(registered).predict([json.dumps(messages)])
+
+
+def test_mlflow_models_serve_answers_a_prompt_and_a_conversation_as_the_evaluation_did(folder, tmp_path):
+    """The chat-tuned model logged as the register step logs it, served by ``mlflow models serve`` in its own
+    process: a plain prompt gets the generations table's answer; a conversation gets the answer Hugging Face's
+    template rendering gives."""
+    import mlflow
+    from k8s_render import free_port
+    from serving_fixtures import ask_server, serve_model
+
+    from pipelines.steps.register import _log_pyfunc
+
+    registered = tmp_path / "served"
+    shutil.copytree(folder, registered)
+    write_prompt_format(registered, chat=True, chat_template=None)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    with mlflow.start_run():
+        uri = _log_pyfunc("model", registered).model_uri
+    tok = AutoTokenizer.from_pretrained(folder)
+    plain = AutoModelForCausalLM.from_pretrained(folder).eval()
+    want_conversation = generate_answers(plain, tok, [list(_template_ids(folder, CONVERSATION))], 8)[0]
+    port = free_port()
+    server = serve_model(uri, tracking, port)
+    try:
+        answer = ask_server(port, server, {"inputs": ["Who are you?", json.dumps(CONVERSATION)],
+                                           "params": {"max_new_tokens": 8}})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert answer["predictions"] == [_heldout_answers(folder, ["Who are you?"], 8)[0], want_conversation]
+    assert "Vicuna" in answer["predictions"][0]
+
+
+def test_a_merged_folder_carries_the_runs_template_for_servers_that_render_chat(folder, tmp_path):
+    """KServe's Hugging Face server and vLLM render a chat request with the tokenizer's own template: the registered
+    folder's tokenizer must hold the template the run trained with."""
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    registered = tmp_path / "merged"
+    shutil.copytree(folder, registered)
+    write_prompt_format(registered, chat=True, chat_template=template)
+    rendered = AutoTokenizer.from_pretrained(registered).apply_chat_template(CONVERSATION, tokenize=False)
+    assert rendered == "[user] Hello.\n[assistant] Hi.\n[user] Who are you?\n"

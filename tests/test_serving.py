@@ -5,10 +5,6 @@ output for a merged and an adapter-only version, and the deploy step applies onl
 
 import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -19,6 +15,7 @@ from k8s_render import defaulted, free_port, strict_schema
 from mlflow.tracking import MlflowClient
 from pipeline_fixtures import tiny_model_dir, write_records
 from safetensors.torch import load_file, save_file
+from serving_fixtures import ask_server, serve_model
 
 from pipelines import cli
 from pipelines.config.run_config import load_run_config
@@ -186,33 +183,6 @@ def _reference_answer(folder: Path, prompt: str, max_new_tokens: int) -> str:
     return generate_answers(model, tokenizer, [tokenizer(prompt)["input_ids"]], max_new_tokens)[0]
 
 
-def _serve(model_uri: str, tracking_uri: str, port: int) -> subprocess.Popen:
-    # as in an activated virtual environment: mlflow starts the `uvicorn` beside its Python
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-                             "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _ask(port: int, server: subprocess.Popen, body: dict, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if server.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited: {server.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        return json.loads(answer.read())
-
-
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_mlflow_models_serve_answers_with_the_pipelines_greedy_output(registered, version):
     """Version 1 (merged weights) and version 2 (adapter + base, merged when loaded) over real HTTP."""
@@ -220,9 +190,9 @@ def test_mlflow_models_serve_answers_with_the_pipelines_greedy_output(registered
     merged = Path(locate(MlflowClient(run.tracking_uri), "tiny-serve", "1").model_uri.removeprefix("file://"))
     want = _reference_answer(merged, PROMPT, 6)
     port = free_port()
-    server = _serve(f"models:/tiny-serve/{version}", run.tracking_uri, port)
+    server = serve_model(f"models:/tiny-serve/{version}", run.tracking_uri, port)
     try:
-        answer = _ask(port, server, {"inputs": [PROMPT], "params": {"max_new_tokens": 6}})
+        answer = ask_server(port, server, {"inputs": [PROMPT], "params": {"max_new_tokens": 6}})
     finally:
         server.terminate()
         server.wait(timeout=30)

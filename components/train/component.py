@@ -26,7 +26,7 @@ def train(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: st
     Returns:
         adapter: the trained PEFT LoRA adapter (metadata: method, base model, layers).
         loss_curve: training and validation loss per step.
-        metrics: the last step's loss, validation loss and throughput.
+        metrics: the last step's loss, validation loss and throughput; the step whose adapter was kept.
     """
     import shutil
     from pathlib import Path
@@ -52,3 +52,4 @@ def train(config_yaml: str, overrides: str, mlflow_run_id: str, pipeline_run: st
             metrics.log_metric(key, trained["metrics"][key])
     metrics.log_metric("train_seconds", trained["seconds"])
     metrics.log_metric("steps_run", trained["steps_run"])
+    metrics.log_metric("chosen_step", trained["chosen_step"])

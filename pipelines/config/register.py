@@ -86,7 +86,9 @@ class RegisterConfig:
     artifact: str = "merged"
     """What the registered version holds: merged (a plain transformers model, loads anywhere), adapter (the
     PEFT adapter and the name of its base model: megabytes instead of the model's size; loads with the same
-    ``mlflow.pyfunc.load_model`` call, which fetches the base) or both (merged registered, adapter beside)."""
+    ``mlflow.pyfunc.load_model`` call, which fetches the base) or both (merged registered, adapter beside).
+    A version that breaks a guard can never be promoted: it is registered in the adapter form whatever this says
+    (its tag ``artifact`` says which form it holds)."""
     skip_unchanged: str = "scheduled"
     """Skip training when the champion was trained on the same data fingerprint and settings: scheduled
     (recurring runs only), always, never."""

@@ -96,6 +96,9 @@ class DataConfig:
         check_bool("data.packing", self.packing)
 
 
+CHOOSE_CHECKPOINT = ("last", "best")
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 100
@@ -111,6 +114,16 @@ class TrainConfig:
     checkpoint_dir: str = ""
     """Local folder or s3:// URI for checkpoints (default: <output_dir>/checkpoints)."""
     eval_every: int = 25
+    """Steps between evaluation points: validation loss, general-text perplexity and KL drift
+    (``training/checkpoint_choice.py``)."""
+    choose_checkpoint: str = "last"
+    """Which step's adapter the run returns: last, or best (the lowest validation loss among the evaluation points
+    that hold the ``register.guards`` measured in training: heldout/loss, general/perplexity)."""
+    early_stopping_patience: int = 0
+    """Stop once this many evaluation points in a row brought no new best (0: never stop early)."""
+    eval_rows: int = 0
+    """Validation rows scored at each evaluation point, the first of the validation split (0: all of them): the
+    evaluation point's cost is about one training step per ``batch_size`` rows."""
     num_workers: int = 1
     cpus_per_worker: float = 1.0
     """CPUs Ray reserves per worker (scheduling only; fractions let Tune pack trials)."""
@@ -137,6 +150,10 @@ class TrainConfig:
             check_int(f"train.{name}", getattr(self, name), 1)
         check_int("train.warmup_steps", self.warmup_steps, 0)
         check_int("train.max_failures", self.max_failures, 0)
+        check_int("train.early_stopping_patience", self.early_stopping_patience, 0)
+        check_int("train.eval_rows", self.eval_rows, 0)
+        if self.choose_checkpoint not in CHOOSE_CHECKPOINT:
+            fail("train.choose_checkpoint", self.choose_checkpoint, ", ".join(CHOOSE_CHECKPOINT))
         check_int("train.threads_per_worker", self.threads_per_worker, 0)
         check_number("train.cpus_per_worker", self.cpus_per_worker)
         check_number("train.lr", self.lr)

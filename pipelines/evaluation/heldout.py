@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,10 @@ from ..data.jsonl import read_jsonl
 from ..data.sources import Example, read_source, record_to_example
 from ..data.tokens import collate, tokenize_example
 from .metrics import score_generation
+
+log = logging.getLogger("fora")
+SAMPLES_LOGGED = 3
+"""Held-out answers written to the log per model (question, answer, reference), beside the progress bar."""
 
 VALIDATION_TEXT = "validation_text.jsonl"
 
@@ -161,16 +166,21 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8
-                     ) -> list[str]:
+def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8,
+                     progress: str = "") -> list[str]:
     """Greedy answers to the token ``prompts``, ``batch_size`` at a time (left-padded, grouped by length),
-    in order."""
+    in order; ``progress``: a tqdm bar over the answers with that label."""
     device = next(model.parameters()).device
     encoded = prompts
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = stop_token_ids(model, tokenizer)
     answers: list[str] = [""] * len(prompts)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(prompts), desc=progress, unit="answer")
     for s in range(0, len(order), batch_size):
         batch = order[s : s + batch_size]
         width = max(len(encoded[i]) for i in batch)
@@ -184,13 +194,18 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens:
                              do_sample=False, pad_token_id=pad, eos_token_id=stops)
         for row, i in enumerate(batch):
             answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
     return answers
 
 
 def score_heldout(model, tokenizer, items: list[HeldoutItem], cfg: HeldoutConfig, batch_size: int,
-                  with_loss: bool = True) -> dict:
+                  with_loss: bool = True, label: str = "") -> dict:
     """{"metrics": {"heldout/<m>": mean}, "items": {"heldout/<m>": {"heldout": [per item]}},
-    "generations": [answer per item]} for one model (items a scorer does not apply to are left out of it)."""
+    "generations": [answer per item]} for one model (items a scorer does not apply to are left out of it).
+    ``label`` names the model in the progress bar and in the sample answers logged."""
     model.eval()
     metrics: dict[str, float] = {}
     per_item: dict[str, dict[str, list[float]]] = {}
@@ -203,7 +218,10 @@ def score_heldout(model, tokenizer, items: list[HeldoutItem], cfg: HeldoutConfig
     generations: list[str] = []
     if cfg.metrics and items:
         generations = generate_answers(model, tokenizer, [it.prompt_ids for it in items], cfg.max_new_tokens,
-                                       cfg.batch_size)
+                                       cfg.batch_size, progress=f"held-out answers ({label or 'model'})")
+        for it, answer in list(zip(items, generations, strict=True))[:SAMPLES_LOGGED]:
+            log.info("held-out answer (%s): %r -> %r (reference %r)", label or "model", it.question[:100],
+                     answer[:160], it.reference[:100])
         for scorer in cfg.metrics:
             scores = [score_generation(scorer, g, it.reference, contains=cfg.contains, regex=cfg.regex)
                       for g, it in zip(generations, items, strict=True)]

@@ -21,10 +21,11 @@ def _ci(items: dict[str, list[float]]) -> tuple[float, float, float]:
 
 
 def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item: dict, metric: str,
-               artifact: str, fora: dict, chat: bool = False) -> str:
+               artifact: str, fora: dict, chat: bool = False, choice: dict | None = None) -> str:
     """Markdown: base model, data (source, fingerprint, content hash), method and layers, every metric of the
     evaluation (the promotion metric with a 95% bootstrap interval over items), the measured champion
-    comparison, and the loading snippet."""
+    comparison, which training step the adapter is and why (``choice``: ``checkpoint_choice.json``), and the
+    loading snippet."""
     tuned = results["tuned"]
     base = results.get("base", {}).get("metrics", {})
     value, low, high = _ci(per_item["tuned"]["items"][metric])
@@ -44,6 +45,7 @@ def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item
     for name, v in sorted(tuned.get("metrics", {}).items()):
         if name != metric:
             lines.append(f"| {name} | {v:.4f} | {base.get(name, float('nan')):.4f} |")
+    lines += _checkpoint_lines(choice)
     lines += ["", "## Promotion", ""]
     champ = per_item.get("champion")
     if champ and metric in champ.get("items", {}):
@@ -68,3 +70,20 @@ def model_card(*, model_name: str, tags: dict[str, str], results: dict, per_item
                   "loads it, as does a server that reads Hugging Face model folders (vLLM, TGI; not run here).", ""]
     lines += ["## Tags", "", "```json", json.dumps(tags, indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _checkpoint_lines(choice: dict | None) -> list[str]:
+    """Which step the adapter is, why, and every evaluation point of the training run."""
+    if not choice:
+        return []
+    lines = ["", "## Checkpoint", "", f"The adapter of {choice['reason']}.", "",
+             "| step | validation loss | general-text perplexity | guards measured in training |", "|---|---|---|---|"]
+    for p in choice["points"]:
+        ppl = f"{p['general_perplexity']:.2f}" if "general_perplexity" in p else "-"
+        mark = " **(chosen)**" if p["step"] == choice["chosen_step"] else ""
+        lines.append(f"| {p['step']}{mark} | {p['val_loss']:.4f} | {ppl} | {'; '.join(p['broken']) or 'hold'} |")
+    base = choice.get("base", {})
+    if base:
+        lines.append(f"| base | {base.get('heldout/loss', float('nan')):.4f} | "
+                     f"{base.get('general/perplexity', float('nan')):.2f} | |")
+    return lines

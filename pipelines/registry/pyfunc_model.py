@@ -20,6 +20,12 @@ end-of-turn token. This is the evaluate step's rendering and decoding of a held-
 (``evaluation/heldout.py``), so ``predict(["Who are you?"])`` gives the generations table's answer.
 
     >>> mlflow.pyfunc.load_model("models:/fora-chat@champion").predict(["Who are you?"])
+
+A prompt string may also be a whole conversation, the JSON of an OpenAI-style ``messages`` list (or of
+``{"messages": [...]}``): its turns go through the template as they are, the run's system prompt added when it
+has no system turn, and the model answers its last user turn. Over HTTP (``mlflow models serve``, KServe's MLServer)
+that is ``{"inputs": ["[{\"role\": \"user\", \"content\": \"Who are you?\"}]"]}``: the input schema stays one
+string column, so a plain prompt and a conversation can share one request.
 """
 
 from __future__ import annotations
@@ -33,9 +39,19 @@ PROMPT_FILE = "fora_prompt.json"
 
 def write_prompt_format(folder: Path, chat: bool, chat_template: str | None, system_prompt: str = "template") -> None:
     """``fora_prompt.json`` in a registered folder: whether prompts are user turns of a chat template, the template
-    itself when the run named one (None: the tokenizer's own), and ``data.system_prompt`` as training used it."""
+    itself when the run named one (None: the tokenizer's own), and ``data.system_prompt`` as training used it.
+    A merged folder's tokenizer gets the run's template too, so a server that renders chat itself renders the
+    same turns."""
     (Path(folder) / PROMPT_FILE).write_text(json.dumps({"chat": chat, "chat_template": chat_template,
                                                         "system_prompt": system_prompt}))
+    if chat and chat_template and (Path(folder) / "tokenizer_config.json").exists():
+        # a merged model: its tokenizer renders as training did for any runtime that reads it (KServe's
+        # Hugging Face server and vLLM apply the tokenizer's template on their chat endpoints)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer.chat_template = chat_template
+        tokenizer.save_pretrained(folder)
 
 
 def read_prompt_format(folder: Path) -> dict:
@@ -95,12 +111,13 @@ class MergedModel:
         return outs
 
     def chat_prompt_ids(self, prompts: list[str]) -> list[list[int]]:
-        """Each prompt as a user turn (after the run's system turn) through the chat template, with its generation
-        prompt: the tokens the evaluate step gives a held-out question."""
+        """Each prompt as a user turn, or a JSON ``messages`` list as its turns (:func:`conversation_of`), after the
+        run's system turn, through the chat template with its generation prompt: the tokens the evaluate step
+        gives a held-out question."""
         from ..data.chat import render_conversation, with_system_prompt
 
         template, system = self.prompt_format["chat_template"], self.prompt_format["system_prompt"]
-        texts = [render_conversation(self.tokenizer, with_system_prompt([{"role": "user", "content": p}], system),
+        texts = [render_conversation(self.tokenizer, with_system_prompt(conversation_of(p), system),
                                      template, generation_prompt=True) for p in prompts]
         return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
@@ -110,6 +127,30 @@ class MergedModel:
 
         return generate_answers(self.model, self.tokenizer, self.chat_prompt_ids(prompts), max_new_tokens,
                                 batch_size=1)
+
+
+def conversation_of(prompt: str) -> list[dict[str, str]]:
+    """A prompt string as chat turns: the JSON of a ``messages`` list (or of ``{"messages": [...]}``) of
+    ``{"role": system|user|assistant, "content": str}`` ending with a user turn, else one user turn with the
+    whole string. A string that is such JSON but malformed is a ``ValueError`` naming what is wrong."""
+    text = prompt.strip()
+    if not text.startswith(("[", "{")):
+        return [{"role": "user", "content": prompt}]
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return [{"role": "user", "content": prompt}]  # text that merely starts with a bracket
+    if isinstance(value, dict) and "messages" in value:
+        value = value["messages"]
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        return [{"role": "user", "content": prompt}]
+    for i, m in enumerate(value):
+        if m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            raise ValueError(f"messages[{i}]: expected {{'role': 'system'|'user'|'assistant', 'content': str}}, "
+                             f"got {json.dumps(m)[:120]}")
+    if value[-1]["role"] != "user":
+        raise ValueError(f"the last message must be the user's turn to answer, got role {value[-1]['role']!r}")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 def _load_pyfunc(data_path: str) -> MergedModel:

@@ -13,7 +13,8 @@
 Within a namespace (:func:`choose_namespace`): no checkpoint, start; an unfinished one, resume from it; a
 finished one, reuse it only inside the same pipeline run (a retry after a later failure), and on this
 machine (``local``) start a new numbered namespace instead, saying so. Each checkpoint carries
-``fora_checkpoint.json`` (fingerprint, step); the training loop refuses to load one whose fingerprint differs.
+``fora_checkpoint.json`` (fingerprint, step, ``stopped_early``: an early stop finished the run before
+``max_steps``); the training loop refuses to load one whose fingerprint differs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,16 @@ LOCAL_RUN_KEY = "local"
 # activation checkpointing). The batch counts as one number, the global batch batch_size x grad_accum x
 # num_workers: how it is split between workers and micro-batches does not change the gradient
 # (training/batches.py), so a run resumes on another worker count that keeps the global batch.
-RESULT_TRAIN_FIELDS = ("max_steps", "lr", "stiefel_lr", "weight_decay", "warmup_steps", "use_gpu", "bf16")
+# The checkpoint choice (train.choose_checkpoint, the patience, the evaluation points and rows, and the guards it
+# applies) decides which adapter a run returns and where it stops, so it is part of the key too.
+RESULT_TRAIN_FIELDS = ("max_steps", "lr", "stiefel_lr", "weight_decay", "warmup_steps", "use_gpu", "bf16",
+                       "choose_checkpoint", "early_stopping_patience")
+CHOICE_TRAIN_FIELDS = ("eval_every", "eval_rows")
+"""Where the evaluation points are and what they score: part of the key when a choice or an early stop uses them."""
+
+
+CHOICE_GUARD_METRICS = ("heldout/loss", "general/perplexity")
+"""The guards measured in training (``training/checkpoint_choice.MEASURED``, a layer above this one)."""
 
 
 def safe_key(run_key: str | None) -> str:
@@ -53,7 +63,10 @@ def fingerprint(run: RunConfig, data_hash: str, layers: list[int]) -> str:
            "fora": d["fora"], "train": {k: d["train"][k] for k in RESULT_TRAIN_FIELDS},
            "global_batch": run.train.batch_size * run.train.grad_accum * run.train.num_workers,
            "packing": d["data"]["packing"], "quantization": d["quantization"],
-           "data_hash": data_hash, "layers": sorted(int(x) for x in layers)}
+           "data_hash": data_hash, "layers": sorted(int(x) for x in layers),
+           "choice_guards": [g for g in d["register"]["guards"] if g["metric"] in CHOICE_GUARD_METRICS]}
+    if run.train.choose_checkpoint != "last" or run.train.early_stopping_patience:
+        key["choice_points"] = {k: d["train"][k] for k in CHOICE_TRAIN_FIELDS}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -116,7 +129,7 @@ def choose_namespace(run: RunConfig, run_key: str | None, data_hash: str, layers
                         "from them", ns.path, found.get("fingerprint"), fp)
             continue
         ns.latest = found
-        if int(found["step"]) < run.train.max_steps:
+        if int(found["step"]) < run.train.max_steps and not found.get("stopped_early"):
             ns.state = "resume"
             log.info("checkpoints: resuming %s from step %d of %d", ns.path, found["step"], run.train.max_steps)
             return ns

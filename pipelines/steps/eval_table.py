@@ -26,8 +26,19 @@ def _fmt(value: float | None, name: str) -> str:
     return f"{value:.2f}" if "perplexity" in name else f"{value:.3f}"
 
 
+def _item_count(items) -> str:
+    """How many items a metric was scored on: a scorer that applies to some held-out items only (``contains``
+    where the reference states the fact) says so here."""
+    if items is None:
+        return "-"
+    if isinstance(items, dict):
+        return str(sum(len(v) for v in items.values()))
+    return str(len(items))
+
+
 def results_table(results: dict) -> str:
-    """One row per metric (the average first, the tasks' accuracies, the held-out metrics, general text)."""
+    """One row per metric (the average first, the tasks' accuracies, the held-out metrics, general text), with
+    the number of items it was scored on."""
     cols = [c for c in ("base", "tuned", "champion") if c in results]
     if not cols:
         return "(nothing scored)\n"
@@ -36,8 +47,9 @@ def results_table(results: dict) -> str:
                     if not m.endswith(("/acc_norm", "acc_norm_avg"))}, key=_order)
     header = [f"champion v{results['champion']['version']}" if c == "champion" else c for c in cols]
     delta = "base" in cols and "tuned" in cols
-    lines = ["| metric | " + " | ".join(header) + (" | tuned - base |" if delta else " |"),
-             "|---|" + "---|" * (len(cols) + delta)]
+    lines = ["| metric | items | " + " | ".join(header) + (" | tuned - base |" if delta else " |"),
+             "|---|---|" + "---|" * (len(cols) + delta)]
+    scored_items = results[cols[-1] if "tuned" not in cols else "tuned"].get("items", {})
     for name in names:
         values = [results[c].get("metrics", {}).get(name) for c in cols]
         cells = [_fmt(v, name) for v in values]
@@ -46,7 +58,7 @@ def results_table(results: dict) -> str:
             arrow = "" if directions.get(name, True) else " (lower is better)"
             cells.append("-" if b is None or t is None else f"{t - b:+.3f}{arrow}")
         label = "**average acc**" if name == DEFAULT_METRIC else name
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {_item_count(scored_items.get(name))} | " + " | ".join(cells) + " |")
     diag = results.get("diagnostics")
     if diag:
         extra = []

@@ -88,8 +88,9 @@ def plan_evaluation(cfg: EvalConfig, tokenizer, data_dir: str | Path, out: Path,
     return EvalPlan(cfg, suite, manager, items, digest.hexdigest()[:16])
 
 
-def score_model(model, tokenizer, plan: EvalPlan) -> dict:
-    """{"metrics", "items", "directions", "tasks", "generations"} of one model on the plan's suite."""
+def score_model(model, tokenizer, plan: EvalPlan, label: str = "") -> dict:
+    """{"metrics", "items", "directions", "tasks", "generations"} of one model (``label``: base, tuned, champion
+    vN, in the progress and the log) on the plan's suite."""
     model.eval()
     scored = {"metrics": {}, "items": {}, "directions": {}, "tasks": {}, "generations": []}
     if plan.suite is not None:
@@ -98,7 +99,7 @@ def score_model(model, tokenizer, plan: EvalPlan) -> dict:
             scored[key].update(lm[key])
     if plan.items:
         held = score_heldout(model, tokenizer, plan.items, plan.cfg.heldout, plan.cfg.batch_size,
-                             with_loss=plan.cfg.perplexity)
+                             with_loss=plan.cfg.perplexity, label=label)
         scored["metrics"].update(held["metrics"])
         scored["items"].update(held["items"])
         scored["directions"].update({m: higher_is_better(m) for m in held["metrics"]})
@@ -168,7 +169,7 @@ def _base_scores(base_model, tokenizer, plan: EvalPlan, cache: str | None) -> di
     if hit is not None:
         log.info("evaluate: base model's scores on this suite from the cache (%s)", cache)
         return {**hit, "cached": True}
-    scored = score_model(base_model, tokenizer, plan)
+    scored = score_model(base_model, tokenizer, plan, "base")
     score_cache.save(cache, key, scored)
     return scored
 
@@ -203,7 +204,7 @@ def run_evaluation(base_model, tokenizer, adapter_dir: str | Path | None, data_d
     if adapter_dir is not None:
         tuned = PeftModel.from_pretrained(base_model, str(adapter_dir))
         tuned.eval()
-        scored["tuned"] = score_model(tuned, tokenizer, plan)
+        scored["tuned"] = score_model(tuned, tokenizer, plan, "tuned")
         results["tuned"] = model_block(scored["tuned"])
         if diagnostics:
             diag = adapter_diagnostics_of(tuned, Path(adapter_dir), tokenizer, out, cfg.general_text, cfg.general_tokens)
@@ -243,7 +244,7 @@ def _champion_scores(base_model, tokenizer, plan: EvalPlan, champion: dict, base
 
     held = PeftModel.from_pretrained(base_model, str(champion["adapter_dir"]))
     held.eval()
-    scored = score_model(held, tokenizer, plan)
+    scored = score_model(held, tokenizer, plan, "champion")
     held.unload()
     return {**scored, "source": "scored in this run"}
 

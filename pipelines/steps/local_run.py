@@ -7,6 +7,7 @@ Every output lands under ``output_dir``:
     data/ (splits, data_card.{json,md})  calibration/ (fisher_report.json, fisher_profile.png)
     train/adapter/ (PEFT)  eval/ (eval_results.json, eval_table.md)  merged/ (plain transformers model)
     mlflow.db + mlartifacts/ (tracking and registry, unless register.tracking_uri says otherwise)
+    nights/<finished>-<run id>/ (the earlier runs' outputs, ``nights.py``)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..config.run_config import RunConfig
 from ..runtime.models import model_source
 from ..runtime.reachability import check_local_gpus
 from . import stages
+from .nights import archive_previous_night
 
 log = logging.getLogger("fora")
 
@@ -51,6 +53,7 @@ def run_pipeline(run: RunConfig, progress: bool = True) -> dict:
     check_local_gpus(run)
     resolved = stages.resolve(run)  # every check first; it creates output_dir and the MLflow run only after them
     run_id = resolved["run_id"]
+    archive_previous_night(out, run.register.model_name)
     if resolved["skip"]:
         log.info("nothing to do: %s", resolved["reason"])
         summary = {"run_id": run_id, "skipped": True, "reason": resolved["reason"], "output_dir": str(out),

@@ -184,3 +184,35 @@ def register_model(
     tag_run_with_decision(client, run_id, model_name, int(version.version), decision)
     return {**decision, "version": int(version.version), "champion": decision["promoted"]
             or decision["reason"].startswith("already champion")}
+
+
+def write_prompt_format_for(run: RunConfig, card: dict, folder: Path) -> None:
+    """``fora_prompt.json`` (``registry/pyfunc_model.py``): chat data -> prompts are user turns of the template."""
+    from ..data.chat import read_chat_template
+    from ..registry.pyfunc_model import write_prompt_format
+
+    chat = "chat" in card
+    write_prompt_format(folder, chat, read_chat_template(run.data.chat_template)
+                        if chat and run.data.chat_template else None,
+                        system_prompt=run.data.system_prompt if chat else "template")
+
+
+def adapter_package(run: RunConfig, adapter: Path, out: str | Path) -> Path:
+    """The adapter-only form of a registered model: the PEFT adapter files and ``fora_base.json`` naming
+    the base model (``pipelines/registry/pyfunc_model.py`` loads the base, applies and merges the adapter)."""
+    import shutil
+    import tempfile
+
+    from ..registry.pyfunc_model import BASE_FILE
+    from ..runtime.atomic import replace_dir
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        shutil.copytree(adapter, staging / "package")
+        (staging / "package" / BASE_FILE).write_text(json.dumps({"model": run.model, "dtype": run.dtype}))
+        replace_dir(staging / "package", out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

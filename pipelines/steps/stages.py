@@ -239,8 +239,25 @@ def train(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, train_dir
     from .train import run_training
 
     _, layers = load_selection(calib_dir)
-    return run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress, run_key=run_key,
-                        calib_dir=calib_dir)
+    trained = run_training(run, data_dir, layers, train_dir, mlflow_run_id=run_id, progress=progress,
+                           run_key=run_key, calib_dir=calib_dir)
+    log.info("train: the adapter of %s", trained["choice"])
+    with tracked(run, run_id) as on, storage.local_input(train_dir) as out:
+        if on:
+            _log_training(out, trained)
+    return trained
+
+
+def _log_training(out: Path, trained: dict) -> None:
+    """The loss (and forgetting) curve and the checkpoint choice to the MLflow run, under ``train/``."""
+    import mlflow
+
+    from ..training.checkpoint_choice import CHOICE_FILE
+
+    for name in ("loss_curve.png", f"adapter/{CHOICE_FILE}"):
+        if (out / name).exists():
+            mlflow.log_artifact(str(out / name), "train")
+    mlflow.set_tag("fora.chosen_step", str(trained["chosen_step"]))
 
 
 def evaluate(run: RunConfig, data_dir: str | Path, adapter_dir: str | Path | None, eval_dir: str | Path,
@@ -292,7 +309,13 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
     come from the adapter's ``fora_config.json`` (a sweep's best trial has its own), else the calibration."""
     from ..registry.promotion import Policy
     from ..training.calibration_artifacts import load_selection
-    from .register import challenger_of, merge_to_folder, register_model
+    from .register import (
+        adapter_package,
+        challenger_of,
+        merge_to_folder,
+        register_model,
+        write_prompt_format_for,
+    )
 
     require_inputs("register", (data_dir, "data_card.json", "data-prep"), (adapter_dir, "adapter_config.json", "train"),
                    (eval_dir, "eval_results.json", "evaluate"), (eval_dir, "item_scores.json", "evaluate"))
@@ -310,65 +333,44 @@ def register(run: RunConfig, data_dir: str | Path, calib_dir: str | Path, adapte
                                                   by=(extra_tags or {}).get("pipeline_run", run.name))
         r = run.register
         policy = Policy(test=r.promotion_test, margin=r.margin, alpha=r.alpha, approval=r.approval)
-        if r.artifact == "adapter":  # megabytes: the adapter and the name of the base it needs
+        artifact = r.artifact
+        if challenger.broken_guards and artifact != "adapter":
+            # it can never become the champion: keep its adapter (megabytes), not a merged copy of the model
+            artifact = "adapter"
+            log.info("register: the model breaks %s, so it is registered as its adapter only (register.artifact "
+                     "'%s' applies to versions that can be promoted)", "; ".join(challenger.broken_guards), r.artifact)
+        if artifact == "adapter":  # megabytes: the adapter and the name of the base it needs
             model_dir = adapter_package(run, adapter, merged_out)
         else:
             model_dir = merge_to_folder(model_source(run), adapter, merged_out,
                                         device=step_device(run.resources.register, "register"))
         package = adapter_package(run, adapter, Path(merged_out).parent / "adapter-package") \
-            if r.artifact == "both" else None
+            if artifact == "both" else None
         for folder in (model_dir, package):  # a chat-tuned model answers a prompt as a user turn
             if folder is not None:
-                _write_prompt_format(run, card, folder)
+                write_prompt_format_for(run, card, folder)
         from ..data.fingerprint import recipe_fingerprint
 
         source = card.get("source_fingerprint", card["content_hash"])
         tags = {"method": method, "K": str(len(layers)), "selected_layers": json.dumps(layers),
                 "data_hash": card["content_hash"], "data_fingerprint": source,
                 "recipe_fingerprint": recipe_fingerprint(run, source), "base_model": run.model,
-                "data_source": run.data.source, "eval_suite": per_item["suite"], "artifact": r.artifact,
+                "data_source": run.data.source, "eval_suite": per_item["suite"], "artifact": artifact,
                 "register_metric": metric, metric: f"{value:.6f}", **(extra_tags or {})}
         from ..registry.model_card import model_card
+        from ..training.checkpoint_choice import CHOICE_FILE
+
+        choice = json.loads((adapter / CHOICE_FILE).read_text()) if (adapter / CHOICE_FILE).exists() else None
+        if choice:
+            tags.update(chosen_step=str(choice["chosen_step"]), checkpoint_choice=choice["reason"][:4000])
 
         (Path(model_dir) / "README.md").write_text(model_card(
             model_name=r.model_name, tags={**tags, "promotion_test": r.promotion_test}, results=results,
-            per_item=per_item, metric=metric, artifact=r.artifact,
-            fora=meta.get("fora", {}) or run.to_dict()["fora"], chat="chat" in card))
+            per_item=per_item, metric=metric, artifact=artifact,
+            fora=meta.get("fora", {}) or run.to_dict()["fora"], chat="chat" in card, choice=choice))
         if run_id is None:
             run_id = start_tracking(run)
         return register_model(run_id=run_id, tracking_uri=run.tracking_uri, model_name=r.model_name,
                               merged_dir=model_dir, adapter_dir=adapter, tags=tags, challenger=challenger,
                               policy=policy, metric=metric, value=value,
                               adapter_package_dir=package)
-
-
-def _write_prompt_format(run: RunConfig, card: dict, folder: Path) -> None:
-    """``fora_prompt.json`` (``registry/pyfunc_model.py``): chat data -> prompts are user turns of the template."""
-    from ..data.chat import read_chat_template
-    from ..registry.pyfunc_model import write_prompt_format
-
-    chat = "chat" in card
-    write_prompt_format(folder, chat, read_chat_template(run.data.chat_template)
-                        if chat and run.data.chat_template else None,
-                        system_prompt=run.data.system_prompt if chat else "template")
-
-
-def adapter_package(run: RunConfig, adapter: Path, out: str | Path) -> Path:
-    """The adapter-only form of a registered model: the PEFT adapter files and ``fora_base.json`` naming
-    the base model (``pipelines/registry/pyfunc_model.py`` loads the base, applies and merges the adapter)."""
-    import shutil
-    import tempfile
-
-    from ..registry.pyfunc_model import BASE_FILE
-    from ..runtime.atomic import replace_dir
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        shutil.copytree(adapter, staging / "package")
-        (staging / "package" / BASE_FILE).write_text(json.dumps({"model": run.model, "dtype": run.dtype}))
-        replace_dir(staging / "package", out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from fora_core import restore_training_state, save_adapter
 
 from ..runtime import checkpoints, rng_state
+from .checkpoint_choice import BEST_ADAPTER_DIR, CHOICE_FILE
 from .loop_config import LoopConfig
 from .outputs import ADAPTER_DIR
 
@@ -51,10 +53,13 @@ def load_trainer_state(resume: str | Path, expected_fingerprint: str | None) -> 
 
 
 def save_checkpoint(path: Path, model, loop: LoopConfig, optimizer, scheduler, step: int,
-                    history: list[dict], rng: list[dict] | None = None) -> None:
+                    history: list[dict], rng: list[dict] | None = None, choice: dict | None = None,
+                    best_adapter: Path | None = None) -> None:
     """Adapter (safetensors), optimizer + scheduler state and every worker's random-number state (tensors,
     numbers and tuples only), history, the run's fingerprint, and the worker group that trained it (its size and
-    collective backend: what ``train.backend`` resolved to)."""
+    collective backend: what ``train.backend`` resolved to). ``choice``: the checkpoint choice so far
+    (``checkpoint_choice.py``; its ``stopped_early`` marks the run finished); ``best_adapter``: the best
+    evaluation point's adapter folder, copied in when it exists."""
     import torch.distributed as dist
 
     grouped = dist.is_available() and dist.is_initialized()
@@ -62,9 +67,14 @@ def save_checkpoint(path: Path, model, loop: LoopConfig, optimizer, scheduler, s
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                 "history": history, "rng": rng or []}, path / STATE_FILE)
     (path / "history.json").write_text(json.dumps(history))
+    if choice is not None:
+        (path / CHOICE_FILE).write_text(json.dumps(choice, indent=2))
+    if best_adapter is not None and best_adapter.is_dir():
+        shutil.copytree(best_adapter, path / BEST_ADAPTER_DIR)
     meta = checkpoints.meta(loop.fingerprint or "", step, loop.run.train.max_steps, loop.run_key or "")
     meta.update(workers=dist.get_world_size() if grouped else 1,
-                collective_backend=dist.get_backend() if grouped else None)
+                collective_backend=dist.get_backend() if grouped else None,
+                stopped_early=bool(choice and choice["stopped_early"]))
     (path / checkpoints.META_FILE).write_text(json.dumps(meta))
 
 

@@ -1,5 +1,6 @@
-"""Test-only step hooks: a failure or a non-finite loss at a chosen step, to prove that a worker failure resumes
-from the last checkpoint and that divergence stops the run before anything is kept.
+"""Test-only step hooks: a failure, a non-finite loss or a climbing loss from a chosen step, to prove that a worker
+failure resumes from the last checkpoint, that divergence stops the run before anything is kept, and that the
+checkpoint choice keeps the better step and stops early.
 
 A hook is passed to ``run_training(..., hooks=[...])`` (``LoopConfig.hooks``), never through the run config, so
 no user setting can inject a fault. Hooks are small dataclasses of this package: Ray pickles them to workers on
@@ -44,3 +45,17 @@ class NaNLossAt:
 
     def on_loss(self, step: int, loss):
         return loss * float("nan") if step == self.step else loss
+
+
+@dataclass(frozen=True)
+class AscendFrom:
+    """From ``step`` (0-based) on, climb the loss instead of descending it (the gradient of -loss): the model gets
+    worse on purpose, so the checkpoint choice must keep an earlier step and early stopping must fire."""
+
+    step: int
+
+    def before_step(self, step: int, resumed: bool) -> None:
+        return None
+
+    def on_loss(self, step: int, loss):
+        return -loss if step >= self.step else loss

@@ -29,8 +29,10 @@ from ..data.jsonl import read_jsonl
 from ..runtime import interruption, rng_state, storage
 from . import divergence
 from .batches import batch_indices, make_batch, real_tokens, target_tokens, training_rows, worker_share
+from .checkpoint_choice import BEST_ADAPTER_DIR, Choice
 from .checkpoint_state import Resumed, resume, save_checkpoint
 from .contexts import Context, context_for
+from .guard_measures import GuardMeasures
 from .loop_config import LoopConfig
 from .progress import Progress
 from .setup import Parts, set_up
@@ -54,7 +56,8 @@ def train_loop_per_worker(config: dict[str, Any] | LoopConfig) -> dict | None:
 
 @dataclass
 class TrainingData:
-    """The training rows (packed when ``data.packing``), their target-token counts, and the validation rows."""
+    """The training rows (packed when ``data.packing``), their target-token counts, and the validation rows (the
+    first ``train.eval_rows`` when set)."""
 
     rows: list[dict]
     targets: list[int]
@@ -65,7 +68,10 @@ class TrainingData:
         data_dir = storage.localize(loop.data_dir, scratch / "data")
         rows = training_rows(read_jsonl(data_dir / "train.jsonl"), loop.run.data.packing, loop.run.data.max_length)
         # per row, once: every step sums them over its global batch
-        return TrainingData(rows, [target_tokens(r) for r in rows], read_jsonl(data_dir / "validation.jsonl"))
+        validation = read_jsonl(data_dir / "validation.jsonl")
+        if loop.run.train.eval_rows:
+            validation = validation[: loop.run.train.eval_rows]
+        return TrainingData(rows, [target_tokens(r) for r in rows], validation)
 
 
 @dataclass
@@ -74,15 +80,20 @@ class FitState:
 
     history: list[dict]
     last_saved: int | None
+    choice: Choice
     last_val: float | None = None  # a sweep reports the latest validation loss at every step
     val_seconds: float = 0.0  # validation time, reported with the next step
+    stopped_early: bool = False
 
 
 def fit(loop: LoopConfig, ctx: Context, parts: Parts, data: TrainingData, start: Resumed, scratch: Path) -> dict | None:
     """Steps ``start.step`` .. ``train.max_steps``; returns the stopping report on divergence, else None."""
     tcfg = loop.run.train
-    state = FitState(history=start.history, last_saved=start.step or None,
+    state = FitState(history=start.history, last_saved=start.step or None, choice=Choice.replay(loop.run, start.history),
                      last_val=next((h["val_loss"] for h in reversed(start.history) if "val_loss" in h), None))
+    measures = GuardMeasures.for_loop(loop, parts, scratch)
+    if start.path and (Path(start.path) / BEST_ADAPTER_DIR).is_dir():  # the best so far, carried by the checkpoint
+        shutil.copytree(Path(start.path) / BEST_ADAPTER_DIR, scratch / BEST_ADAPTER_DIR, dirs_exist_ok=True)
     pad_id = parts.tokenizer.pad_token_id
     if loop.report_val_loss_every_step and state.last_val is None:  # Tune compares trials from the first report
         t_val = time.perf_counter()
@@ -104,14 +115,18 @@ def fit(loop: LoopConfig, ctx: Context, parts: Parts, data: TrainingData, start:
             parts.scheduler.step()
             parts.optimizer.zero_grad(set_to_none=True)
             metrics = step_metrics(loop, ctx, parts, step + 1, loss_sum, tokens, time.perf_counter() - t0)
-            validate_if_due(loop, ctx, parts, data, state, metrics)
+            validate_if_due(loop, ctx, parts, data, state, metrics, measures)
             state.history.append(metrics)
             progress.step(metrics)
+            state.stopped_early = "val_loss" in metrics and ctx.sum_over_workers(float(state.choice.should_stop())) > 0
             checkpoint = checkpoint_if_due(loop, ctx, parts, state, metrics["step"], scratch)
             interruption.progress(step=metrics["step"])
             ctx.report(reported(loop, state, metrics), checkpoint)
             if checkpoint:
                 shutil.rmtree(checkpoint, ignore_errors=True)
+            if state.stopped_early:
+                progress.say(state.choice.summary(metrics["step"], tcfg.max_steps, True)["reason"])
+                break
     return None
 
 
@@ -155,9 +170,11 @@ def step_metrics(loop: LoopConfig, ctx: Context, parts: Parts, done: int, loss: 
 
 
 def validate_if_due(loop: LoopConfig, ctx: Context, parts: Parts, data: TrainingData, state: FitState,
-                    metrics: dict) -> None:
-    """Every ``train.eval_every`` steps and at the last: the replicas' agreement (several workers) and the
-    validation loss, into ``metrics``; the validation time rides on the next step's metrics."""
+                    metrics: dict, measures: GuardMeasures) -> None:
+    """Every ``train.eval_every`` steps and at the last: the replicas' agreement (several workers), the
+    validation loss and the guard metrics measured in training (``guard_measures.py``), into ``metrics``; the
+    checkpoint choice considers the point (``checkpoint_choice.py``). The validation time rides on the next
+    step's metrics."""
     done, tcfg = metrics["step"], loop.run.train
     if done % tcfg.eval_every == 0 or done == tcfg.max_steps:
         if ctx.world > 1:  # DDP keeps replicas equal; a spread means a broken collective or kernel
@@ -167,6 +184,9 @@ def validate_if_due(loop: LoopConfig, ctx: Context, parts: Parts, data: Training
                 raise RuntimeError(f"step {done}: {problem}")
         t_val = time.perf_counter()
         metrics["val_loss"] = validation_loss(parts.model, data.validation, parts.tokenizer.pad_token_id)
+        measures.add_to(metrics, state.choice, data.validation)
+        if state.choice.consider(metrics) and ctx.rank == 0:
+            measures.keep_best(loop)
         state.val_seconds += time.perf_counter() - t_val
     metrics["val_seconds"], state.val_seconds = state.val_seconds, 0.0
 
@@ -176,13 +196,15 @@ def checkpoint_if_due(loop: LoopConfig, ctx: Context, parts: Parts, state: FitSt
     """Every ``train.checkpoint_every`` steps and at the last: rank 0 writes a checkpoint folder (returned, for
     the context to store); every worker contributes its random-number state."""
     tcfg = loop.run.train
-    if not (done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps):
+    if not (done % tcfg.checkpoint_every == 0 or done == tcfg.max_steps or state.stopped_early):
         return None
     rng = rng_state.gather(ctx.world)  # every worker's generators (a collective)
     folder = None
     if ctx.rank == 0:
         folder = tempfile.mkdtemp(prefix="ckpt-", dir=scratch)
-        save_checkpoint(Path(folder), parts.inner, loop, parts.optimizer, parts.scheduler, done, state.history, rng)
+        choice = state.choice.summary(done, tcfg.max_steps, state.stopped_early)
+        save_checkpoint(Path(folder), parts.inner, loop, parts.optimizer, parts.scheduler, done, state.history, rng,
+                        choice=choice, best_adapter=scratch / BEST_ADAPTER_DIR)
     state.last_saved = done
     return folder
 
