@@ -165,6 +165,7 @@ def test_mlflow_models_serve_answers_a_prompt_and_a_conversation_as_the_evaluati
     write_prompt_format(registered, chat=True, chat_template=None)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment("served-chat")  # not the experiment an earlier test left active in another store
     with mlflow.start_run():
         uri = _log_pyfunc("model", registered).model_uri
     tok = AutoTokenizer.from_pretrained(folder)
