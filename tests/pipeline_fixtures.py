@@ -35,3 +35,15 @@ def write_records(path: Path, n: int = 40, times: int | None = None) -> Path:
                     "answer": str(times * i)} for i in range(n)]
     path.write_text(json.dumps(records))
     return path
+
+
+def prepared_data_dir(root: Path, config: dict) -> Path:
+    """``config``'s data prepared with its model's tokenizer into ``root/data`` (the training tests' fixture)."""
+    from fora_core import ModelSource
+    from pipelines.config.run_config import RunConfig
+    from pipelines.steps.data_prep import prepare_data
+
+    run = RunConfig.from_dict(config)
+    _, tok = ModelSource(run.model).load()
+    prepare_data(run.data, tok, root / "data")
+    return root / "data"

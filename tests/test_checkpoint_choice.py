@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_fixtures import tiny_model_dir, write_records
+from pipeline_fixtures import prepared_data_dir, tiny_model_dir, write_records
 from safetensors.torch import load_file
 
-from fora_core import ModelSource
 from pipelines.config.errors import RunConfigError
 from pipelines.config.run_config import RunConfig
-from pipelines.steps.data_prep import prepare_data
 from pipelines.steps.train import run_training
 from pipelines.training.checkpoint_choice import CHOICE_FILE, Choice
 from pipelines.training.faults import AscendFrom
@@ -113,10 +111,7 @@ def config(root: Path, model_dir: Path, guards=(), **train) -> dict:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("data")
-    run = RunConfig.from_dict(config(root, model_dir))
-    _, tok = ModelSource(run.model).load()
-    prepare_data(run.data, tok, root / "data")
-    return root / "data"
+    return prepared_data_dir(root, config(root, model_dir))
 
 
 def checkpoint_adapters(run: RunConfig) -> dict[int, dict]:

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from pipeline_fixtures import tiny_model_dir, write_records
+from pipeline_fixtures import prepared_data_dir, tiny_model_dir, write_records
 from safetensors.torch import load_file
 from tiny_models import tiny_model
 
-from fora_core import ForaConfig, ModelSource, apply_fora
+from fora_core import ForaConfig, apply_fora
 from pipelines.config.run_config import RunConfig
-from pipelines.steps.data_prep import prepare_data
 from pipelines.steps.train import run_training
 from pipelines.training.batches import batch_indices, make_batch, target_tokens, worker_share
 from pipelines.training.faults import FailAt
@@ -116,10 +115,7 @@ def config(root: Path, model_dir: Path, **train) -> dict:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("data")
-    run = RunConfig.from_dict(config(root, model_dir))
-    _, tok = ModelSource(run.model).load()
-    prepare_data(run.data, tok, root / "data")
-    return root / "data"
+    return prepared_data_dir(root, config(root, model_dir))
 
 
 @pytest.fixture(scope="module")

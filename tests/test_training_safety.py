@@ -15,14 +15,12 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from pipeline_fixtures import tiny_model_dir, write_records
+from pipeline_fixtures import prepared_data_dir, tiny_model_dir, write_records
 from safetensors.torch import load_file
 
-from fora_core import ModelSource
 from pipelines import cli
 from pipelines.config.errors import TrainingDiverged
 from pipelines.config.run_config import RunConfig
-from pipelines.steps.data_prep import prepare_data
 from pipelines.steps.train import run_training
 from pipelines.training.faults import FailAt, NaNLossAt
 
@@ -50,10 +48,7 @@ def config(root: Path, model_dir: Path, **train) -> dict:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("data")
-    run = RunConfig.from_dict(config(root, model_dir))
-    _, tok = ModelSource(run.model).load()
-    prepare_data(run.data, tok, root / "data")
-    return root / "data"
+    return prepared_data_dir(root, config(root, model_dir))
 
 
 def _adapter(path: str) -> dict:

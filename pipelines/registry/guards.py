@@ -16,6 +16,11 @@ from ..config.register import Guard
 from ..evaluation.metrics import higher_is_better
 
 
+def slack(guard: Guard, base: float) -> float:
+    """How far the tuned value may move the wrong way from ``base``: t, or t * |base| when relative."""
+    return guard.tolerance * abs(base) if guard.relative else guard.tolerance
+
+
 def broken_guards(guards: list[Guard], tuned: dict[str, float], base: dict[str, float] | None,
                   directions: dict[str, bool]) -> list[str]:
     """One clause per broken guard (empty: all hold). A guard on a metric the evaluation did not produce is a
@@ -32,10 +37,10 @@ def broken_guards(guards: list[Guard], tuned: dict[str, float], base: dict[str, 
             raise RunConfigError(f"invalid value for 'register.guards' metric {g.metric!r}: the evaluation did not "
                                  f"produce it (produced: {produced})")
         b, x = base[g.metric], tuned[g.metric]
-        slack = g.tolerance * abs(b) if g.relative else g.tolerance
+        allowed = slack(g, b)
         higher = higher_is_better(g.metric, declared=directions)
-        ok = x >= b - slack if higher else x <= b + slack
+        ok = x >= b - allowed if higher else x <= b + allowed
         if not ok:
-            bound = f">= {b - slack:.4g}" if higher else f"<= {b + slack:.4g}"
+            bound = f">= {b - allowed:.4g}" if higher else f"<= {b + allowed:.4g}"
             broken.append(f"guard {g.metric}: tuned {x:.4g} vs base {b:.4g} (must be {bound}; {g.describe()})")
     return broken

@@ -91,8 +91,7 @@ def _guard_bounds(choice: dict | None, base: float) -> list[float]:
     """The perplexity bounds of the guards the choice applied (base + slack)."""
     if not choice:
         return []
-    out = []
-    for g in choice.get("guard_specs", []):
-        if g["metric"] == "general/perplexity":
-            out.append(base + (g["tolerance"] * abs(base) if g["relative"] else g["tolerance"]))
-    return out
+    from ..config.register import Guard
+    from ..registry.guards import slack
+
+    return [base + slack(Guard(**g), base) for g in choice.get("guard_specs", []) if g["metric"] == "general/perplexity"]
